@@ -1,0 +1,311 @@
+//! Content-defined chunking: bytes in, cut points out.
+//!
+//! The chunker is FastCDC v2020 with normalized chunking, its gear table keyed by a
+//! 64-bit seed that the caller derives from a secret. It knows nothing of where the
+//! seed comes from, nor of files or storage: it only finds boundaries, so the same
+//! [`ChunkerParams`] and seed always cut the same bytes the same way.
+//!
+//! A seeded gear table does **not** hide chunk boundaries from an attacker who sees
+//! chunk lengths (Truong et al., ePrint 2025/558); cairn never shows chunk lengths
+//! to the server (see `docs/crypto.md`).
+
+use std::io::{self, Read};
+
+use fastcdc::v2020::{FastCDC, Normalization};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Chunk size parameters outside what FastCDC supports, or out of order.
+    #[error("invalid chunker parameters: {reason}")]
+    InvalidParams {
+        /// What is wrong with them.
+        reason: &'static str,
+    },
+    /// Reading the source failed.
+    #[error("reading input: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The chunker's parameters. They are recorded in the repository config at init
+/// and never change for that repository: a different chunker is a different format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkerParams {
+    /// No chunk is smaller than this, except the last chunk of a stream.
+    pub min_size: u32,
+    /// Target mean chunk size.
+    pub avg_size: u32,
+    /// No chunk is larger than this.
+    pub max_size: u32,
+    /// FastCDC normalization level, 0 to 3.
+    pub normalization: u8,
+}
+
+impl Default for ChunkerParams {
+    /// 256 KiB / 1 MiB / 4 MiB, normalization level 1: large enough that the index
+    /// of a 100 GB history stays around 100 k entries.
+    fn default() -> Self {
+        Self {
+            min_size: 256 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 4 * 1024 * 1024,
+            normalization: 1,
+        }
+    }
+}
+
+impl ChunkerParams {
+    /// Checks that FastCDC accepts these parameters. Parameters read from a
+    /// repository go through this before use, so a bad config is an error, not a
+    /// panic inside FastCDC.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |reason| Err(Error::InvalidParams { reason });
+        let (min, avg, max) = (
+            self.min_size as usize,
+            self.avg_size as usize,
+            self.max_size as usize,
+        );
+        if !(fastcdc::v2020::MINIMUM_MIN..=fastcdc::v2020::MINIMUM_MAX).contains(&min) {
+            return bad("min_size out of range");
+        }
+        if !(fastcdc::v2020::AVERAGE_MIN..=fastcdc::v2020::AVERAGE_MAX).contains(&avg) {
+            return bad("avg_size out of range");
+        }
+        if !(fastcdc::v2020::MAXIMUM_MIN..=fastcdc::v2020::MAXIMUM_MAX).contains(&max) {
+            return bad("max_size out of range");
+        }
+        if min % 2 != 0 || avg % 2 != 0 || max % 2 != 0 {
+            return bad("sizes must be even");
+        }
+        if !(min <= avg && avg <= max) {
+            return bad("sizes must satisfy min <= avg <= max");
+        }
+        if self.normalization > 3 {
+            return bad("normalization level must be 0 to 3");
+        }
+        Ok(())
+    }
+
+    fn level(&self) -> Normalization {
+        match self.normalization {
+            0 => Normalization::Level0,
+            1 => Normalization::Level1,
+            2 => Normalization::Level2,
+            _ => Normalization::Level3,
+        }
+    }
+}
+
+/// A configured chunker: parameters plus the secret seed of the gear table.
+/// Cheap to clone; usable from any thread.
+#[derive(Clone, Debug)]
+pub struct Chunker {
+    params: ChunkerParams,
+    seed: u64,
+}
+
+impl Chunker {
+    /// Builds a chunker after validating the parameters.
+    pub fn new(params: ChunkerParams, seed: u64) -> Result<Self, Error> {
+        params.validate()?;
+        Ok(Self { params, seed })
+    }
+
+    /// The parameters this chunker cuts with.
+    pub fn params(&self) -> ChunkerParams {
+        self.params
+    }
+
+    /// Lengths of the chunks of `data`, treating its end as the end of the stream.
+    /// The lengths sum to `data.len()`; empty input gives no chunks.
+    pub fn chunk_lengths(&self, data: &[u8]) -> Vec<usize> {
+        self.fastcdc(data).map(|c| c.length).collect()
+    }
+
+    fn fastcdc<'a>(&self, data: &'a [u8]) -> FastCDC<'a> {
+        let p = self.params;
+        FastCDC::with_level_and_seed(
+            data,
+            p.min_size as usize,
+            p.avg_size as usize,
+            p.max_size as usize,
+            p.level(),
+            self.seed,
+        )
+    }
+
+    /// Streams `reader` as chunks, reading in large sequential blocks (never
+    /// mapping the source: a file truncated while mapped would kill the process).
+    pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<R> {
+        ChunkStream {
+            chunker: self.clone(),
+            reader,
+            buf: Vec::new(),
+            start: 0,
+            eof: false,
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+/// Iterator over the chunks of a reader; see [`Chunker::stream`].
+///
+/// The buffer holds at least `4 × max_size` bytes before cutting, so every cut
+/// except at end of stream sees as much data as FastCDC would on the whole input:
+/// streamed and in-memory chunking give identical boundaries.
+pub struct ChunkStream<R> {
+    chunker: Chunker,
+    reader: R,
+    buf: Vec<u8>,
+    start: usize,
+    eof: bool,
+    pending: std::collections::VecDeque<usize>,
+}
+
+impl<R: Read> ChunkStream<R> {
+    fn window(&self) -> usize {
+        self.chunker.params.max_size as usize * 4
+    }
+
+    /// Refills the buffer and computes the next batch of chunk lengths.
+    fn refill(&mut self) -> io::Result<()> {
+        // Drop consumed bytes, then read until the window is full or EOF.
+        self.buf.drain(..self.start);
+        self.start = 0;
+        let window = self.window();
+        while !self.eof && self.buf.len() < window {
+            let old_len = self.buf.len();
+            self.buf.resize(window, 0);
+            match self.reader.read(&mut self.buf[old_len..]) {
+                Ok(0) => {
+                    self.buf.truncate(old_len);
+                    self.eof = true;
+                }
+                Ok(n) => self.buf.truncate(old_len + n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old_len),
+                Err(e) => {
+                    self.buf.truncate(old_len);
+                    return Err(e);
+                }
+            }
+        }
+        let max = self.chunker.params.max_size as usize;
+        let mut consumed = 0usize;
+        let mut cdc = self.chunker.fastcdc(&self.buf);
+        // Without EOF, stop before the tail shorter than one max-size chunk: its
+        // cut point depends on bytes not read yet. FastCDC is lazy, so nothing
+        // past that point is scanned twice.
+        while self.eof || self.buf.len() - consumed >= max {
+            let Some(chunk) = cdc.next() else { break };
+            self.pending.push_back(chunk.length);
+            consumed += chunk.length;
+        }
+        Ok(())
+    }
+
+    /// The next chunk's bytes, or `None` at end of stream.
+    pub fn next_chunk(&mut self) -> Result<Option<&[u8]>, Error> {
+        if self.pending.is_empty() {
+            if self.eof && self.start >= self.buf.len() {
+                return Ok(None);
+            }
+            self.refill()?;
+        }
+        match self.pending.pop_front() {
+            None => Ok(None),
+            Some(len) => {
+                let begin = self.start;
+                self.start += len;
+                Ok(self.buf.get(begin..begin + len))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn small() -> ChunkerParams {
+        ChunkerParams {
+            min_size: 256,
+            avg_size: 1024,
+            max_size: 4096,
+            normalization: 1,
+        }
+    }
+
+    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn collect_stream(chunker: &Chunker, data: &[u8]) -> Vec<Vec<u8>> {
+        let mut s = chunker.stream(data);
+        let mut out = Vec::new();
+        while let Some(c) = s.next_chunk().unwrap() {
+            out.push(c.to_vec());
+        }
+        out
+    }
+
+    #[test]
+    fn rejects_bad_params() {
+        let mut p = small();
+        p.min_size = 8192;
+        assert!(Chunker::new(p, 0).is_err());
+        let mut p = small();
+        p.normalization = 9;
+        assert!(Chunker::new(p, 0).is_err());
+        let mut p = small();
+        p.avg_size = 1023;
+        assert!(Chunker::new(p, 0).is_err());
+        assert!(Chunker::new(ChunkerParams::default(), 1).is_ok());
+    }
+
+    #[test]
+    fn seed_changes_boundaries() {
+        let data = pseudo_random(200_000, 7);
+        let a = Chunker::new(small(), 1).unwrap().chunk_lengths(&data);
+        let b = Chunker::new(small(), 2).unwrap().chunk_lengths(&data);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn empty_input_has_no_chunks() {
+        let c = Chunker::new(small(), 3).unwrap();
+        assert!(c.chunk_lengths(&[]).is_empty());
+        assert!(collect_stream(&c, &[]).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn stream_reassembles_and_matches_in_memory(len in 0usize..60_000, seed in any::<u64>(), rseed in any::<u64>()) {
+            let data = pseudo_random(len, rseed);
+            let c = Chunker::new(small(), seed).unwrap();
+            let chunks = collect_stream(&c, &data);
+            prop_assert_eq!(chunks.concat(), data.clone());
+            let lens: Vec<usize> = chunks.iter().map(Vec::len).collect();
+            prop_assert_eq!(lens.clone(), c.chunk_lengths(&data));
+            for (i, l) in lens.iter().enumerate() {
+                prop_assert!(*l <= 4096);
+                if i + 1 < lens.len() { prop_assert!(*l >= 256); }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_reassemble(data in proptest::collection::vec(any::<u8>(), 0..20_000)) {
+            let c = Chunker::new(small(), 42).unwrap();
+            prop_assert_eq!(collect_stream(&c, &data).concat(), data);
+        }
+    }
+}

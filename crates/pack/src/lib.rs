@@ -1,0 +1,410 @@
+//! Pack files: many sealed blobs, then their encrypted header, then a fixed
+//! trailer. A pack is written once, named by the BLAKE3 hash of its bytes, and
+//! never modified. Chunk lengths are visible only inside the encrypted header.
+//!
+//! ```text
+//! [sealed blob 0] … [sealed blob n-1] [sealed header] [trailer: 12 bytes]
+//! trailer = header_len u32 LE ‖ version u8 (1) ‖ header compression u8 ‖ magic "CAIRNP"
+//! header (plaintext, before sealing as SealKind::PackHeader with a zero ID) =
+//!   version u8 (1) ‖ n_entries u32 LE ‖ n_entries × entry (46 bytes)
+//! entry = chunk id (32) ‖ kind u8 ‖ compression u8 ‖ offset u32 ‖ sealed_len u32
+//!         ‖ plain_len u32   (all LE; offsets ascending, blobs contiguous from 0)
+//! ```
+//!
+//! This crate knows how to lay out and parse packs given a sealing key; it knows
+//! nothing of where keys come from nor of storage backends.
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use cairn_crypto::{ChunkId, Compression, PackId, SealKey, SealKind, SealedBlob};
+
+/// Length of the trailer at the end of every pack.
+pub const TRAILER_LEN: usize = 12;
+const TRAILER_MAGIC: &[u8; 6] = b"CAIRNP";
+const PACK_VERSION: u8 = 1;
+const ENTRY_LEN: usize = 46;
+/// Largest plaintext blob a pack may declare (bounds decompression).
+pub const MAX_BLOB_PLAIN_LEN: u32 = 64 * 1024 * 1024;
+/// Largest header plaintext accepted (bounds decompression and allocation).
+const MAX_HEADER_PLAIN_LEN: usize = 5 + ENTRY_LEN * 4 * 1024 * 1024;
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pack (or a blob in it) is corrupt or has been tampered with.
+    #[error("pack data is corrupt or has been tampered with")]
+    Integrity,
+    /// The pack would exceed the format's 4 GiB limit.
+    #[error("pack too large")]
+    TooLarge,
+    /// Sealing failed (the system RNG failed).
+    #[error("sealing failed: {0}")]
+    Seal(cairn_crypto::Error),
+}
+
+impl From<cairn_crypto::Error> for Error {
+    fn from(e: cairn_crypto::Error) -> Self {
+        match e {
+            cairn_crypto::Error::Integrity => Error::Integrity,
+            other => Error::Seal(other),
+        }
+    }
+}
+
+/// What a blob holds: file content or a directory tree. Data and trees live in
+/// separate packs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BlobKind {
+    /// A chunk of file content.
+    Data = 1,
+    /// An encoded directory.
+    Tree = 2,
+}
+
+impl BlobKind {
+    /// Decodes the on-disk byte.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Data),
+            2 => Some(Self::Tree),
+            _ => None,
+        }
+    }
+
+    /// The seal kind bound into this blob's associated data.
+    pub fn seal_kind(self) -> SealKind {
+        match self {
+            Self::Data => SealKind::Data,
+            Self::Tree => SealKind::Tree,
+        }
+    }
+}
+
+/// One blob's entry in a pack header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    /// The blob's ID.
+    pub id: ChunkId,
+    /// Data or tree.
+    pub kind: BlobKind,
+    /// Compression of the plaintext.
+    pub compression: Compression,
+    /// Byte offset of the sealed blob in the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub sealed_len: u32,
+    /// Length of the plaintext.
+    pub plain_len: u32,
+}
+
+/// Accumulates sealed blobs of one kind into a pack.
+#[derive(Debug)]
+pub struct PackWriter {
+    kind: BlobKind,
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack, ready to store under `id`.
+#[derive(Debug)]
+pub struct FinishedPack {
+    /// BLAKE3 of `bytes`: the pack's name.
+    pub id: PackId,
+    /// The pack file's bytes.
+    pub bytes: Vec<u8>,
+    /// The blobs it holds.
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    /// An empty pack for blobs of `kind`.
+    pub fn new(kind: BlobKind) -> Self {
+        Self {
+            kind,
+            bytes: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// The kind of blobs this pack holds.
+    pub fn kind(&self) -> BlobKind {
+        self.kind
+    }
+
+    /// Bytes of blobs added so far.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a sealed blob.
+    pub fn add(&mut self, id: ChunkId, sealed: &SealedBlob, plain_len: usize) -> Result<(), Error> {
+        let offset = u32::try_from(self.bytes.len()).map_err(|_| Error::TooLarge)?;
+        let sealed_len = u32::try_from(sealed.bytes.len()).map_err(|_| Error::TooLarge)?;
+        let plain_len = u32::try_from(plain_len)
+            .ok()
+            .filter(|&n| n <= MAX_BLOB_PLAIN_LEN)
+            .ok_or(Error::TooLarge)?;
+        offset.checked_add(sealed_len).ok_or(Error::TooLarge)?;
+        self.bytes.extend_from_slice(&sealed.bytes);
+        self.entries.push(PackEntry {
+            id,
+            kind: self.kind,
+            compression: sealed.compression,
+            offset,
+            sealed_len,
+            plain_len,
+        });
+        Ok(())
+    }
+
+    /// Seals the header with `key`, appends it and the trailer, and names the pack.
+    pub fn finish(self, key: &SealKey) -> Result<FinishedPack, Error> {
+        let header = encode_header(&self.entries);
+        let sealed = cairn_crypto::seal(key, SealKind::PackHeader, &[0; 32], &header)?;
+        let header_len = u32::try_from(sealed.bytes.len()).map_err(|_| Error::TooLarge)?;
+        let mut bytes = self.bytes;
+        bytes.extend_from_slice(&sealed.bytes);
+        bytes.extend_from_slice(&header_len.to_le_bytes());
+        bytes.push(PACK_VERSION);
+        bytes.push(sealed.compression as u8);
+        bytes.extend_from_slice(TRAILER_MAGIC);
+        u32::try_from(bytes.len()).map_err(|_| Error::TooLarge)?;
+        Ok(FinishedPack {
+            id: PackId::of_bytes(&bytes),
+            bytes,
+            entries: self.entries,
+        })
+    }
+}
+
+/// Parsed trailer: where the sealed header is and how it is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trailer {
+    /// Length of the sealed header just before the trailer.
+    pub header_len: u32,
+    /// Compression of the header plaintext.
+    pub header_compression: Compression,
+}
+
+/// Decodes the last [`TRAILER_LEN`] bytes of a pack.
+pub fn decode_trailer(tail: &[u8]) -> Result<Trailer, Error> {
+    let tail: &[u8; TRAILER_LEN] = tail.try_into().map_err(|_| Error::Integrity)?;
+    let [a, b, c, d, version, compression, magic @ ..] = *tail;
+    if &magic != TRAILER_MAGIC || version != PACK_VERSION {
+        return Err(Error::Integrity);
+    }
+    let header_compression = Compression::from_u8(compression).ok_or(Error::Integrity)?;
+    Ok(Trailer {
+        header_len: u32::from_le_bytes([a, b, c, d]),
+        header_compression,
+    })
+}
+
+fn encode_header(entries: &[PackEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + entries.len() * ENTRY_LEN);
+    out.push(PACK_VERSION);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(e.id.as_bytes());
+        out.push(e.kind as u8);
+        out.push(e.compression as u8);
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.sealed_len.to_le_bytes());
+        out.extend_from_slice(&e.plain_len.to_le_bytes());
+    }
+    out
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
+    let b = bytes.get(at..at + 4).ok_or(Error::Integrity)?;
+    Ok(u32::from_le_bytes(
+        b.try_into().map_err(|_| Error::Integrity)?,
+    ))
+}
+
+/// Decodes a header's plaintext and checks that its blobs tile `0..blobs_len`
+/// exactly, in order, each no smaller than a seal's overhead. Never panics.
+pub fn decode_header(plain: &[u8], blobs_len: u32) -> Result<Vec<PackEntry>, Error> {
+    let (&version, rest) = plain.split_first().ok_or(Error::Integrity)?;
+    if version != PACK_VERSION {
+        return Err(Error::Integrity);
+    }
+    let n_entries = u32_at(rest, 0)? as usize;
+    let body = rest.get(4..).ok_or(Error::Integrity)?;
+    if body.len() != n_entries.checked_mul(ENTRY_LEN).ok_or(Error::Integrity)? {
+        return Err(Error::Integrity);
+    }
+    let mut entries = Vec::with_capacity(n_entries);
+    let mut expected_offset = 0u32;
+    for raw in body.chunks_exact(ENTRY_LEN) {
+        let id: [u8; 32] = raw
+            .get(..32)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(Error::Integrity)?;
+        let kind =
+            BlobKind::from_u8(*raw.get(32).ok_or(Error::Integrity)?).ok_or(Error::Integrity)?;
+        let compression =
+            Compression::from_u8(*raw.get(33).ok_or(Error::Integrity)?).ok_or(Error::Integrity)?;
+        let offset = u32_at(raw, 34)?;
+        let sealed_len = u32_at(raw, 38)?;
+        let plain_len = u32_at(raw, 42)?;
+        if offset != expected_offset
+            || (sealed_len as usize) < cairn_crypto::SEAL_OVERHEAD
+            || plain_len > MAX_BLOB_PLAIN_LEN
+        {
+            return Err(Error::Integrity);
+        }
+        expected_offset = offset.checked_add(sealed_len).ok_or(Error::Integrity)?;
+        entries.push(PackEntry {
+            id: ChunkId::from_bytes(id),
+            kind,
+            compression,
+            offset,
+            sealed_len,
+            plain_len,
+        });
+    }
+    if expected_offset != blobs_len {
+        return Err(Error::Integrity);
+    }
+    Ok(entries)
+}
+
+/// Reads the entries of a whole pack (used to rebuild or check the index).
+/// Also verifies that the bytes hash to `expected_id`.
+pub fn read_pack_entries(
+    key: &SealKey,
+    expected_id: &PackId,
+    bytes: &[u8],
+) -> Result<Vec<PackEntry>, Error> {
+    if PackId::of_bytes(bytes) != *expected_id {
+        return Err(Error::Integrity);
+    }
+    let trailer_at = bytes
+        .len()
+        .checked_sub(TRAILER_LEN)
+        .ok_or(Error::Integrity)?;
+    let trailer = decode_trailer(bytes.get(trailer_at..).ok_or(Error::Integrity)?)?;
+    let header_at = trailer_at
+        .checked_sub(trailer.header_len as usize)
+        .ok_or(Error::Integrity)?;
+    let sealed_header = bytes.get(header_at..trailer_at).ok_or(Error::Integrity)?;
+    let plain = cairn_crypto::open(
+        key,
+        SealKind::PackHeader,
+        &[0; 32],
+        trailer.header_compression,
+        sealed_header,
+        MAX_HEADER_PLAIN_LEN,
+    )?;
+    let blobs_len = u32::try_from(header_at).map_err(|_| Error::Integrity)?;
+    decode_header(&plain, blobs_len)
+}
+
+/// Opens one sealed blob described by `entry` (its bytes fetched by the caller
+/// from `entry.offset`). Verifies kind, ID and content; any failure is `Integrity`.
+pub fn open_blob(key: &SealKey, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>, Error> {
+    if sealed.len() != entry.sealed_len as usize {
+        return Err(Error::Integrity);
+    }
+    let plain = cairn_crypto::open(
+        key,
+        entry.kind.seal_kind(),
+        entry.id.as_bytes(),
+        entry.compression,
+        sealed,
+        entry.plain_len as usize,
+    )?;
+    if plain.len() != entry.plain_len as usize {
+        return Err(Error::Integrity);
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use cairn_crypto::{MasterSecret, WorkingKeys};
+    use proptest::prelude::*;
+
+    fn keys() -> WorkingKeys {
+        WorkingKeys::derive(&MasterSecret::generate().unwrap())
+    }
+
+    fn build(k: &WorkingKeys, blobs: &[Vec<u8>]) -> FinishedPack {
+        let mut w = PackWriter::new(BlobKind::Data);
+        for b in blobs {
+            let id = k.chunk_id.id_of(b);
+            let sealed = cairn_crypto::seal(&k.data, SealKind::Data, id.as_bytes(), b).unwrap();
+            w.add(id, &sealed, b.len()).unwrap();
+        }
+        w.finish(&k.metadata).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trips(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..12)) {
+            let k = keys();
+            let pack = build(&k, &blobs);
+            let entries = read_pack_entries(&k.metadata, &pack.id, &pack.bytes).unwrap();
+            prop_assert_eq!(&entries, &pack.entries);
+            for (e, b) in entries.iter().zip(&blobs) {
+                let range = e.offset as usize..(e.offset + e.sealed_len) as usize;
+                prop_assert_eq!(&open_blob(&k.data, e, &pack.bytes[range]).unwrap(), b);
+                prop_assert_eq!(e.id, k.chunk_id.id_of(b));
+            }
+        }
+
+        #[test]
+        fn flipped_byte_is_detected(pos in any::<usize>()) {
+            let k = keys();
+            let pack = build(&k, &[b"first blob".to_vec(), vec![7u8; 5000]]);
+            let mut bytes = pack.bytes.clone();
+            let i = pos % bytes.len();
+            bytes[i] ^= 0x40;
+            prop_assert_eq!(read_pack_entries(&k.metadata, &pack.id, &bytes), Err(Error::Integrity));
+            // Even if the caller skips the pack hash, the header and blobs are sealed.
+            let fake_id = PackId::of_bytes(&bytes);
+            match read_pack_entries(&k.metadata, &fake_id, &bytes) {
+                Err(Error::Integrity) => {}
+                Ok(entries) => {
+                    let mut any_failed = false;
+                    for e in &entries {
+                        let range = e.offset as usize..(e.offset + e.sealed_len) as usize;
+                        any_failed |= open_blob(&k.data, e, &bytes[range]).is_err();
+                    }
+                    prop_assert!(any_failed);
+                }
+                Err(e) => prop_assert!(false, "unexpected {e:?}"),
+            }
+        }
+
+        #[test]
+        fn header_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400), blobs_len in any::<u32>()) {
+            let _ = decode_header(&bytes, blobs_len);
+            let _ = decode_trailer(&bytes);
+        }
+    }
+
+    #[test]
+    fn empty_pack_round_trips() {
+        let k = keys();
+        let pack = build(&k, &[]);
+        assert!(
+            read_pack_entries(&k.metadata, &pack.id, &pack.bytes)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            read_pack_entries(&k.metadata, &pack.id, &pack.bytes[1..]),
+            Err(Error::Integrity)
+        );
+    }
+}

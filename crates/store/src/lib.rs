@@ -1,0 +1,260 @@
+//! Storage backends. A store holds immutable named objects in a few namespaces;
+//! it knows nothing of formats or keys.
+//!
+//! # Contract of [`Store`]
+//!
+//! 1. `put` is put-if-absent: it never overwrites. If the name exists it returns
+//!    [`Error::AlreadyExists`] and leaves the old object untouched.
+//! 2. After `put` returns `Ok`, the object is durable (as far as the backend can
+//!    promise) and `get`, `get_range`, `size` and `list` see it whole; a reader
+//!    never sees a partial object.
+//! 3. `get_range(name, offset, len)` returns exactly `len` bytes or
+//!    [`Error::OutOfRange`]; it never returns fewer.
+//! 4. `list` returns every name of a namespace, sorted; names are
+//!    `[0-9a-z._-]{1,128}`, not starting with a dot.
+//! 5. `delete` removes an object; deleting a missing one is [`Error::NotFound`].
+//! 6. A missing object is [`Error::NotFound`] from every method.
+#![deny(clippy::unwrap_used)]
+
+mod faulty;
+mod local;
+mod memory;
+
+pub use faulty::{Fault, FaultyStore};
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+
+use std::fmt;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No object with this name.
+    #[error("{0} not found")]
+    NotFound(ObjectName),
+    /// `put` of a name that exists.
+    #[error("{0} already exists")]
+    AlreadyExists(ObjectName),
+    /// A ranged read past the end of the object.
+    #[error("read past the end of {0}")]
+    OutOfRange(ObjectName),
+    /// A name outside the allowed alphabet.
+    #[error("invalid object name")]
+    InvalidName,
+    /// The backend failed.
+    #[error("storage I/O error on {name}: {source}")]
+    Io {
+        /// The object (or namespace) involved.
+        name: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An injected fault (tests only).
+    #[error("injected fault")]
+    Injected,
+}
+
+/// Namespaces of a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Namespace {
+    /// The single `config` object.
+    Config,
+    /// Key slots.
+    Keys,
+    /// Pack files.
+    Packs,
+    /// Index files.
+    Index,
+    /// Snapshot files.
+    Snapshots,
+}
+
+impl Namespace {
+    /// Every namespace.
+    pub const ALL: [Namespace; 5] = [
+        Namespace::Config,
+        Namespace::Keys,
+        Namespace::Packs,
+        Namespace::Index,
+        Namespace::Snapshots,
+    ];
+
+    /// Directory name of the namespace.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Namespace::Config => "config",
+            Namespace::Keys => "keys",
+            Namespace::Packs => "packs",
+            Namespace::Index => "index",
+            Namespace::Snapshots => "snapshots",
+        }
+    }
+}
+
+/// A validated object name within a namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectName {
+    namespace: Namespace,
+    name: String,
+}
+
+impl ObjectName {
+    /// Validates `name` (see the contract for the alphabet).
+    pub fn new(namespace: Namespace, name: &str) -> Result<Self, Error> {
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b"._-".contains(&b));
+        if !valid {
+            return Err(Error::InvalidName);
+        }
+        Ok(Self {
+            namespace,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> Namespace {
+        self.namespace
+    }
+
+    /// The name within the namespace.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace.dir(), self.name)
+    }
+}
+
+/// A backend holding a repository's objects. See the crate docs for the contract.
+pub trait Store: Send + Sync {
+    /// Stores `bytes` under `name` unless the name exists.
+    fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error>;
+    /// The whole object.
+    fn get(&self, name: &ObjectName) -> Result<Vec<u8>, Error>;
+    /// Exactly `len` bytes from `offset`.
+    fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error>;
+    /// The object's size in bytes.
+    fn size(&self, name: &ObjectName) -> Result<u64, Error>;
+    /// Every name in `namespace`, sorted.
+    fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error>;
+    /// Removes the object.
+    fn delete(&self, name: &ObjectName) -> Result<(), Error>;
+}
+
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
+        (**self).put(name, bytes)
+    }
+    fn get(&self, name: &ObjectName) -> Result<Vec<u8>, Error> {
+        (**self).get(name)
+    }
+    fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        (**self).get_range(name, offset, len)
+    }
+    fn size(&self, name: &ObjectName) -> Result<u64, Error> {
+        (**self).size(name)
+    }
+    fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
+        (**self).list(namespace)
+    }
+    fn delete(&self, name: &ObjectName) -> Result<(), Error> {
+        (**self).delete(name)
+    }
+}
+
+/// The conformance suite every backend must pass; each backend's tests call it.
+#[cfg(test)]
+pub(crate) mod conformance {
+    use super::*;
+
+    fn name(ns: Namespace, s: &str) -> ObjectName {
+        ObjectName::new(ns, s).expect("valid test name")
+    }
+
+    pub(crate) fn run(store: &dyn Store) {
+        let a = name(Namespace::Packs, "aa01");
+        let b = name(Namespace::Packs, "0b02");
+        let other_ns = name(Namespace::Index, "aa01");
+
+        assert!(store.list(Namespace::Packs).expect("list").is_empty());
+        assert!(matches!(store.get(&a), Err(Error::NotFound(_))));
+        assert!(matches!(store.size(&a), Err(Error::NotFound(_))));
+        assert!(matches!(store.delete(&a), Err(Error::NotFound(_))));
+        assert!(matches!(store.get_range(&a, 0, 1), Err(Error::NotFound(_))));
+
+        store.put(&a, b"hello world").expect("put a");
+        store.put(&b, b"").expect("put empty b");
+        // Put never overwrites.
+        assert!(matches!(
+            store.put(&a, b"other"),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert_eq!(store.get(&a).expect("get"), b"hello world");
+        assert_eq!(store.get(&b).expect("get empty"), b"");
+        assert_eq!(store.size(&a).expect("size"), 11);
+        assert_eq!(store.get_range(&a, 6, 5).expect("range"), b"world");
+        assert_eq!(store.get_range(&a, 11, 0).expect("empty range"), b"");
+        assert!(matches!(
+            store.get_range(&a, 6, 6),
+            Err(Error::OutOfRange(_))
+        ));
+        assert!(matches!(
+            store.get_range(&a, u64::MAX, 2),
+            Err(Error::OutOfRange(_))
+        ));
+        // Namespaces are separate.
+        assert!(matches!(store.get(&other_ns), Err(Error::NotFound(_))));
+        store.put(&other_ns, b"index").expect("put other namespace");
+        assert_eq!(
+            store.list(Namespace::Packs).expect("list"),
+            vec!["0b02", "aa01"]
+        );
+        assert_eq!(store.list(Namespace::Index).expect("list"), vec!["aa01"]);
+        assert!(store.list(Namespace::Snapshots).expect("list").is_empty());
+
+        store.delete(&a).expect("delete");
+        assert!(matches!(store.get(&a), Err(Error::NotFound(_))));
+        assert_eq!(store.list(Namespace::Packs).expect("list"), vec!["0b02"]);
+        // After delete, the name can be used again.
+        store.put(&a, b"again").expect("put after delete");
+        assert_eq!(store.get(&a).expect("get"), b"again");
+
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let c = name(Namespace::Snapshots, "big");
+        store.put(&c, &big).expect("put big");
+        assert_eq!(store.get(&c).expect("get big"), big);
+        assert_eq!(
+            store.get_range(&c, 1_000_000, 10).expect("range big"),
+            &big[1_000_000..1_000_010]
+        );
+        let config = name(Namespace::Config, "config");
+        store.put(&config, b"cfg").expect("put config");
+        assert_eq!(store.list(Namespace::Config).expect("list"), vec!["config"]);
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "..",
+            "UPPER",
+            "sp ace",
+            &"x".repeat(129),
+        ] {
+            assert!(ObjectName::new(Namespace::Packs, bad).is_err(), "{bad:?}");
+        }
+        assert!(ObjectName::new(Namespace::Packs, "ab-12_3.tmp").is_ok());
+    }
+}
