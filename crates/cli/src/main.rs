@@ -1,1 +1,300 @@
-fn main() {}
+//! The `cairn` command-line tool: glue between clap and the engine. Every error
+//! becomes one line on stderr and exit status 1.
+
+mod demo;
+mod keys;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use cairn::{BackupOptions, InitOptions, NoProgress, NodeKind, Progress, Repository};
+use cairn_store::LocalStore;
+use clap::{Parser, Subcommand};
+
+/// cairn: deduplicating, end-to-end encrypted backups.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about)]
+struct Cli {
+    /// Repository directory.
+    #[arg(long, short = 'r', env = "CAIRN_REPOSITORY", global = true)]
+    repo: Option<PathBuf>,
+    /// File holding the recovery key (for `init`: where to write a new one).
+    /// The key itself may also come from the CAIRN_RECOVERY_KEY variable; it is
+    /// never accepted as a command-line argument.
+    #[arg(long, env = "CAIRN_KEY_FILE", global = true)]
+    key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a repository and a new recovery key.
+    Init,
+    /// Back up paths into a new snapshot.
+    Backup {
+        /// Files or directories to back up.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Tag to record (repeatable).
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Host name to record (default: this machine's).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List snapshots.
+    Snapshots,
+    /// List the contents of a snapshot.
+    Ls {
+        /// Snapshot ID, unique prefix, or `latest`.
+        #[arg(default_value = "latest")]
+        snapshot: String,
+        /// Path inside the snapshot.
+        path: Option<PathBuf>,
+    },
+    /// Restore a snapshot (or a path inside it) into a new or empty directory.
+    Restore {
+        /// Snapshot ID, unique prefix, or `latest`.
+        snapshot: String,
+        /// Target directory.
+        #[arg(long, short = 't')]
+        target: PathBuf,
+        /// Restore only this path inside the snapshot.
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// Write one file of a snapshot to standard output.
+    Cat {
+        /// Snapshot ID, unique prefix, or `latest`.
+        snapshot: String,
+        /// Path of the file inside the snapshot.
+        path: PathBuf,
+    },
+    /// Show repository totals.
+    Stats,
+    /// Run a self-contained demonstration: daily backups of a generated chat
+    /// history, then a verified restore.
+    Demo {
+        /// Work directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Number of daily backups after the first.
+        #[arg(long, default_value_t = 4)]
+        days: u32,
+    },
+}
+
+/// Prints warnings from the engine to stderr.
+struct StderrWarnings;
+
+impl Progress for StderrWarnings {
+    fn warning(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line: the context chain joined with ": ".
+            eprintln!("cairn: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo_path(cli: &Cli) -> Result<PathBuf> {
+    cli.repo
+        .clone()
+        .context("no repository given (use --repo or CAIRN_REPOSITORY)")
+}
+
+fn open_repo(cli: &Cli) -> Result<Repository> {
+    let path = repo_path(cli)?;
+    let key = keys::load(cli.key_file.as_deref())?;
+    let store = LocalStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(Repository::open(Arc::new(store), &key)?)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Init => {
+            let path = repo_path(&cli)?;
+            if let Some(key_file) = &cli.key_file
+                && key_file.exists()
+            {
+                bail!(
+                    "key file {} already exists; not overwriting it",
+                    key_file.display()
+                );
+            }
+            let store = LocalStore::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let (_, key) = Repository::init(Arc::new(store), &InitOptions::default())?;
+            match &cli.key_file {
+                Some(key_file) => {
+                    keys::write_new(key_file, &key)?;
+                    println!("created repository {}", path.display());
+                    println!("recovery key written to {}", key_file.display());
+                }
+                None => {
+                    println!("created repository {}", path.display());
+                    println!("recovery key (shown once; keep it safe, it is not stored anywhere):");
+                    println!();
+                    println!("    {}", key.to_grouped_string().as_str());
+                    println!();
+                }
+            }
+        }
+        Command::Backup { paths, tag, host } => {
+            let mut repo = open_repo(&cli)?;
+            let options = BackupOptions {
+                host: host.clone().unwrap_or_else(hostname),
+                tags: tag.clone(),
+                time: None,
+            };
+            let report = repo.backup(paths, &options, &StderrWarnings)?;
+            let s = &report.summary;
+            println!(
+                "snapshot {} saved: {} files, {} dirs, read {:.1} MiB, new {:.1} MiB, stored {:.1} MiB",
+                &report.snapshot_id.to_hex()[..16],
+                s.n_files,
+                s.n_dirs,
+                mib(s.bytes_read),
+                mib(s.bytes_new),
+                mib(s.bytes_stored),
+            );
+        }
+        Command::Snapshots => {
+            let repo = open_repo(&cli)?;
+            for (id, snap) in repo.snapshots()? {
+                println!(
+                    "{}  {}  {:<12} {:>8} files {:>10.1} MiB  {}",
+                    &id.to_hex()[..16],
+                    format_time(snap.time_secs),
+                    snap.host,
+                    snap.summary.n_files,
+                    mib(snap.summary.total_bytes),
+                    snap.paths.join(" ")
+                );
+            }
+        }
+        Command::Ls { snapshot, path } => {
+            let repo = open_repo(&cli)?;
+            let (id, _) = repo.find_snapshot(snapshot)?;
+            let mut out = std::io::stdout().lock();
+            for entry in repo.list(&id, path.as_deref())? {
+                let n = &entry.node;
+                let kind = match n.kind {
+                    NodeKind::Dir => 'd',
+                    NodeKind::File => '-',
+                    NodeKind::Symlink => 'l',
+                };
+                let mut line = format!(
+                    "{kind}{:04o} {:>12} {}  {}",
+                    n.mode,
+                    n.size,
+                    format_time(n.mtime_secs),
+                    entry.path
+                );
+                if n.kind == NodeKind::Symlink {
+                    line.push_str(" -> ");
+                    line.push_str(&String::from_utf8_lossy(&n.link_target));
+                }
+                writeln!(out, "{line}")?;
+            }
+        }
+        Command::Restore {
+            snapshot,
+            target,
+            path,
+        } => {
+            let repo = open_repo(&cli)?;
+            let (id, _) = repo.find_snapshot(snapshot)?;
+            let report = repo.restore(&id, path.as_deref(), target, &NoProgress)?;
+            println!(
+                "restored {} files, {} dirs, {} symlinks, {:.1} MiB into {}",
+                report.n_files,
+                report.n_dirs,
+                report.n_symlinks,
+                mib(report.bytes_written),
+                target.display()
+            );
+        }
+        Command::Cat { snapshot, path } => {
+            let repo = open_repo(&cli)?;
+            let (id, _) = repo.find_snapshot(snapshot)?;
+            let mut reader = repo.open_file(&id, path)?;
+            let mut out = std::io::stdout().lock();
+            std::io::copy(&mut reader, &mut out).map_err(|e| match e.into_inner() {
+                Some(inner) => anyhow::anyhow!(inner),
+                None => anyhow::anyhow!("writing to standard output failed"),
+            })?;
+        }
+        Command::Stats => {
+            let repo = open_repo(&cli)?;
+            let s = repo.stats()?;
+            println!("snapshots:        {}", s.n_snapshots);
+            println!("packs:            {}", s.n_packs);
+            println!("index files:      {}", s.n_index_files);
+            println!("data blobs:       {}", s.n_data_blobs);
+            println!("tree blobs:       {}", s.n_tree_blobs);
+            println!("unique data:      {:.1} MiB", mib(s.data_plain_bytes));
+            println!("repository size:  {:.1} MiB", mib(s.repo_bytes));
+        }
+        Command::Demo { dir, days } => demo::run(dir.as_deref(), *days)?,
+    }
+    Ok(())
+}
+
+/// This machine's host name, from the kernel.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// UTC time as `YYYY-MM-DD HH:MM:SS` (civil-from-days, no time zone database).
+fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time;
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(1_795_737_600), "2026-11-26 00:00:00");
+        assert_eq!(format_time(951_782_400 + 3661), "2000-02-29 01:01:01");
+    }
+}

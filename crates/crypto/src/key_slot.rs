@@ -63,7 +63,7 @@ impl KeySlot {
         let ciphertext = SealKey::from_bytes(&kek)
             .cipher
             .encrypt(
-                Nonce::from_slice(&nonce),
+                &Nonce::from(nonce),
                 Payload {
                     msg: master.as_bytes(),
                     aad: CTX_AAD,
@@ -91,7 +91,7 @@ impl KeySlot {
             SealKey::from_bytes(&kek)
                 .cipher
                 .decrypt(
-                    Nonce::from_slice(&self.nonce),
+                    &Nonce::from(self.nonce),
                     Payload {
                         msg: &self.wrapped,
                         aad: CTX_AAD,

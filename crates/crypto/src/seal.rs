@@ -144,7 +144,7 @@ pub fn seal(
     let ciphertext = key
         .cipher
         .encrypt(
-            Nonce::from_slice(&nonce),
+            &Nonce::from(nonce),
             Payload {
                 msg: body,
                 aad: &ad,
@@ -171,11 +171,12 @@ pub fn open(
         return Err(Error::Integrity);
     }
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    let nonce = Nonce::try_from(nonce).map_err(|_| Error::Integrity)?;
     let ad = associated_data(kind, compression, id);
     let body = key
         .cipher
         .decrypt(
-            Nonce::from_slice(nonce),
+            &nonce,
             Payload {
                 msg: ciphertext,
                 aad: &ad,

@@ -1,1 +1,58 @@
-//! placeholder
+//! cairn: a content-addressed, deduplicating, end-to-end encrypted archive engine.
+//!
+//! This crate is the API frontends link. It opens a [`Repository`] in any
+//! [`Store`](cairn_store::Store) with a [`RecoveryKey`], backs up paths into
+//! snapshots, lists and restores them, and streams single files. It does no
+//! terminal I/O and reads no environment variables; progress and cancellation go
+//! through the caller's [`Progress`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use cairn::{BackupOptions, InitOptions, NoProgress, Repository};
+//! use cairn_store::LocalStore;
+//!
+//! let store = Arc::new(LocalStore::create("/tmp/repo")?);
+//! let (mut repo, key) = Repository::init(store, &InitOptions::default())?;
+//! println!("recovery key: {}", key.to_grouped_string().as_str());
+//! let report = repo.backup(&["/home/me/chat".into()], &BackupOptions::default(), &NoProgress)?;
+//! repo.restore(&report.snapshot_id, None, "/tmp/restored".as_ref(), &NoProgress)?;
+//! # Ok::<(), cairn::Error>(())
+//! ```
+
+mod backup;
+mod config;
+mod envelope;
+mod error;
+mod packer;
+mod progress;
+mod reader;
+mod repo;
+mod restore;
+mod snapshot;
+mod tree;
+
+pub use backup::{BackupOptions, BackupReport};
+pub use cairn_chunker::ChunkerParams;
+pub use cairn_crypto::{RecoveryKey, SnapshotId};
+pub use config::{DEFAULT_PACK_TARGET, RepoConfig};
+pub use error::{Error, KeyProblem, Result};
+pub use progress::{NoProgress, Progress};
+pub use reader::FileReader;
+pub use repo::{InitOptions, RepoStats, Repository};
+pub use restore::{ListEntry, Resolved, RestoreReport};
+pub use snapshot::{Snapshot, SnapshotSummary};
+pub use tree::{Node, NodeKind, Tree};
+
+/// Decoders of repository bytes, exposed for the fuzz targets. Each takes
+/// untrusted bytes and must never panic.
+pub mod decode {
+    pub use crate::config::RepoConfig;
+    pub use crate::envelope::open_file;
+    pub use crate::snapshot::Snapshot;
+    pub use crate::tree::Tree;
+}
+
+/// Parses a recovery key as typed by a person (see [`RecoveryKey::parse`]).
+pub fn parse_recovery_key(text: &str) -> Result<RecoveryKey> {
+    RecoveryKey::parse(text).map_err(error::from_crypto("recovery key"))
+}

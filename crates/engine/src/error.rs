@@ -1,0 +1,113 @@
+//! The engine's one error type.
+
+use std::path::PathBuf;
+
+pub use cairn_crypto::KeyProblem;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The recovery key does not unlock this repository.
+    #[error("wrong recovery key")]
+    WrongKey,
+    /// The recovery key text is malformed.
+    #[error("malformed recovery key: {0}")]
+    MalformedKey(KeyProblem),
+    /// A repository object failed authentication or decoding. Which check failed
+    /// is deliberately not said.
+    #[error("repository object {object} is corrupt or has been tampered with")]
+    Integrity {
+        /// The object's name in the store (never plaintext content).
+        object: String,
+    },
+    /// A snapshot refers to a blob that no index knows or no pack holds.
+    #[error("repository is missing data: blob {blob} is not in any index")]
+    MissingBlob {
+        /// Hex ID of the missing blob.
+        blob: String,
+    },
+    /// The store holds no repository.
+    #[error("no cairn repository here (no config or key slots)")]
+    NotARepository,
+    /// `init` on a store that already holds a repository.
+    #[error("a repository already exists here")]
+    AlreadyInitialized,
+    /// A file carries a format version this cairn does not know: written by a
+    /// newer cairn, or corrupt (the version byte is outside the seal).
+    #[error("unsupported format version {0} (written by a newer cairn, or corrupt)")]
+    UnsupportedVersion(u8),
+    /// Invalid chunker parameters.
+    #[error(transparent)]
+    Chunker(#[from] cairn_chunker::Error),
+    /// The storage backend failed.
+    #[error(transparent)]
+    Store(#[from] cairn_store::Error),
+    /// A local file system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The local path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No snapshot matches the given name or prefix.
+    #[error("no snapshot matches {0:?}")]
+    SnapshotNotFound(String),
+    /// More than one snapshot matches the given prefix.
+    #[error("snapshot prefix {0:?} is ambiguous")]
+    AmbiguousSnapshot(String),
+    /// The path does not exist in the snapshot.
+    #[error("path {0:?} not found in the snapshot")]
+    PathNotFound(String),
+    /// The path exists but is not a regular file.
+    #[error("{0:?} is not a regular file")]
+    NotAFile(String),
+    /// Restore target exists and is not an empty directory.
+    #[error("restore target {0} exists and is not an empty directory")]
+    TargetNotEmpty(PathBuf),
+    /// Invalid backup input (e.g. two paths with the same final name).
+    #[error("invalid backup input: {0}")]
+    InvalidInput(String),
+    /// The caller asked to stop.
+    #[error("cancelled")]
+    Cancelled,
+    /// The system random number generator failed.
+    #[error("system random number generator failed")]
+    Random,
+}
+
+impl Error {
+    pub(crate) fn integrity(object: impl ToString) -> Self {
+        Error::Integrity {
+            object: object.to_string(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
+    /// Whether this error says repository data failed authentication.
+    pub fn is_integrity(&self) -> bool {
+        matches!(
+            self,
+            Error::Integrity { .. } | Error::MissingBlob { .. } | Error::UnsupportedVersion(_)
+        )
+    }
+}
+
+/// Maps a crypto error for the object `object`.
+pub(crate) fn from_crypto(object: impl ToString) -> impl FnOnce(cairn_crypto::Error) -> Error {
+    move |e| match e {
+        cairn_crypto::Error::WrongKey => Error::WrongKey,
+        cairn_crypto::Error::MalformedKey { problem } => Error::MalformedKey(problem),
+        cairn_crypto::Error::Random => Error::Random,
+        _ => Error::integrity(object),
+    }
+}
+
+/// Result alias of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
