@@ -1,1 +1,112 @@
-fn main() {}
+//! Criterion micro-benchmarks of the primitives a backup runs per byte:
+//! chunking, keyed hashing, sealing, pack writing and index lookups.
+//! Run with `cargo bench -p cairn-benches` (or `just bench`). Fixed seeds.
+
+use cairn_chunker::{Chunker, ChunkerParams};
+use cairn_crypto::{ChunkId, Compression, MasterSecret, PackId, SealKind, WorkingKeys};
+use cairn_index::{BlobLocation, Index};
+use cairn_pack::{BlobKind, PackEntry, PackWriter};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+
+fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn keys() -> WorkingKeys {
+    WorkingKeys::derive(&MasterSecret::generate().expect("rng"))
+}
+
+fn primitives(c: &mut Criterion) {
+    let data = incompressible(64 * 1024 * 1024, 42);
+    let k = keys();
+    let mut group = c.benchmark_group("primitives");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(data.len() as u64));
+
+    let chunker = Chunker::new(ChunkerParams::default(), k.chunker_seed).expect("chunker");
+    group.bench_function("chunk_fastcdc_1MiB_avg", |b| {
+        b.iter(|| black_box(chunker.chunk_lengths(black_box(&data))))
+    });
+    group.bench_function("keyed_blake3_1MiB_pieces", |b| {
+        b.iter(|| {
+            for piece in data.chunks(1024 * 1024) {
+                black_box(k.chunk_id.id_of(piece));
+            }
+        })
+    });
+    group.bench_function("seal_incompressible_1MiB_pieces", |b| {
+        b.iter(|| {
+            for piece in data.chunks(1024 * 1024) {
+                black_box(
+                    cairn_crypto::seal(&k.data, SealKind::Data, &[0; 32], piece).expect("seal"),
+                );
+            }
+        })
+    });
+    let sealed: Vec<_> = data
+        .chunks(1024 * 1024)
+        .map(|piece| {
+            let id = k.chunk_id.id_of(piece);
+            (
+                id,
+                cairn_crypto::seal(&k.data, SealKind::Data, id.as_bytes(), piece).expect("seal"),
+                piece.len(),
+            )
+        })
+        .collect();
+    group.bench_function("pack_write_16MiB_packs", |b| {
+        b.iter(|| {
+            let mut writer = PackWriter::new(BlobKind::Data);
+            for (id, blob, len) in &sealed {
+                writer.add(*id, blob, *len).expect("add");
+                if writer.len() >= 16 * 1024 * 1024 {
+                    let full = std::mem::replace(&mut writer, PackWriter::new(BlobKind::Data));
+                    black_box(full.finish(&k.metadata).expect("finish"));
+                }
+            }
+            black_box(writer.finish(&k.metadata).expect("finish"))
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("index");
+    for n in [100_000u32, 1_000_000] {
+        let mut index = Index::new();
+        let ids: Vec<ChunkId> = (0..n).map(|i| k.chunk_id.id_of(&i.to_le_bytes())).collect();
+        for (i, id) in ids.iter().enumerate() {
+            index.insert(BlobLocation {
+                pack: PackId::from_bytes([(i % 251) as u8; 32]),
+                entry: PackEntry {
+                    id: *id,
+                    kind: BlobKind::Data,
+                    compression: Compression::None,
+                    offset: i as u32,
+                    sealed_len: 1000,
+                    plain_len: 972,
+                },
+            });
+        }
+        group.throughput(Throughput::Elements(10_000));
+        group.bench_with_input(BenchmarkId::new("lookup_10k", n), &ids, |b, ids| {
+            b.iter(|| {
+                for id in ids.iter().step_by((n / 10_000) as usize) {
+                    black_box(index.get(id));
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, primitives);
+criterion_main!(benches);

@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn formats_utc_times() {
         assert_eq!(format_time(0), "1970-01-01 00:00:00");
-        assert_eq!(format_time(1_795_737_600), "2026-11-26 00:00:00");
+        assert_eq!(format_time(1_795_651_200), "2026-11-26 00:00:00");
         assert_eq!(format_time(951_782_400 + 3661), "2000-02-29 01:01:01");
     }
 }

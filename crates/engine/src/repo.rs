@@ -1,7 +1,8 @@
 //! The repository: opening it with a recovery key, its keys, config and index,
 //! and reading blobs, trees and snapshots back.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use cairn_chunker::{Chunker, ChunkerParams};
 use cairn_crypto::{
@@ -63,6 +64,9 @@ pub struct Repository {
     pub(crate) config: RepoConfig,
     pub(crate) chunker: Chunker,
     pub(crate) index: Index,
+    /// Packs whose trailer and header were read and matched against the index
+    /// in this session (see [`Repository::verify_pack_header`]).
+    pub(crate) verified_packs: Mutex<HashSet<PackId>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -117,6 +121,7 @@ impl Repository {
             config,
             chunker,
             index: Index::new(),
+            verified_packs: Mutex::new(HashSet::new()),
         };
         Ok((repo, key))
     }
@@ -161,6 +166,7 @@ impl Repository {
             config,
             chunker,
             index: Index::new(),
+            verified_packs: Mutex::new(HashSet::new()),
         };
         repo.load_index()?;
         Ok(repo)
@@ -229,7 +235,56 @@ impl Repository {
             BlobKind::Data => &self.keys.data,
             BlobKind::Tree => &self.keys.metadata,
         };
-        cairn_pack::open_blob(key, &location.entry, &sealed).map_err(|_| Error::integrity(&pack))
+        let plain = cairn_pack::open_blob(key, &location.entry, &sealed)
+            .map_err(|_| Error::integrity(&pack))?;
+        self.verify_pack_header(&location)?;
+        Ok(plain)
+    }
+
+    /// On first use of a pack in this session, reads its trailer and sealed
+    /// header and checks that the header lists the blob exactly as the index
+    /// does. Blob reads are ranged, so without this a damaged header or trailer
+    /// would go unnoticed until the pack is needed whole; with it, every byte of
+    /// a pack a restore touches is authenticated.
+    fn verify_pack_header(&self, location: &cairn_index::BlobLocation) -> Result<()> {
+        let verified = |set: &HashSet<PackId>| set.contains(&location.pack);
+        let lock = || {
+            self.verified_packs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        if verified(&lock()) {
+            return Ok(());
+        }
+        let pack = pack_object(&location.pack)?;
+        let corrupt = || Error::integrity(&pack);
+        let size = self.store.size(&pack)?;
+        let trailer_at = size
+            .checked_sub(cairn_pack::TRAILER_LEN as u64)
+            .ok_or_else(corrupt)?;
+        let tail = self
+            .store
+            .get_range(&pack, trailer_at, cairn_pack::TRAILER_LEN as u64)?;
+        let trailer = cairn_pack::decode_trailer(&tail).map_err(|_| corrupt())?;
+        let header_at = trailer_at
+            .checked_sub(u64::from(trailer.header_len))
+            .ok_or_else(corrupt)?;
+        let sealed_header =
+            self.store
+                .get_range(&pack, header_at, u64::from(trailer.header_len))?;
+        let blobs_len = u32::try_from(header_at).map_err(|_| corrupt())?;
+        let entries = cairn_pack::open_header(
+            &self.keys.metadata,
+            trailer.header_compression,
+            &sealed_header,
+            blobs_len,
+        )
+        .map_err(|_| corrupt())?;
+        if !entries.contains(&location.entry) {
+            return Err(corrupt());
+        }
+        lock().insert(location.pack);
+        Ok(())
     }
 
     /// Reads a data chunk.

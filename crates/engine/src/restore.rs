@@ -249,3 +249,107 @@ impl Restorer<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cairn_pack::BlobKind;
+    use cairn_store::{MemoryStore, Namespace};
+
+    use super::*;
+    use crate::packer::Packer;
+    use crate::repo::{InitOptions, object};
+    use crate::snapshot::{Snapshot, SnapshotSummary};
+
+    fn file_node(name: &[u8]) -> Node {
+        Node {
+            name: name.to_vec(),
+            kind: NodeKind::File,
+            mode: 0o644,
+            mtime_secs: 0,
+            mtime_nanos: 0,
+            ctime_secs: 0,
+            ctime_nanos: 0,
+            inode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            link_target: Vec::new(),
+            content: Vec::new(),
+            subtree: None,
+        }
+    }
+
+    /// Writes a snapshot whose root is `root`, bypassing the backup walk (and so
+    /// the validation a real backup gets), as a malicious writer could.
+    fn forge_snapshot(repo: &mut Repository, root: &Tree) -> SnapshotId {
+        let mut packer = Packer::new(
+            repo.store.clone(),
+            repo.keys.data.clone(),
+            repo.keys.metadata.clone(),
+            repo.config.pack_target_size,
+        );
+        let bytes = root.encode();
+        let id = repo.keys.chunk_id.id_of(&bytes);
+        packer.add(BlobKind::Tree, id, &bytes).expect("add tree");
+        let (index, _) = packer.finish().expect("finish");
+        repo.index.merge(&index);
+        let snapshot = Snapshot {
+            time_secs: 0,
+            time_nanos: 0,
+            host: String::new(),
+            paths: Vec::new(),
+            tags: Vec::new(),
+            root: *id.as_bytes(),
+            summary: SnapshotSummary::default(),
+        };
+        let sealed = snapshot.seal(&repo.keys.metadata).expect("seal");
+        let snapshot_id = SnapshotId::of_bytes(&sealed);
+        repo.store
+            .put(
+                &object(Namespace::Snapshots, &snapshot_id.to_hex()).expect("name"),
+                &sealed,
+            )
+            .expect("put");
+        snapshot_id
+    }
+
+    #[test]
+    fn restore_never_writes_outside_its_target() {
+        let store = Arc::new(MemoryStore::new());
+        let (mut repo, _key) = Repository::init(store, &InitOptions::default()).expect("init");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("inner").join("target");
+        fs::create_dir_all(&target).expect("mkdir");
+        for evil in [&b".."[..], b"../escape", b"/etc/passwd", b"a/../../x", b"."] {
+            let root = Tree {
+                nodes: vec![file_node(evil)],
+            };
+            let id = forge_snapshot(&mut repo, &root);
+            let err = repo
+                .restore(&id, None, &target, &crate::NoProgress)
+                .unwrap_err();
+            assert!(err.is_integrity(), "{evil:?}: {err}");
+            assert!(fs::read_dir(&target).expect("target").next().is_none());
+            let outside: Vec<_> = fs::read_dir(dir.path().join("inner"))
+                .expect("inner")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(outside, ["target"], "{evil:?}");
+        }
+        // Duplicate names (a symlink and a directory of the same name) would let
+        // a later entry write through an earlier symlink: rejected too.
+        let mut link = file_node(b"same");
+        link.kind = NodeKind::Symlink;
+        link.link_target = b"/tmp".to_vec();
+        let dup = Tree {
+            nodes: vec![link, file_node(b"same")],
+        };
+        let id = forge_snapshot(&mut repo, &dup);
+        let err = repo
+            .restore(&id, None, &target, &crate::NoProgress)
+            .unwrap_err();
+        assert!(err.is_integrity(), "{err}");
+    }
+}

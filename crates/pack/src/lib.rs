@@ -295,15 +295,25 @@ pub fn read_pack_entries(
         .checked_sub(trailer.header_len as usize)
         .ok_or(Error::Integrity)?;
     let sealed_header = bytes.get(header_at..trailer_at).ok_or(Error::Integrity)?;
+    let blobs_len = u32::try_from(header_at).map_err(|_| Error::Integrity)?;
+    open_header(key, trailer.header_compression, sealed_header, blobs_len)
+}
+
+/// Opens and decodes a sealed header whose blobs occupy `0..blobs_len`.
+pub fn open_header(
+    key: &SealKey,
+    compression: Compression,
+    sealed_header: &[u8],
+    blobs_len: u32,
+) -> Result<Vec<PackEntry>, Error> {
     let plain = cairn_crypto::open(
         key,
         SealKind::PackHeader,
         &[0; 32],
-        trailer.header_compression,
+        compression,
         sealed_header,
         MAX_HEADER_PLAIN_LEN,
     )?;
-    let blobs_len = u32::try_from(header_at).map_err(|_| Error::Integrity)?;
     decode_header(&plain, blobs_len)
 }
 

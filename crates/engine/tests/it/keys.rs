@@ -1,0 +1,99 @@
+//! Recovery keys: format, parsing errors, and the wrong-key error at open.
+
+use cairn::{Error, InitOptions, KeyProblem, RecoveryKey, Repository};
+use cairn_store::{MemoryStore, Namespace, ObjectName, Store};
+use std::sync::Arc;
+
+use crate::support::*;
+
+#[test]
+fn init_generates_a_64_character_key_that_opens_the_repository() {
+    let (store, _repo, key) = memory_repo();
+    let plain = key.to_plain_string();
+    assert_eq!(plain.len(), 64);
+    assert!(
+        plain
+            .bytes()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+    );
+    let grouped = key.to_grouped_string();
+    assert_eq!(grouped.split(' ').count(), 16);
+    let typed = cairn::parse_recovery_key(&grouped.to_uppercase()).expect("parse");
+    Repository::open(store, &typed).expect("open with the typed key");
+}
+
+#[test]
+fn a_wrong_key_says_so() {
+    let (store, _repo, _key) = memory_repo();
+    let other = RecoveryKey::generate().expect("key");
+    let err = Repository::open(store, &other).unwrap_err();
+    assert!(matches!(err, Error::WrongKey), "{err}");
+    assert_eq!(err.to_string(), "wrong recovery key");
+    assert!(!err.is_integrity());
+}
+
+#[test]
+fn malformed_keys_are_rejected_with_the_problem_named() {
+    let short = cairn::parse_recovery_key(&"a".repeat(63)).unwrap_err();
+    assert!(matches!(
+        short,
+        Error::MalformedKey(KeyProblem::WrongLength { found: 63 })
+    ));
+    assert!(
+        short
+            .to_string()
+            .contains("expected 64 characters, found 63")
+    );
+    let long = cairn::parse_recovery_key(&"a".repeat(65)).unwrap_err();
+    assert!(matches!(
+        long,
+        Error::MalformedKey(KeyProblem::WrongLength { found: 65 })
+    ));
+    let mut bad = "b".repeat(64);
+    bad.replace_range(20..21, "_");
+    let err = cairn::parse_recovery_key(&bad).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::MalformedKey(KeyProblem::BadCharacter { position: 21 })
+    ));
+    assert!(!err.to_string().contains("bbbb"), "the key is not echoed");
+}
+
+#[test]
+fn init_refuses_an_existing_repository_and_open_an_empty_store() {
+    let (store, _repo, _key) = memory_repo();
+    assert!(matches!(
+        Repository::init(store, &InitOptions::default()),
+        Err(Error::AlreadyInitialized)
+    ));
+    let empty = Arc::new(MemoryStore::new());
+    let key = RecoveryKey::generate().expect("key");
+    assert!(matches!(
+        Repository::open(empty, &key),
+        Err(Error::NotARepository)
+    ));
+}
+
+#[test]
+fn a_second_key_slot_also_opens() {
+    // Several key slots are part of the format; a slot written for another key
+    // (as key rotation will) must not stop the first key from working.
+    let (store, _repo, key) = memory_repo();
+    let other_store = Arc::new(MemoryStore::new());
+    let (_other_repo, other_key) =
+        Repository::init(other_store.clone(), &InitOptions::default()).expect("init");
+    let slot_name = other_store.list(Namespace::Keys).expect("list")[0].clone();
+    let slot = other_store
+        .get(&ObjectName::new(Namespace::Keys, &slot_name).expect("name"))
+        .expect("get");
+    store
+        .put(
+            &ObjectName::new(Namespace::Keys, &format!("0{slot_name}")).expect("name"),
+            &slot,
+        )
+        .expect("put");
+    Repository::open(store.clone(), &key).expect("first key still opens");
+    // The foreign slot unlocks its master secret, whose config check then fails.
+    let err = Repository::open(store, &other_key).unwrap_err();
+    assert!(err.is_integrity(), "{err}");
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the engine, built into one binary.
+
+mod support;
+
+mod crash;
+mod dedup;
+mod integrity;
+mod keys;
+mod roundtrip;
+mod secrecy;
