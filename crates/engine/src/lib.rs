@@ -52,6 +52,12 @@ pub mod decode {
     pub use crate::tree::Tree;
 }
 
+/// Whether a tree entry name is safe to create inside a directory (non-empty,
+/// not `.` or `..`, no `/` or NUL). Every decoded tree satisfies it.
+pub fn tree_name_is_safe(name: &[u8]) -> bool {
+    tree::is_valid_name(name)
+}
+
 /// Parses a recovery key as typed by a person (see [`RecoveryKey::parse`]).
 pub fn parse_recovery_key(text: &str) -> Result<RecoveryKey> {
     RecoveryKey::parse(text).map_err(error::from_crypto("recovery key"))

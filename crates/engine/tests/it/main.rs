@@ -2,6 +2,8 @@
 
 mod support;
 
+mod architecture;
+
 mod crash;
 mod dedup;
 mod integrity;

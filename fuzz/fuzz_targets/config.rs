@@ -1,0 +1,15 @@
+//! Fuzzes the config: the plaintext decoder and the sealed envelope.
+#![no_main]
+use std::sync::LazyLock;
+
+use cairn::decode::RepoConfig;
+use cairn_crypto::{MasterSecret, WorkingKeys};
+use libfuzzer_sys::fuzz_target;
+
+static KEYS: LazyLock<WorkingKeys> =
+    LazyLock::new(|| WorkingKeys::derive(&MasterSecret::generate().expect("rng")));
+
+fuzz_target!(|data: &[u8]| {
+    let _ = RepoConfig::decode(data);
+    let _ = RepoConfig::open(&KEYS.metadata, data);
+});

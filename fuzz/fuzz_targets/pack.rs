@@ -1,0 +1,17 @@
+//! Fuzzes pack parsing: trailer, header plaintext, and a whole sealed pack.
+#![no_main]
+use std::sync::LazyLock;
+
+use cairn_crypto::{MasterSecret, PackId, WorkingKeys};
+use libfuzzer_sys::fuzz_target;
+
+static KEYS: LazyLock<WorkingKeys> =
+    LazyLock::new(|| WorkingKeys::derive(&MasterSecret::generate().expect("rng")));
+
+fuzz_target!(|data: &[u8]| {
+    let _ = cairn_pack::decode_trailer(data);
+    if let Some((len_bytes, header)) = data.split_first_chunk::<4>() {
+        let _ = cairn_pack::decode_header(header, u32::from_le_bytes(*len_bytes));
+    }
+    let _ = cairn_pack::read_pack_entries(&KEYS.metadata, &PackId::of_bytes(data), data);
+});

@@ -1,0 +1,38 @@
+# The one list of developer tasks. `.ci/run` runs `just`-free equivalents of `ci`.
+
+default:
+    @just --list
+
+# Format check, lints, tests: what CI runs.
+ci:
+    .ci/run
+
+test:
+    cargo test --workspace
+
+lint:
+    cargo fmt --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# The README's main job.
+demo:
+    cargo run --release -- demo
+
+# Criterion micro-benchmarks of chunking, hashing, sealing, packing, index lookups.
+bench:
+    cargo bench -p cairn-benches
+
+# Each fuzz target for a few seconds (needs nightly and cargo-fuzz).
+fuzz-smoke seconds="10":
+    #!/usr/bin/env sh
+    set -eu
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    cd fuzz
+    for target in $(cargo +nightly fuzz list); do
+        echo "== $target"
+        cargo +nightly fuzz run "$target" -- -max_total_time={{seconds}}
+    done
+
+# One fuzz target for as long as you like.
+fuzz target:
+    cd fuzz && cargo +nightly fuzz run {{target}}
