@@ -68,7 +68,13 @@ impl Repository {
         let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
         let mut names = Vec::with_capacity(paths.len());
         for path in paths {
-            let absolute = fs::canonicalize(path).map_err(Error::io(path))?;
+            // Absolute without resolving a final symlink (a symlink given as a
+            // path is backed up as a symlink); `..` and `/`-ending forms have no
+            // final name until canonicalized.
+            let mut absolute = std::path::absolute(path).map_err(Error::io(path))?;
+            if absolute.file_name().is_none() {
+                absolute = fs::canonicalize(path).map_err(Error::io(path))?;
+            }
             let name = absolute
                 .file_name()
                 .ok_or_else(|| Error::InvalidInput(format!("cannot back up {}", path.display())))?
@@ -85,6 +91,7 @@ impl Repository {
         if names.is_empty() {
             return Err(Error::InvalidInput("no paths to back up".into()));
         }
+        let absolute_paths = names.iter().map(|(_, p)| p.display().to_string()).collect();
 
         let packer = Packer::new(
             self.store.clone(),
@@ -124,7 +131,7 @@ impl Repository {
             time_secs: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
             time_nanos: since_epoch.subsec_nanos(),
             host: options.host.clone(),
-            paths: paths.iter().map(|p| p.display().to_string()).collect(),
+            paths: absolute_paths,
             tags: options.tags.clone(),
             root: *root_id.as_bytes(),
             summary,
