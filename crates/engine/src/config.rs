@@ -13,6 +13,10 @@ const MAGIC: &[u8; 8] = b"CAIRNCFG";
 /// Default pack size target: 16 MiB keeps the number of objects of a 100 GB
 /// history near 6,000 while a lost pack costs little.
 pub const DEFAULT_PACK_TARGET: u32 = 16 * 1024 * 1024;
+/// Smallest pack size target a config may hold.
+pub const MIN_PACK_TARGET: u32 = 64 * 1024;
+/// Largest pack size target a config may hold.
+pub const MAX_PACK_TARGET: u32 = 1024 * 1024 * 1024;
 
 /// Parameters chosen at `init` and fixed afterwards.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +78,7 @@ impl RepoConfig {
             .chunker
             .validate()
             .map_err(|_| Error::integrity("config/config"))?;
-        if !(64 * 1024..=1024 * 1024 * 1024).contains(&config.pack_target_size) {
+        if !(MIN_PACK_TARGET..=MAX_PACK_TARGET).contains(&config.pack_target_size) {
             return Err(Error::integrity("config/config"));
         }
         Ok(config)

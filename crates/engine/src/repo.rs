@@ -12,7 +12,7 @@ use cairn_index::Index;
 use cairn_pack::BlobKind;
 use cairn_store::{Namespace, ObjectName, Store};
 
-use crate::config::{DEFAULT_PACK_TARGET, RepoConfig};
+use crate::config::{DEFAULT_PACK_TARGET, MAX_PACK_TARGET, MIN_PACK_TARGET, RepoConfig};
 use crate::envelope;
 use crate::error::{Error, Result, from_crypto};
 use crate::snapshot::Snapshot;
@@ -92,6 +92,11 @@ impl Repository {
     /// stored anywhere.
     pub fn init(store: Arc<dyn Store>, options: &InitOptions) -> Result<(Self, RecoveryKey)> {
         options.chunker.validate()?;
+        if !(MIN_PACK_TARGET..=MAX_PACK_TARGET).contains(&options.pack_target_size) {
+            return Err(Error::InvalidInput(format!(
+                "pack target size must be {MIN_PACK_TARGET} to {MAX_PACK_TARGET} bytes"
+            )));
+        }
         if !store.list(Namespace::Config)?.is_empty() || !store.list(Namespace::Keys)?.is_empty() {
             return Err(Error::AlreadyInitialized);
         }

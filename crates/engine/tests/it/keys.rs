@@ -75,6 +75,27 @@ fn init_refuses_an_existing_repository_and_open_an_empty_store() {
 }
 
 #[test]
+fn init_validates_its_options() {
+    let store = Arc::new(MemoryStore::new());
+    let tiny_packs = InitOptions {
+        pack_target_size: 1000,
+        ..InitOptions::default()
+    };
+    assert!(matches!(
+        Repository::init(store.clone(), &tiny_packs),
+        Err(Error::InvalidInput(_))
+    ));
+    let mut bad_chunker = InitOptions::default();
+    bad_chunker.chunker.min_size = bad_chunker.chunker.max_size + 2;
+    assert!(matches!(
+        Repository::init(store.clone(), &bad_chunker),
+        Err(Error::Chunker(_))
+    ));
+    // Nothing was written by the refused inits.
+    assert!(store.list(Namespace::Keys).expect("list").is_empty());
+}
+
+#[test]
 fn a_second_key_slot_also_opens() {
     // Several key slots are part of the format; a slot written for another key
     // (as key rotation will) must not stop the first key from working.
