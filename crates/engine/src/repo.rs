@@ -119,16 +119,23 @@ impl Repository {
         RepoConfig::open(&keys.metadata, &sealed_config)?;
         store.put(&object(Namespace::Keys, &slot_name)?, &slot.encode())?;
         store.put(&object(Namespace::Config, "config")?, &sealed_config)?;
+        Ok((Self::with_empty_index(store, keys, config)?, key))
+    }
+
+    fn with_empty_index(
+        store: Arc<dyn Store>,
+        keys: WorkingKeys,
+        config: RepoConfig,
+    ) -> Result<Self> {
         let chunker = Chunker::new(config.chunker, keys.chunker_seed)?;
-        let repo = Self {
+        Ok(Self {
             store,
             keys,
             config,
             chunker,
             index: Index::new(),
             verified_packs: Mutex::new(HashSet::new()),
-        };
-        Ok((repo, key))
+        })
     }
 
     /// Opens a repository. Fails with [`Error::WrongKey`] when the key unlocks no
@@ -164,15 +171,7 @@ impl Repository {
             other => other?,
         };
         let config = RepoConfig::open(&keys.metadata, &config_bytes)?;
-        let chunker = Chunker::new(config.chunker, keys.chunker_seed)?;
-        let mut repo = Self {
-            store,
-            keys,
-            config,
-            chunker,
-            index: Index::new(),
-            verified_packs: Mutex::new(HashSet::new()),
-        };
+        let mut repo = Self::with_empty_index(store, keys, config)?;
         repo.load_index()?;
         Ok(repo)
     }
