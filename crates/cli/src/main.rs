@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use cairn::{BackupOptions, InitOptions, NoProgress, NodeKind, Progress, Repository};
+use cairn::{BackupOptions, InitOptions, NoProgress, NodeKind, Parent, Progress, Repository};
 use cairn_store::LocalStore;
 use clap::{Parser, Subcommand};
 
@@ -45,6 +45,16 @@ enum Command {
         /// Host name to record (default: this machine's).
         #[arg(long)]
         host: Option<String>,
+        /// Read every file, ignoring the parent snapshot.
+        #[arg(long, conflicts_with = "parent")]
+        force: bool,
+        /// Compare against this snapshot instead of the latest one of the same
+        /// host and paths.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Sealing threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// List snapshots.
     Snapshots,
@@ -156,19 +166,34 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Backup { paths, tag, host } => {
+        Command::Backup {
+            paths,
+            tag,
+            host,
+            force,
+            parent,
+            threads,
+        } => {
             let mut repo = open_repo(&cli)?;
+            let parent = match (force, parent) {
+                (true, _) => Parent::None,
+                (false, Some(spec)) => Parent::Snapshot(repo.find_snapshot(spec)?.0),
+                (false, None) => Parent::Latest,
+            };
             let options = BackupOptions {
                 host: host.clone().unwrap_or_else(hostname),
                 tags: tag.clone(),
                 time: None,
+                parent,
+                threads: *threads,
             };
             let report = repo.backup(paths, &options, &StderrWarnings)?;
             let s = &report.summary;
             println!(
-                "snapshot {} saved: {} files, {} dirs, read {:.1} MiB, new {:.1} MiB, stored {:.1} MiB",
+                "snapshot {} saved: {} files ({} unchanged), {} dirs, read {:.1} MiB, new {:.1} MiB, stored {:.1} MiB",
                 &report.snapshot_id.to_hex()[..16],
                 s.n_files,
+                report.n_files_unchanged,
                 s.n_dirs,
                 mib(s.bytes_read),
                 mib(s.bytes_new),

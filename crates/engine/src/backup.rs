@@ -1,32 +1,50 @@
-//! Backup: walk the given paths, chunk files, store new chunks and trees, then
-//! commit by writing the snapshot file (the only commit point).
+//! Backup: choose a parent snapshot, walk the given paths through the sealing
+//! pipeline, then commit by writing the snapshot file (the only commit point).
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cairn_crypto::{ChunkId, SnapshotId};
-use cairn_pack::BlobKind;
+use cairn_crypto::SnapshotId;
 use cairn_store::Namespace;
 
 use crate::error::{Error, Result};
 use crate::packer::Packer;
+use crate::pipeline::BlobSink;
 use crate::progress::Progress;
 use crate::repo::{Repository, object};
 use crate::snapshot::{Snapshot, SnapshotSummary};
 use crate::tree::{Node, NodeKind, Tree};
+use crate::walk::Walk;
+
+/// Which earlier snapshot a backup compares files against.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Parent {
+    /// The latest snapshot of the same host and the same paths, if any.
+    #[default]
+    Latest,
+    /// None: read every file (`--force`).
+    None,
+    /// This snapshot.
+    Snapshot(SnapshotId),
+}
 
 /// Options of [`Repository::backup`].
 #[derive(Clone, Debug, Default)]
 pub struct BackupOptions {
-    /// Host name recorded in the snapshot.
+    /// Host name recorded in the snapshot (and used to pick the parent).
     pub host: String,
     /// Tags recorded in the snapshot.
     pub tags: Vec<String>,
     /// Snapshot time; `None` means now.
     pub time: Option<SystemTime>,
+    /// Parent snapshot: files whose size, mtime, ctime and inode are unchanged
+    /// since it reuse its chunk lists without being read.
+    pub parent: Parent,
+    /// Sealing threads; 0 means one per available core. The snapshot is the same
+    /// whatever the number.
+    pub threads: usize,
 }
 
 /// What a backup did.
@@ -34,25 +52,20 @@ pub struct BackupOptions {
 pub struct BackupReport {
     /// The new snapshot.
     pub snapshot_id: SnapshotId,
+    /// The parent snapshot used, if any.
+    pub parent: Option<SnapshotId>,
     /// Its totals (also stored in the snapshot).
     pub summary: SnapshotSummary,
-    /// Chunks of file content seen.
+    /// Files reused from the parent without reading.
+    pub n_files_unchanged: u64,
+    /// Chunks of file content read.
     pub n_chunks: u64,
     /// Blobs (chunks and trees) new to the repository.
     pub n_blobs_new: u64,
     /// Pack files written.
     pub n_packs_written: u64,
-    /// Entries skipped, with the reason (special files, unreadable entries).
+    /// Entries skipped or stored with a caveat, with the reason.
     pub warnings: Vec<String>,
-}
-
-struct Walk<'a> {
-    repo: &'a Repository,
-    packer: Packer,
-    progress: &'a dyn Progress,
-    summary: SnapshotSummary,
-    n_chunks: u64,
-    warnings: Vec<String>,
 }
 
 impl Repository {
@@ -66,67 +79,67 @@ impl Repository {
     ) -> Result<BackupReport> {
         let time = options.time.unwrap_or_else(SystemTime::now);
         let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let mut names = Vec::with_capacity(paths.len());
-        for path in paths {
-            // Absolute without resolving a final symlink (a symlink given as a
-            // path is backed up as a symlink); `..` and `/`-ending forms have no
-            // final name until canonicalized.
-            let mut absolute = std::path::absolute(path).map_err(Error::io(path))?;
-            if absolute.file_name().is_none() {
-                absolute = fs::canonicalize(path).map_err(Error::io(path))?;
-            }
-            let name = absolute
-                .file_name()
-                .ok_or_else(|| Error::InvalidInput(format!("cannot back up {}", path.display())))?
-                .as_bytes()
-                .to_vec();
-            if names.iter().any(|(n, _)| *n == name) {
-                return Err(Error::InvalidInput(format!(
-                    "two paths share the name {:?}",
-                    String::from_utf8_lossy(&name)
-                )));
-            }
-            names.push((name, absolute));
-        }
-        if names.is_empty() {
-            return Err(Error::InvalidInput("no paths to back up".into()));
-        }
-        let absolute_paths = names.iter().map(|(_, p)| p.display().to_string()).collect();
-
-        let packer = Packer::new(
-            self.store.clone(),
-            self.keys.data.clone(),
-            self.keys.metadata.clone(),
-            self.config.pack_target_size,
-        );
-        let mut walk = Walk {
-            repo: self,
-            packer,
-            progress,
-            summary: SnapshotSummary::default(),
-            n_chunks: 0,
-            warnings: Vec::new(),
+        let roots = resolve_roots(paths)?;
+        let absolute_paths: Vec<String> =
+            roots.iter().map(|(_, p)| p.display().to_string()).collect();
+        let parent = self.choose_parent(&options.parent, &options.host, &absolute_paths)?;
+        let parent_root = match &parent {
+            Some((_, snap)) => Some(self.load_tree(&snap.root_id())?),
+            None => None,
         };
-        let mut root = Tree::default();
-        for (name, path) in names {
-            // The top-level paths must be readable: failing them is an error, not
-            // a warning.
-            let node = walk.node(&path, name, true)?;
-            root.nodes.extend(node);
-        }
-        root.sort();
-        let root_id = walk.store_tree(&root)?;
-        let Walk {
-            packer,
-            mut summary,
-            n_chunks,
-            warnings,
-            ..
-        } = walk;
-        let (new_index, totals) = packer.finish()?;
+        let n_threads = match options.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+
+        let repo: &Repository = self;
+        let (root_id, walked, new_index, totals) = std::thread::scope(|scope| {
+            let packer = Packer::new(
+                repo.store.clone(),
+                repo.keys.metadata.clone(),
+                repo.config.pack_target_size,
+            );
+            let sink = BlobSink::new(
+                scope,
+                packer,
+                repo.keys.data.clone(),
+                repo.keys.metadata.clone(),
+                n_threads,
+            );
+            let mut walk = Walk::new(repo, sink, progress);
+            let walked = (|| {
+                let mut root = Tree::default();
+                for (name, path) in &roots {
+                    let parent_node = parent_root.as_ref().and_then(|t| t.find(name));
+                    // The top-level paths must be readable: failing them is an
+                    // error, not a warning.
+                    root.nodes
+                        .extend(walk.node(path, name.clone(), parent_node, true)?);
+                }
+                root.sort();
+                walk.store_tree(&root, parent_root.as_ref().map(|t| (t, None)))
+            })();
+            let (sink, outcome) = walk.into_parts();
+            match walked {
+                Ok(root_id) => {
+                    let (new_index, totals) = sink.finish()?;
+                    Ok((root_id, outcome, new_index, totals))
+                }
+                // The pipeline failed first: its error is the real cause.
+                Err(Error::PipelineStopped) => match sink.finish() {
+                    Err(cause) => Err(cause),
+                    Ok(_) => Err(Error::PipelineStopped),
+                },
+                Err(e) => {
+                    sink.abandon();
+                    Err(e)
+                }
+            }
+        })?;
+
+        let mut summary = walked.summary;
         summary.bytes_new = totals.bytes_new;
         summary.bytes_stored = totals.bytes_stored;
-
         let mut snapshot = Snapshot {
             time_secs: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
             time_nanos: since_epoch.subsec_nanos(),
@@ -149,149 +162,72 @@ impl Repository {
         self.index.merge(&new_index);
         Ok(BackupReport {
             snapshot_id,
+            parent: parent.map(|(id, _)| id),
             summary: snapshot.summary,
-            n_chunks,
+            n_files_unchanged: walked.n_files_unchanged,
+            n_chunks: walked.n_chunks,
             n_blobs_new: totals.n_blobs_new,
             n_packs_written: totals.n_packs,
-            warnings,
+            warnings: walked.warnings,
         })
+    }
+
+    fn choose_parent(
+        &self,
+        choice: &Parent,
+        host: &str,
+        paths: &[String],
+    ) -> Result<Option<(SnapshotId, Snapshot)>> {
+        match choice {
+            Parent::None => Ok(None),
+            Parent::Snapshot(id) => Ok(Some((*id, self.load_snapshot(id)?))),
+            Parent::Latest => Ok(self
+                .snapshots()?
+                .into_iter()
+                .rev()
+                .find(|(_, s)| s.host == host && s.paths == paths)),
+        }
     }
 }
 
-impl Walk<'_> {
-    fn warn(&mut self, message: String) {
-        self.progress.warning(&message);
-        self.warnings.push(message);
+/// Each path's root entry name and absolute path. Refuses clashing names.
+fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<(Vec<u8>, PathBuf)>> {
+    let mut roots: Vec<(Vec<u8>, PathBuf)> = Vec::with_capacity(paths.len());
+    for path in paths {
+        // Absolute without resolving a final symlink (a symlink given as a path
+        // is backed up as a symlink); `..` and `/`-ending forms have no final
+        // name until canonicalized.
+        let mut absolute = std::path::absolute(path).map_err(Error::io(path))?;
+        if absolute.file_name().is_none() {
+            absolute = fs::canonicalize(path).map_err(Error::io(path))?;
+        }
+        let name = absolute
+            .file_name()
+            .ok_or_else(|| Error::InvalidInput(format!("cannot back up {}", path.display())))?
+            .as_bytes()
+            .to_vec();
+        if roots.iter().any(|(n, _)| *n == name) {
+            return Err(Error::InvalidInput(format!(
+                "two paths share the name {:?}",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        roots.push((name, absolute));
     }
+    if roots.is_empty() {
+        return Err(Error::InvalidInput("no paths to back up".into()));
+    }
+    Ok(roots)
+}
 
-    fn check_cancelled(&self) -> Result<()> {
-        if self.progress.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-        Ok(())
-    }
-
-    /// Stores a tree blob (if new) and returns its ID.
-    fn store_tree(&mut self, tree: &Tree) -> Result<ChunkId> {
-        let bytes = tree.encode();
-        let id = self.repo.keys.chunk_id.id_of(&bytes);
-        if !self.repo.index.contains(&id) {
-            self.packer.add(BlobKind::Tree, id, &bytes)?;
-        }
-        Ok(id)
-    }
-
-    /// The node for `path`, or `None` if it is skipped (with a warning).
-    /// Local I/O errors below the top level become warnings; repository errors
-    /// always propagate.
-    fn node(&mut self, path: &Path, name: Vec<u8>, top_level: bool) -> Result<Option<Node>> {
-        self.check_cancelled()?;
-        let meta = match fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) if !top_level => {
-                self.warn(format!("skipped {}: {e}", path.display()));
-                return Ok(None);
-            }
-            Err(e) => return Err(Error::io(path)(e)),
-        };
-        let file_type = meta.file_type();
-        let mut node = Node {
-            name,
-            kind: NodeKind::File,
-            mode: meta.mode() & 0o7777,
-            mtime_secs: meta.mtime(),
-            mtime_nanos: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
-            ctime_secs: meta.ctime(),
-            ctime_nanos: u32::try_from(meta.ctime_nsec()).unwrap_or(0),
-            inode: meta.ino(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            size: 0,
-            link_target: Vec::new(),
-            content: Vec::new(),
-            subtree: None,
-        };
-        let result = if file_type.is_dir() {
-            node.kind = NodeKind::Dir;
-            self.dir_tree(path).map(|id| {
-                node.subtree = Some(*id.as_bytes());
-                self.summary.n_dirs += 1;
-            })
-        } else if file_type.is_file() {
-            self.file_content(path).map(|(content, size)| {
-                node.content = content;
-                node.size = size;
-                self.summary.n_files += 1;
-                self.summary.total_bytes += size;
-            })
-        } else if file_type.is_symlink() {
-            match fs::read_link(path) {
-                Ok(target) if !target.as_os_str().is_empty() => {
-                    node.kind = NodeKind::Symlink;
-                    node.link_target = target.as_os_str().as_bytes().to_vec();
-                    self.summary.n_symlinks += 1;
-                    Ok(())
-                }
-                Ok(_) => Err(Error::InvalidInput("empty symlink target".into())),
-                Err(e) => Err(Error::io(path)(e)),
-            }
-        } else {
-            self.warn(format!("skipped special file {}", path.display()));
-            return Ok(None);
-        };
-        match result {
-            Ok(()) => Ok(Some(node)),
-            Err(Error::Io { path: p, source }) if !top_level => {
-                self.warn(format!("skipped {}: {source}", p.display()));
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn dir_tree(&mut self, path: &Path) -> Result<ChunkId> {
-        let mut children: Vec<(Vec<u8>, PathBuf)> = Vec::new();
-        for entry in fs::read_dir(path).map_err(Error::io(path))? {
-            let entry = entry.map_err(Error::io(path))?;
-            children.push((entry.file_name().as_bytes().to_vec(), entry.path()));
-        }
-        children.sort();
-        let mut tree = Tree::default();
-        for (name, child) in children {
-            if let Some(node) = self.node(&child, name, false)? {
-                tree.nodes.push(node);
-            }
-        }
-        self.store_tree(&tree)
-    }
-
-    /// Chunks a file, storing new chunks. Returns its chunk list and the number
-    /// of bytes read.
-    fn file_content(&mut self, path: &Path) -> Result<(Vec<[u8; 32]>, u64)> {
-        let file = fs::File::open(path).map_err(Error::io(path))?;
-        let size_hint = file.metadata().map(|m| m.len()).unwrap_or(0);
-        self.progress.file(path, size_hint);
-        let mut stream = self.repo.chunker.stream(file);
-        let mut content = Vec::new();
-        let mut size = 0u64;
-        loop {
-            self.check_cancelled()?;
-            let chunk = match stream.next_chunk() {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(cairn_chunker::Error::Io(e)) => return Err(Error::io(path)(e)),
-                Err(e) => return Err(e.into()),
-            };
-            let id = self.repo.keys.chunk_id.id_of(chunk);
-            size += chunk.len() as u64;
-            self.progress.bytes(chunk.len() as u64);
-            if !self.repo.index.contains(&id) {
-                self.packer.add(BlobKind::Data, id, chunk)?;
-            }
-            self.n_chunks += 1;
-            content.push(*id.as_bytes());
-        }
-        self.summary.bytes_read += size;
-        Ok((content, size))
-    }
+/// Whether a file may reuse its parent's chunk list without being read: same
+/// size, modification time, status-change time and inode (restic's rule; ctime
+/// catches writes that restore the mtime).
+pub(crate) fn unchanged_since(parent: &Node, current: &Node) -> bool {
+    parent.kind == NodeKind::File
+        && current.kind == NodeKind::File
+        && parent.size == current.size
+        && (parent.mtime_secs, parent.mtime_nanos) == (current.mtime_secs, current.mtime_nanos)
+        && (parent.ctime_secs, parent.ctime_nanos) == (current.ctime_secs, current.ctime_nanos)
+        && parent.inode == current.inode
 }

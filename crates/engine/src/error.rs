@@ -70,6 +70,9 @@ pub enum Error {
     /// Invalid backup input (e.g. two paths with the same final name).
     #[error("invalid backup input: {0}")]
     InvalidInput(String),
+    /// A backup worker thread stopped without saying why (a bug: please report).
+    #[error("backup pipeline stopped unexpectedly")]
+    PipelineStopped,
     /// The caller asked to stop.
     #[error("cancelled")]
     Cancelled,

@@ -24,14 +24,16 @@ mod config;
 mod envelope;
 mod error;
 mod packer;
+mod pipeline;
 mod progress;
 mod reader;
 mod repo;
 mod restore;
 mod snapshot;
 mod tree;
+mod walk;
 
-pub use backup::{BackupOptions, BackupReport};
+pub use backup::{BackupOptions, BackupReport, Parent};
 pub use cairn_chunker::ChunkerParams;
 pub use cairn_crypto::{RecoveryKey, SnapshotId};
 pub use config::{DEFAULT_PACK_TARGET, RepoConfig};

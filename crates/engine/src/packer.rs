@@ -1,16 +1,15 @@
 //! Fills packs with new blobs during a backup, writes each pack when it reaches
 //! the target size, and at the end writes the index file of everything added.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use cairn_crypto::{ChunkId, SealKey, SealKind};
+use cairn_crypto::{ChunkId, SealKey, SealKind, SealedBlob};
 use cairn_index::{BlobLocation, Index};
 use cairn_pack::{BlobKind, PackWriter};
 use cairn_store::{Namespace, Store};
 
 use crate::envelope;
-use crate::error::{Error, Result, from_crypto};
+use crate::error::{Error, Result};
 use crate::repo::{INDEX_MAGIC, object, pack_object};
 
 /// Counters of what the packer wrote.
@@ -24,69 +23,50 @@ pub(crate) struct PackerTotals {
 
 pub(crate) struct Packer {
     store: Arc<dyn Store>,
-    data_key: SealKey,
     metadata_key: SealKey,
     target: usize,
     data: PackWriter,
     tree: PackWriter,
-    /// Blobs in unwritten packs.
-    pending: HashSet<ChunkId>,
     /// Blobs in packs written by this backup.
     new_index: Index,
     pub totals: PackerTotals,
 }
 
 impl Packer {
-    pub fn new(
-        store: Arc<dyn Store>,
-        data_key: SealKey,
-        metadata_key: SealKey,
-        target: u32,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, metadata_key: SealKey, target: u32) -> Self {
         Self {
             store,
-            data_key,
             metadata_key,
             target: target as usize,
             data: PackWriter::new(BlobKind::Data),
             tree: PackWriter::new(BlobKind::Tree),
-            pending: HashSet::new(),
             new_index: Index::new(),
             totals: PackerTotals::default(),
         }
     }
 
-    /// Whether this backup already added `id`.
-    pub fn has(&self, id: &ChunkId) -> bool {
-        self.pending.contains(id) || self.new_index.contains(id)
-    }
-
-    /// Seals and adds a blob unless this backup already added it. Returns whether
-    /// it was added.
-    pub fn add(&mut self, kind: BlobKind, id: ChunkId, plaintext: &[u8]) -> Result<bool> {
-        if self.has(&id) {
-            return Ok(false);
-        }
-        let (key, seal_kind) = match kind {
-            BlobKind::Data => (&self.data_key, SealKind::Data),
-            BlobKind::Tree => (&self.metadata_key, SealKind::Tree),
-        };
-        let sealed = cairn_crypto::seal(key, seal_kind, id.as_bytes(), plaintext)
-            .map_err(from_crypto("new blob"))?;
+    /// Adds a sealed blob. The caller has decided it is new (the walk keeps the
+    /// set of blobs claimed by this backup).
+    pub fn add_sealed(
+        &mut self,
+        kind: BlobKind,
+        id: ChunkId,
+        sealed: &SealedBlob,
+        plain_len: usize,
+    ) -> Result<()> {
         let writer = match kind {
             BlobKind::Data => &mut self.data,
             BlobKind::Tree => &mut self.tree,
         };
         writer
-            .add(id, &sealed, plaintext.len())
+            .add(id, sealed, plain_len)
             .map_err(|_| Error::InvalidInput("blob too large for a pack".into()))?;
-        self.pending.insert(id);
         self.totals.n_blobs_new += 1;
-        self.totals.bytes_new += plaintext.len() as u64;
+        self.totals.bytes_new += plain_len as u64;
         if writer.len() >= self.target {
             self.flush(kind)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Writes the open pack of `kind`, if it holds anything.
@@ -110,7 +90,6 @@ impl Packer {
         self.totals.bytes_stored += pack.bytes.len() as u64;
         self.totals.n_packs += 1;
         for entry in pack.entries {
-            self.pending.remove(&entry.id);
             self.new_index.insert(BlobLocation {
                 pack: pack.id,
                 entry,

@@ -278,6 +278,7 @@ mod tests {
 
     use super::*;
     use crate::packer::Packer;
+    use crate::pipeline::{NewBlob, seal_blob};
     use crate::repo::{InitOptions, object};
     use crate::snapshot::{Snapshot, SnapshotSummary};
 
@@ -305,13 +306,20 @@ mod tests {
     fn forge_snapshot(repo: &mut Repository, root: &Tree) -> SnapshotId {
         let mut packer = Packer::new(
             repo.store.clone(),
-            repo.keys.data.clone(),
             repo.keys.metadata.clone(),
             repo.config.pack_target_size,
         );
         let bytes = root.encode();
         let id = repo.keys.chunk_id.id_of(&bytes);
-        packer.add(BlobKind::Tree, id, &bytes).expect("add tree");
+        let blob = NewBlob {
+            kind: BlobKind::Tree,
+            id,
+            plaintext: bytes,
+        };
+        let sealed = seal_blob(&repo.keys.data, &repo.keys.metadata, blob).expect("seal");
+        packer
+            .add_sealed(sealed.kind, sealed.id, &sealed.sealed, sealed.plain_len)
+            .expect("add tree");
         let (index, _) = packer.finish().expect("finish");
         repo.index.merge(&index);
         let snapshot = Snapshot {

@@ -6,6 +6,7 @@ mod architecture;
 
 mod crash;
 mod dedup;
+mod incremental;
 mod integrity;
 mod keys;
 mod roundtrip;

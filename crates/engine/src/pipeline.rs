@@ -1,0 +1,206 @@
+//! The sealing pipeline of a backup: the walk hands over new blobs, seal workers
+//! compress and encrypt them on every core, and one packer thread fills packs
+//! and writes them.
+//!
+//! ```text
+//! walk (reads, chunks, hashes, decides what is new)
+//!   ── bounded channel of plaintext blobs ──► N seal workers
+//!   ── bounded channel of sealed blobs ─────► packer thread (packs, store puts, index file)
+//! ```
+//!
+//! The walk alone decides which blobs are new and what every tree holds, so the
+//! snapshot is the same whatever the number of threads; only the order of blobs
+//! inside packs varies. Bounded channels keep memory flat: at most
+//! `2 × QUEUE_DEPTH` blobs (≤ 4 MiB each by default) are in flight.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{Scope, ScopedJoinHandle};
+
+use cairn_crypto::{ChunkId, SealKey, SealedBlob};
+use cairn_index::Index;
+use cairn_pack::BlobKind;
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::error::{Error, Result, from_crypto};
+use crate::packer::{Packer, PackerTotals};
+
+/// Blobs queued between stages, per channel.
+const QUEUE_DEPTH: usize = 16;
+
+/// A blob the walk decided to store.
+#[derive(Debug)]
+pub(crate) struct NewBlob {
+    pub kind: BlobKind,
+    pub id: ChunkId,
+    pub plaintext: Vec<u8>,
+}
+
+pub(crate) struct Sealed {
+    pub kind: BlobKind,
+    pub id: ChunkId,
+    pub sealed: SealedBlob,
+    pub plain_len: usize,
+}
+
+pub(crate) fn seal_blob(
+    data_key: &SealKey,
+    metadata_key: &SealKey,
+    blob: NewBlob,
+) -> Result<Sealed> {
+    let (key, seal_kind) = match blob.kind {
+        BlobKind::Data => (data_key, cairn_crypto::SealKind::Data),
+        BlobKind::Tree => (metadata_key, cairn_crypto::SealKind::Tree),
+    };
+    let sealed = cairn_crypto::seal(key, seal_kind, blob.id.as_bytes(), &blob.plaintext)
+        .map_err(from_crypto("new blob"))?;
+    Ok(Sealed {
+        kind: blob.kind,
+        id: blob.id,
+        sealed,
+        plain_len: blob.plaintext.len(),
+    })
+}
+
+/// The one-thread sink: seals on the caller's thread.
+pub(crate) struct InlineSink {
+    packer: Packer,
+    data_key: SealKey,
+    metadata_key: SealKey,
+}
+
+/// Where the walk sends new blobs: sealed inline (one thread) or through the
+/// threaded pipeline.
+pub(crate) enum BlobSink<'scope> {
+    /// Seal and pack on the calling thread.
+    Inline(Box<InlineSink>),
+    /// Seal on worker threads, pack on a packer thread.
+    Threaded {
+        blobs: Sender<NewBlob>,
+        workers: Vec<ScopedJoinHandle<'scope, Result<()>>>,
+        packer: ScopedJoinHandle<'scope, Result<(Index, PackerTotals)>>,
+        abandoned: Arc<AtomicBool>,
+    },
+}
+
+impl<'scope> BlobSink<'scope> {
+    /// Builds a sink with `n_threads` seal workers (inline when 1).
+    pub fn new<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        packer: Packer,
+        data_key: SealKey,
+        metadata_key: SealKey,
+        n_threads: usize,
+    ) -> Self {
+        if n_threads <= 1 {
+            return BlobSink::Inline(Box::new(InlineSink {
+                packer,
+                data_key,
+                metadata_key,
+            }));
+        }
+        let (blob_tx, blob_rx) = bounded::<NewBlob>(QUEUE_DEPTH);
+        let (sealed_tx, sealed_rx) = bounded::<Result<Sealed>>(QUEUE_DEPTH);
+        let workers = (0..n_threads)
+            .map(|_| {
+                let blob_rx: Receiver<NewBlob> = blob_rx.clone();
+                let sealed_tx = sealed_tx.clone();
+                let (data_key, metadata_key) = (data_key.clone(), metadata_key.clone());
+                scope.spawn(move || {
+                    for blob in blob_rx {
+                        let result = seal_blob(&data_key, &metadata_key, blob);
+                        let failed = result.is_err();
+                        // The packer hung up: it failed and holds the error.
+                        if sealed_tx.send(result).is_err() || failed {
+                            break;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        drop(sealed_tx);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let packer_abandoned = abandoned.clone();
+        let packer = scope.spawn(move || {
+            let mut packer = packer;
+            for sealed in sealed_rx {
+                let s = sealed?;
+                packer.add_sealed(s.kind, s.id, &s.sealed, s.plain_len)?;
+            }
+            // An abandoned backup writes no index file: its packs stay
+            // unreferenced, as after a crash.
+            if packer_abandoned.load(Ordering::Acquire) {
+                return Err(Error::Cancelled);
+            }
+            packer.finish()
+        });
+        BlobSink::Threaded {
+            blobs: blob_tx,
+            workers,
+            packer,
+            abandoned,
+        }
+    }
+
+    /// Queues a new blob. An error means the pipeline stopped; [`Self::finish`]
+    /// then returns the cause.
+    pub fn submit(&mut self, blob: NewBlob) -> Result<()> {
+        match self {
+            BlobSink::Inline(inline) => {
+                let s = seal_blob(&inline.data_key, &inline.metadata_key, blob)?;
+                inline
+                    .packer
+                    .add_sealed(s.kind, s.id, &s.sealed, s.plain_len)
+            }
+            BlobSink::Threaded { blobs, .. } => {
+                blobs.send(blob).map_err(|_| Error::PipelineStopped)
+            }
+        }
+    }
+
+    /// Drains the pipeline, writes the last packs and the index file.
+    pub fn finish(self) -> Result<(Index, PackerTotals)> {
+        match self {
+            BlobSink::Inline(inline) => inline.packer.finish(),
+            BlobSink::Threaded {
+                blobs,
+                workers,
+                packer,
+                ..
+            } => {
+                drop(blobs);
+                let mut first_error = None;
+                for w in workers {
+                    if let Err(e) = w.join().unwrap_or(Err(Error::PipelineStopped)) {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                let packed = packer.join().unwrap_or(Err(Error::PipelineStopped));
+                match (packed, first_error) {
+                    (Err(e), _) | (Ok(_), Some(e)) => Err(e),
+                    (Ok(done), None) => Ok(done),
+                }
+            }
+        }
+    }
+
+    /// Stops the pipeline after an error elsewhere, discarding queued blobs and
+    /// writing nothing more than what is already written.
+    pub fn abandon(self) {
+        if let BlobSink::Threaded {
+            blobs,
+            workers,
+            packer,
+            abandoned,
+        } = self
+        {
+            abandoned.store(true, Ordering::Release);
+            drop(blobs);
+            for w in workers {
+                let _ = w.join();
+            }
+            let _ = packer.join();
+        }
+    }
+}
