@@ -51,7 +51,9 @@ fn main() {
     });
     let seal = mib_per_s(&data, |d| {
         for piece in d.chunks(1024 * 1024) {
-            black_box(cairn_crypto::seal(&keys.data, SealKind::Data, &[0; 32], piece).expect("seal"));
+            black_box(
+                cairn_crypto::seal(&keys.data, SealKind::Data, &[0; 32], piece).expect("seal"),
+            );
         }
     });
     let per_core = 1.0 / (1.0 / chunk + 1.0 / hash + 1.0 / seal);

@@ -15,6 +15,7 @@ Usage: python3 benches/e2e.py [--media-mb 1000] [--days 5] [--small-files 100000
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -160,17 +161,42 @@ def drop_caches():
         return False
 
 
+def _spawner(conn):
+    """Runs commands for the parent. Forked at start-up while the benchmark is
+    still small: a child's peak RSS (ru_maxrss) includes the memory of the
+    process that forked it, so commands must not be forked from the big parent."""
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        cmd, env, cwd = job
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stderr = proc.stderr.read().decode(errors="replace")
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.stderr.close()
+        conn.send((time.perf_counter() - started, usage.ru_maxrss / 1024.0,
+                   os.waitstatus_to_exitcode(status), stderr[-2000:]))
+
+
+SPAWNER = None
+
+
+def start_spawner():
+    global SPAWNER
+    parent, child = multiprocessing.get_context("fork").Pipe()
+    proc = multiprocessing.get_context("fork").Process(target=_spawner, args=(child,), daemon=True)
+    proc.start()
+    SPAWNER = parent
+
+
 def run(cmd, env=None, cwd=None):
     """Runs a command; returns (seconds, peak RSS in MiB)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    stderr = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit("command failed: %s\n%s" % (" ".join(cmd), stderr[-2000:]))
-    return seconds, usage.ru_maxrss / 1024.0
+    SPAWNER.send((cmd, env, cwd))
+    seconds, rss, code, stderr = SPAWNER.recv()
+    if code != 0:
+        sys.exit("command failed: %s\n%s" % (" ".join(cmd), stderr))
+    return seconds, rss
 
 
 # ---------------------------------------------------------------- the tools
@@ -253,6 +279,7 @@ def main():
     ap.add_argument("--dir", help="work directory (default: a temporary one under /var/tmp)")
     ap.add_argument("--tools", default="cairn,restic,borg")
     args = ap.parse_args()
+    start_spawner()
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "cairn-cli", "-p", "cairn-benches"], cwd=ROOT, check=True)
     binary = os.path.join(ROOT, "target", "release", "cairn")

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use cairn_chunker::{Chunker, ChunkerParams};
 use cairn_crypto::{
     ChunkId, KeySlot, MasterSecret, PackId, RecoveryKey, SealKind, SnapshotId, WorkingKeys,
 };
@@ -12,7 +11,9 @@ use cairn_index::Index;
 use cairn_pack::BlobKind;
 use cairn_store::{Namespace, ObjectName, Store};
 
-use crate::config::{DEFAULT_PACK_TARGET, MAX_PACK_TARGET, MIN_PACK_TARGET, RepoConfig};
+use crate::config::{
+    Chunkers, ChunkingRules, DEFAULT_PACK_TARGET, MAX_PACK_TARGET, MIN_PACK_TARGET, RepoConfig,
+};
 use crate::envelope;
 use crate::error::{Error, Result, from_crypto};
 use crate::snapshot::Snapshot;
@@ -23,8 +24,8 @@ pub(crate) const INDEX_MAGIC: &[u8; 8] = b"CAIRNIXF";
 /// Options of [`Repository::init`].
 #[derive(Clone, Debug)]
 pub struct InitOptions {
-    /// Chunker parameters, fixed for the life of the repository.
-    pub chunker: ChunkerParams,
+    /// Chunking profiles and rules, fixed for the life of the repository.
+    pub chunking: ChunkingRules,
     /// Pack size target in bytes.
     pub pack_target_size: u32,
 }
@@ -32,7 +33,7 @@ pub struct InitOptions {
 impl Default for InitOptions {
     fn default() -> Self {
         Self {
-            chunker: ChunkerParams::default(),
+            chunking: ChunkingRules::default(),
             pack_target_size: DEFAULT_PACK_TARGET,
         }
     }
@@ -62,7 +63,7 @@ pub struct Repository {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) keys: WorkingKeys,
     pub(crate) config: RepoConfig,
-    pub(crate) chunker: Chunker,
+    pub(crate) chunkers: Chunkers,
     pub(crate) index: Index,
     /// Packs whose trailer and header were read and matched against the index
     /// in this session (see [`Repository::verify_pack_header`]).
@@ -91,7 +92,7 @@ impl Repository {
     /// recovery key, which the caller must show to the user once; it is not
     /// stored anywhere.
     pub fn init(store: Arc<dyn Store>, options: &InitOptions) -> Result<(Self, RecoveryKey)> {
-        options.chunker.validate()?;
+        options.chunking.validate()?;
         if !(MIN_PACK_TARGET..=MAX_PACK_TARGET).contains(&options.pack_target_size) {
             return Err(Error::InvalidInput(format!(
                 "pack target size must be {MIN_PACK_TARGET} to {MAX_PACK_TARGET} bytes"
@@ -111,7 +112,7 @@ impl Repository {
         cairn_crypto::random_bytes(&mut repo_id).map_err(|_| Error::Random)?;
         let config = RepoConfig {
             repo_id,
-            chunker: options.chunker,
+            chunking: options.chunking.clone(),
             pack_target_size: options.pack_target_size,
         };
         // Validate what we are about to write the same way `open` will.
@@ -127,12 +128,12 @@ impl Repository {
         keys: WorkingKeys,
         config: RepoConfig,
     ) -> Result<Self> {
-        let chunker = Chunker::new(config.chunker, keys.chunker_seed)?;
+        let chunkers = Chunkers::new(&config.chunking, keys.chunker_seed)?;
         Ok(Self {
             store,
             keys,
             config,
-            chunker,
+            chunkers,
             index: Index::new(),
             verified_packs: Mutex::new(HashSet::new()),
         })
@@ -250,7 +251,7 @@ impl Repository {
     /// does. Blob reads are ranged, so without this a damaged header or trailer
     /// would go unnoticed until the pack is needed whole; with it, every byte of
     /// a pack a restore touches is authenticated.
-    fn verify_pack_header(&self, location: &cairn_index::BlobLocation) -> Result<()> {
+    pub(crate) fn verify_pack_header(&self, location: &cairn_index::BlobLocation) -> Result<()> {
         let verified = |set: &HashSet<PackId>| set.contains(&location.pack);
         let lock = || {
             self.verified_packs

@@ -6,11 +6,10 @@
 //! duplicates), so no path can climb out or pass through a restored symlink.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use cairn_crypto::SnapshotId;
 use filetime::FileTime;
@@ -18,6 +17,7 @@ use filetime::FileTime;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::restore_data::{DataPlan, Destination};
 use crate::tree::{Node, NodeKind, Tree};
 
 /// What a restore did.
@@ -146,31 +146,78 @@ impl Repository {
             }
             Err(e) => return Err(Error::io(target)(e)),
         }
-        let mut report = RestoreReport::default();
-        let mut restorer = Restorer {
+        let mut planner = Planner {
             repo: self,
             progress,
-            report: &mut report,
+            plan: DataPlan::default(),
+            file_nodes: Vec::new(),
+            dirs: Vec::new(),
+            report: RestoreReport::default(),
         };
         match resolved {
             Resolved::Root(tree) => {
                 for node in &tree.nodes {
-                    restorer.node(target, node)?;
+                    planner.node(target, node)?;
                 }
             }
-            Resolved::Node(node) => restorer.node(target, &node)?,
+            Resolved::Node(node) => planner.node(target, &node)?,
         }
+        let Planner {
+            plan,
+            file_nodes,
+            dirs,
+            mut report,
+            ..
+        } = planner;
+        let n_threads = std::thread::available_parallelism().map_or(1, usize::from);
+        crate::restore_data::fetch_and_write(self, &plan, n_threads, progress)?;
+        // Metadata last: writing content changes mtimes, and a read-only
+        // directory must be filled before it is closed. Directories are in
+        // post-order, children before parents.
+        for (path, node) in plan.files.iter().zip(&file_nodes) {
+            set_metadata(path, node)?;
+        }
+        for (path, node) in &dirs {
+            set_metadata(path, node)?;
+        }
+        report.n_dirs = dirs.len() as u64;
         Ok(report)
     }
 }
 
-struct Restorer<'a> {
-    repo: &'a Repository,
-    progress: &'a dyn Progress,
-    report: &'a mut RestoreReport,
+/// Owner (where permitted), permissions, then modification time. Owner before
+/// mode: chown clears setuid and setgid bits.
+fn set_metadata(path: &Path, node: &Node) -> Result<()> {
+    restore_owner(path, node)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(node.mode)).map_err(Error::io(path))?;
+    let mtime = FileTime::from_unix_time(node.mtime_secs, node.mtime_nanos);
+    filetime::set_file_mtime(path, mtime).map_err(Error::io(path))
 }
 
-impl Restorer<'_> {
+/// Restores ownership where the process may (as root); elsewhere the files
+/// stay owned by the restoring user, as with restic and borg.
+fn restore_owner(path: &Path, node: &Node) -> Result<()> {
+    match std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+        Err(e) => Err(Error::io(path)(e)),
+    }
+}
+
+/// Walks the trees: creates directories, symlinks and files (at their final
+/// size, empty), and collects where every chunk goes.
+struct Planner<'a> {
+    repo: &'a Repository,
+    progress: &'a dyn Progress,
+    plan: DataPlan,
+    /// Metadata of `plan.files`, same order (content lists dropped).
+    file_nodes: Vec<Node>,
+    /// Directories in post-order, with their metadata.
+    dirs: Vec<(PathBuf, Node)>,
+    report: RestoreReport,
+}
+
+impl Planner<'_> {
     fn node(&mut self, dir: &Path, node: &Node) -> Result<()> {
         if self.progress.is_cancelled() {
             return Err(Error::Cancelled);
@@ -181,90 +228,56 @@ impl Restorer<'_> {
             return Err(Error::integrity("tree blob"));
         }
         let path = dir.join(OsStr::from_bytes(&node.name));
-        let mtime = FileTime::from_unix_time(node.mtime_secs, node.mtime_nanos);
-        self.create(&path, node, mtime)
-    }
-
-    /// Restores ownership where the process may (as root); elsewhere the files
-    /// stay owned by the restoring user, as with restic and borg.
-    fn restore_owner(path: &Path, node: &Node) -> Result<()> {
-        match std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
-            Err(e) => Err(Error::io(path)(e)),
-        }
-    }
-
-    fn create(&mut self, path: &Path, node: &Node, mtime: FileTime) -> Result<()> {
+        let metadata_only = || Node {
+            content: Vec::new(),
+            ..node.clone()
+        };
         match node.kind {
             NodeKind::Dir => {
-                fs::create_dir(path).map_err(Error::io(path))?;
+                fs::create_dir(&path).map_err(Error::io(&path))?;
                 let id = node
                     .subtree_id()
                     .ok_or_else(|| Error::integrity("tree blob"))?;
                 let tree = self.repo.load_tree(&id)?;
                 for child in &tree.nodes {
-                    self.node(path, child)?;
+                    self.node(&path, child)?;
                 }
-                // Owner, permissions and time after the children: a read-only
-                // directory must be filled first, and filling it changes its mtime.
-                Self::restore_owner(path, node)?;
-                fs::set_permissions(path, fs::Permissions::from_mode(node.mode))
-                    .map_err(Error::io(path))?;
-                filetime::set_file_mtime(path, mtime).map_err(Error::io(path))?;
-                self.report.n_dirs += 1;
+                self.dirs.push((path, metadata_only()));
             }
             NodeKind::File => {
-                self.progress.file(path, node.size);
-                self.file(path, node)?;
-                // Owner before mode: chown clears setuid/setgid bits.
-                Self::restore_owner(path, node)?;
-                fs::set_permissions(path, fs::Permissions::from_mode(node.mode))
-                    .map_err(Error::io(path))?;
-                filetime::set_file_mtime(path, mtime).map_err(Error::io(path))?;
+                self.progress.file(&path, node.size);
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(Error::io(&path))?;
+                let file_idx = self.plan.files.len();
+                let mut offset = 0u64;
+                for id in node.chunks() {
+                    offset += self
+                        .plan
+                        .add(self.repo, id, Destination { file_idx, offset })?;
+                }
+                if offset != node.size {
+                    return Err(Error::integrity("tree blob"));
+                }
+                // Final size now: chunks land with positional writes, and
+                // chunks never written (all zeros) stay holes.
+                file.set_len(node.size).map_err(Error::io(&path))?;
+                self.plan.files.push(path);
+                self.file_nodes.push(metadata_only());
                 self.report.n_files += 1;
+                self.report.bytes_written += node.size;
             }
             NodeKind::Symlink => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(&node.link_target), path)
-                    .map_err(Error::io(path))?;
-                Self::restore_owner(path, node)?;
-                filetime::set_symlink_file_times(path, mtime, mtime).map_err(Error::io(path))?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&node.link_target), &path)
+                    .map_err(Error::io(&path))?;
+                restore_owner(&path, node)?;
+                let mtime = FileTime::from_unix_time(node.mtime_secs, node.mtime_nanos);
+                filetime::set_symlink_file_times(&path, mtime, mtime).map_err(Error::io(&path))?;
                 self.report.n_symlinks += 1;
             }
         }
-        Ok(())
-    }
-
-    /// Writes a file's chunks; all-zero chunks become holes.
-    fn file(&mut self, path: &Path, node: &Node) -> Result<()> {
-        let mut file: File = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(Error::io(path))?;
-        let mut written = 0u64;
-        for id in node.chunks() {
-            if self.progress.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
-            let chunk = self.repo.read_chunk(&id)?;
-            if chunk.iter().all(|&b| b == 0) {
-                file.seek(SeekFrom::Current(chunk.len() as i64))
-                    .map_err(Error::io(path))?;
-            } else {
-                file.write_all(&chunk).map_err(Error::io(path))?;
-            }
-            written += chunk.len() as u64;
-            self.progress.bytes(chunk.len() as u64);
-        }
-        if written != node.size {
-            return Err(Error::integrity("tree blob"));
-        }
-        // Materialise a trailing hole. No fsync per file: a restore interrupted
-        // by a crash is simply run again, and syncing each of thousands of small
-        // files would dominate the restore's time.
-        file.set_len(written).map_err(Error::io(path))?;
-        self.report.bytes_written += written;
         Ok(())
     }
 }

@@ -233,7 +233,7 @@ impl<'a, 's> Walk<'a, 's> {
             let file = fs::File::open(path).map_err(Error::io(path))?;
             let before = file.metadata().map_err(Error::io(path))?;
             self.progress.file(path, before.len());
-            let mut stream = self.repo.chunker.stream(&file);
+            let mut stream = self.repo.chunkers.for_name(&node.name).stream(&file);
             let mut content = Vec::new();
             let mut size = 0u64;
             loop {

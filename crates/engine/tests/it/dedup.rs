@@ -62,7 +62,7 @@ fn a_small_insertion_adds_only_the_chunks_around_it() {
     fs::write(src.join("db.sqlite"), &big).expect("write");
     let report = backup(&mut repo, &src);
     let added = store_bytes(store.as_ref()) - before;
-    let max_chunk = repo.config().chunker.max_size as u64;
+    let max_chunk = repo.config().chunking.default.max_size as u64;
     // The edited chunk and possibly its neighbour, plus metadata.
     assert!(added <= 2 * max_chunk + 64 * 1024, "added {added}");
     assert!(report.n_blobs_new <= 4, "new blobs {}", report.n_blobs_new);

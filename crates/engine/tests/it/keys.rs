@@ -86,7 +86,7 @@ fn init_validates_its_options() {
         Err(Error::InvalidInput(_))
     ));
     let mut bad_chunker = InitOptions::default();
-    bad_chunker.chunker.min_size = bad_chunker.chunker.max_size + 2;
+    bad_chunker.chunking.default.min_size = bad_chunker.chunking.default.max_size + 2;
     assert!(matches!(
         Repository::init(store.clone(), &bad_chunker),
         Err(Error::Chunker(_))
