@@ -143,6 +143,7 @@ impl Chunker {
             reader,
             buf: Vec::new(),
             start: 0,
+            end: 0,
             eof: false,
             pending: std::collections::VecDeque::new(),
         }
@@ -151,52 +152,57 @@ impl Chunker {
 
 /// Iterator over the chunks of a reader; see [`Chunker::stream`].
 ///
-/// The buffer holds at least `4 × max_size` bytes before cutting, so every cut
-/// except at end of stream sees as much data as FastCDC would on the whole input:
-/// streamed and in-memory chunking give identical boundaries.
+/// The buffer holds `4 × max_size` bytes (at least 4 MiB) before cutting, and a
+/// cut is made only with at least one max-size chunk of data after its start,
+/// so streamed and in-memory chunking give identical boundaries.
 pub struct ChunkStream<R> {
     chunker: Chunker,
     reader: R,
+    /// Allocated (and zeroed) once; `start..end` holds unconsumed bytes.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     eof: bool,
     pending: std::collections::VecDeque<usize>,
 }
 
+/// Smallest read window: small-chunk profiles still read in large blocks.
+const MIN_WINDOW: usize = 4 * 1024 * 1024;
+
 impl<R: Read> ChunkStream<R> {
     fn window(&self) -> usize {
-        self.chunker.params.max_size as usize * 4
+        (self.chunker.params.max_size as usize * 4).max(MIN_WINDOW)
     }
 
     /// Refills the buffer and computes the next batch of chunk lengths.
     fn refill(&mut self) -> io::Result<()> {
-        // Drop consumed bytes, then read until the window is full or EOF.
-        self.buf.drain(..self.start);
+        if self.buf.is_empty() {
+            self.buf = vec![0; self.window()];
+        }
+        // Move the unconsumed tail (shorter than one max-size chunk) to the
+        // front, then read until the window is full or EOF.
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
         self.start = 0;
-        let window = self.window();
-        while !self.eof && self.buf.len() < window {
-            let old_len = self.buf.len();
-            self.buf.resize(window, 0);
-            match self.reader.read(&mut self.buf[old_len..]) {
-                Ok(0) => {
-                    self.buf.truncate(old_len);
-                    self.eof = true;
-                }
-                Ok(n) => self.buf.truncate(old_len + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old_len),
-                Err(e) => {
-                    self.buf.truncate(old_len);
-                    return Err(e);
-                }
+        while !self.eof && self.end < self.buf.len() {
+            let Some(free) = self.buf.get_mut(self.end..) else {
+                break;
+            };
+            match self.reader.read(free) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         let max = self.chunker.params.max_size as usize;
+        let filled = self.buf.get(..self.end).unwrap_or_default();
         let mut consumed = 0usize;
-        let mut cdc = self.chunker.fastcdc(&self.buf);
+        let mut cdc = self.chunker.fastcdc(filled);
         // Without EOF, stop before the tail shorter than one max-size chunk: its
         // cut point depends on bytes not read yet. FastCDC is lazy, so nothing
         // past that point is scanned twice.
-        while self.eof || self.buf.len() - consumed >= max {
+        while self.eof || filled.len() - consumed >= max {
             let Some(chunk) = cdc.next() else { break };
             self.pending.push_back(chunk.length);
             consumed += chunk.length;
@@ -207,7 +213,7 @@ impl<R: Read> ChunkStream<R> {
     /// The next chunk's bytes, or `None` at end of stream.
     pub fn next_chunk(&mut self) -> Result<Option<&[u8]>, Error> {
         if self.pending.is_empty() {
-            if self.eof && self.start >= self.buf.len() {
+            if self.eof && self.start >= self.end {
                 return Ok(None);
             }
             self.refill()?;

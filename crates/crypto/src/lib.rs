@@ -16,7 +16,10 @@ pub use ids::{ChunkId, PackId, SnapshotId};
 pub use key_slot::{KEY_SLOT_LEN, KeySlot};
 pub use keys::{ChunkIdKey, MasterSecret, SealKey, WorkingKeys};
 pub use recovery_key::{RECOVERY_KEY_ALPHABET, RECOVERY_KEY_LEN, RecoveryKey};
-pub use seal::{Compression, FORMAT_VERSION, SEAL_OVERHEAD, SealKind, SealedBlob, open, seal};
+pub use seal::{
+    Compression, FORMAT_VERSION, SEAL_OVERHEAD, SealBuffer, SealKind, SealedBlob, open, seal,
+    seal_buffer,
+};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

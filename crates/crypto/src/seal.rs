@@ -5,7 +5,8 @@
 //! the server cannot swap one blob for another, a tree for a data chunk, or an
 //! index for a snapshot. Opening reports one opaque [`Error::Integrity`].
 
-use aes_gcm_siv::{Nonce, aead::Aead, aead::Payload};
+use aes_gcm_siv::aead::AeadInOut;
+use aes_gcm_siv::{Nonce, Tag};
 
 use crate::{Error, SealKey, random_bytes};
 
@@ -119,6 +120,29 @@ fn looks_compressible(data: &[u8]) -> bool {
     entropy < INCOMPRESSIBLE_BITS_PER_BYTE
 }
 
+/// A plaintext laid out for sealing without another allocation or copy: room
+/// for the nonce in front, room for the tag behind. Build it once from the
+/// bytes to seal (that copy is the only one) and hand it to [`seal_buffer`].
+#[derive(Clone, Debug)]
+pub struct SealBuffer {
+    bytes: Vec<u8>,
+}
+
+impl SealBuffer {
+    /// Copies `plaintext` into a new buffer.
+    pub fn from_plaintext(plaintext: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+        bytes.extend_from_slice(&[0; NONCE_LEN]);
+        bytes.extend_from_slice(plaintext);
+        Self { bytes }
+    }
+
+    /// The plaintext.
+    pub fn plaintext(&self) -> &[u8] {
+        self.bytes.get(NONCE_LEN..).unwrap_or_default()
+    }
+}
+
 /// Seals `plaintext` as a `kind` named `id`. Compression is used only when the
 /// probe says it may pay and the result is at least 1/32 smaller.
 pub fn seal(
@@ -127,6 +151,18 @@ pub fn seal(
     id: &[u8; 32],
     plaintext: &[u8],
 ) -> Result<SealedBlob, Error> {
+    seal_buffer(key, kind, id, SealBuffer::from_plaintext(plaintext))
+}
+
+/// [`seal`] on a prepared buffer: encrypts in place, no further allocation
+/// unless compression pays.
+pub fn seal_buffer(
+    key: &SealKey,
+    kind: SealKind,
+    id: &[u8; 32],
+    buffer: SealBuffer,
+) -> Result<SealedBlob, Error> {
+    let plaintext = buffer.plaintext();
     let compressed = if looks_compressible(plaintext) {
         zstd::bulk::compress(plaintext, ZSTD_LEVEL)
             .ok()
@@ -134,27 +170,28 @@ pub fn seal(
     } else {
         None
     };
-    let (compression, body) = match &compressed {
-        Some(c) => (Compression::Zstd, c.as_slice()),
-        None => (Compression::None, plaintext),
+    let (compression, mut buffer) = match compressed {
+        Some(c) => (Compression::Zstd, SealBuffer::from_plaintext(&c)),
+        None => (Compression::None, buffer),
     };
     let mut nonce = [0u8; NONCE_LEN];
     random_bytes(&mut nonce)?;
     let ad = associated_data(kind, compression, id);
-    let ciphertext = key
+    let body = buffer.bytes.get_mut(NONCE_LEN..).ok_or(Error::Integrity)?;
+    let tag = key
         .cipher
-        .encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: body,
-                aad: &ad,
-            },
-        )
+        .encrypt_inout_detached(&Nonce::from(nonce), &ad, body.into())
         .map_err(|_| Error::Integrity)?;
-    let mut bytes = Vec::with_capacity(NONCE_LEN + ciphertext.len());
-    bytes.extend_from_slice(&nonce);
-    bytes.extend_from_slice(&ciphertext);
-    Ok(SealedBlob { bytes, compression })
+    buffer
+        .bytes
+        .get_mut(..NONCE_LEN)
+        .ok_or(Error::Integrity)?
+        .copy_from_slice(&nonce);
+    buffer.bytes.extend_from_slice(&tag);
+    Ok(SealedBlob {
+        bytes: buffer.bytes,
+        compression,
+    })
 }
 
 /// Opens sealed bytes. `max_plain_len` bounds what decompression may allocate.
@@ -170,22 +207,20 @@ pub fn open(
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(Error::Integrity);
     }
-    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
     let nonce = Nonce::try_from(nonce).map_err(|_| Error::Integrity)?;
+    let tag = Tag::try_from(tag).map_err(|_| Error::Integrity)?;
+    if compression == Compression::None && ciphertext.len() > max_plain_len {
+        return Err(Error::Integrity);
+    }
     let ad = associated_data(kind, compression, id);
-    let body = key
-        .cipher
-        .decrypt(
-            &nonce,
-            Payload {
-                msg: ciphertext,
-                aad: &ad,
-            },
-        )
+    let mut body = ciphertext.to_vec();
+    key.cipher
+        .decrypt_inout_detached(&nonce, &ad, body.as_mut_slice().into(), &tag)
         .map_err(|_| Error::Integrity)?;
     match compression {
-        Compression::None if body.len() <= max_plain_len => Ok(body),
-        Compression::None => Err(Error::Integrity),
+        Compression::None => Ok(body),
         Compression::Zstd => {
             zstd::bulk::decompress(&body, max_plain_len).map_err(|_| Error::Integrity)
         }

@@ -32,13 +32,19 @@ pub(crate) struct Packer {
     pub totals: PackerTotals,
 }
 
+/// Room for a data pack: the target plus one default-profile max-size chunk
+/// (the blob that crosses the target), so filling it never reallocates.
+fn data_pack_capacity(target: u32) -> usize {
+    target as usize + 4 * 1024 * 1024 + 4096
+}
+
 impl Packer {
     pub fn new(store: Arc<dyn Store>, metadata_key: SealKey, target: u32) -> Self {
         Self {
             store,
             metadata_key,
             target: target as usize,
-            data: PackWriter::new(BlobKind::Data),
+            data: PackWriter::with_capacity(BlobKind::Data, data_pack_capacity(target)),
             tree: PackWriter::new(BlobKind::Tree),
             new_index: Index::new(),
             totals: PackerTotals::default(),
@@ -75,7 +81,11 @@ impl Packer {
             BlobKind::Data => &mut self.data,
             BlobKind::Tree => &mut self.tree,
         };
-        let writer = std::mem::replace(writer, PackWriter::new(kind));
+        let capacity = match kind {
+            BlobKind::Data => data_pack_capacity(self.target as u32),
+            BlobKind::Tree => 0,
+        };
+        let writer = std::mem::replace(writer, PackWriter::with_capacity(kind, capacity));
         if writer.is_empty() {
             return Ok(());
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{Scope, ScopedJoinHandle};
 
-use cairn_crypto::{ChunkId, SealKey, SealedBlob};
+use cairn_crypto::{ChunkId, SealBuffer, SealKey, SealedBlob};
 use cairn_index::Index;
 use cairn_pack::BlobKind;
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -33,7 +33,8 @@ const QUEUE_DEPTH: usize = 16;
 pub(crate) struct NewBlob {
     pub kind: BlobKind,
     pub id: ChunkId,
-    pub plaintext: Vec<u8>,
+    /// The plaintext, laid out for sealing in place.
+    pub buffer: SealBuffer,
 }
 
 pub(crate) struct Sealed {
@@ -52,13 +53,14 @@ pub(crate) fn seal_blob(
         BlobKind::Data => (data_key, cairn_crypto::SealKind::Data),
         BlobKind::Tree => (metadata_key, cairn_crypto::SealKind::Tree),
     };
-    let sealed = cairn_crypto::seal(key, seal_kind, blob.id.as_bytes(), &blob.plaintext)
+    let plain_len = blob.buffer.plaintext().len();
+    let sealed = cairn_crypto::seal_buffer(key, seal_kind, blob.id.as_bytes(), blob.buffer)
         .map_err(from_crypto("new blob"))?;
     Ok(Sealed {
         kind: blob.kind,
         id: blob.id,
         sealed,
-        plain_len: blob.plaintext.len(),
+        plain_len,
     })
 }
 

@@ -327,7 +327,7 @@ mod tests {
         let blob = NewBlob {
             kind: BlobKind::Tree,
             id,
-            plaintext: bytes,
+            buffer: cairn_crypto::SealBuffer::from_plaintext(&bytes),
         };
         let sealed = seal_blob(&repo.keys.data, &repo.keys.metadata, blob).expect("seal");
         packer

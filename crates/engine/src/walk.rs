@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use cairn_crypto::ChunkId;
+use cairn_crypto::{ChunkId, SealBuffer};
 use cairn_pack::BlobKind;
 
 use crate::backup::unchanged_since;
@@ -99,7 +99,7 @@ impl<'a, 's> Walk<'a, 's> {
         self.sink.submit(NewBlob {
             kind,
             id,
-            plaintext: plaintext.to_vec(),
+            buffer: SealBuffer::from_plaintext(plaintext),
         })
     }
 

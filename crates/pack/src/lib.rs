@@ -120,9 +120,15 @@ pub struct FinishedPack {
 impl PackWriter {
     /// An empty pack for blobs of `kind`.
     pub fn new(kind: BlobKind) -> Self {
+        Self::with_capacity(kind, 0)
+    }
+
+    /// An empty pack with room for `bytes` of blobs: a writer that is filled to
+    /// a known target never reallocates (and never copies its buffer).
+    pub fn with_capacity(kind: BlobKind, bytes: usize) -> Self {
         Self {
             kind,
-            bytes: Vec::new(),
+            bytes: Vec::with_capacity(bytes),
             entries: Vec::new(),
         }
     }
