@@ -201,10 +201,14 @@ def run(cmd, env=None, cwd=None):
 
 # ---------------------------------------------------------------- the tools
 
+REPO_DIR = None
+
+
 class Tool:
     def __init__(self, name, work):
         self.name = name
-        self.repo = os.path.join(work, "repo-" + name)
+        self.repo = os.path.join(REPO_DIR or work, "repo-" + name)
+        shutil.rmtree(self.repo, ignore_errors=True)
         self.env = dict(os.environ)
 
 
@@ -278,7 +282,10 @@ def main():
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--dir", help="work directory (default: a temporary one under /var/tmp)")
     ap.add_argument("--tools", default="cairn,restic,borg")
+    ap.add_argument("--repo-dir", help="where the repositories live (e.g. /dev/shm to take the disk out)")
     args = ap.parse_args()
+    global REPO_DIR
+    REPO_DIR = args.repo_dir
     start_spawner()
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "cairn-cli", "-p", "cairn-benches"], cwd=ROOT, check=True)
@@ -300,6 +307,7 @@ def main():
         elif name in ("restic", "borg"):
             print("note: %s is not installed; skipped" % name)
     cold = drop_caches()
+    print("repositories in %s" % (args.repo_dir or work))
     print("machine: %d cores; ceiling %s MiB/s (chunk %s, hash %s, seal %s MiB/s per core); caches %s" % (
         ceiling["cores"], ceiling["ceiling_mib_s"], ceiling["chunk_mib_s"], ceiling["hash_mib_s"],
         ceiling["seal_mib_s"], "dropped before each run" if cold else "warm (not root)"))
@@ -379,6 +387,8 @@ def main():
             t.backup(small)
             runs = [t.backup(small)[0] for _ in range(3)]
             print("  %-8s %.2f s (median of 3)" % (t.name, statistics.median(runs)))
+    for t in tools:
+        shutil.rmtree(t.repo, ignore_errors=True)
     if not args.dir:
         shutil.rmtree(work)
 

@@ -13,10 +13,11 @@ use crate::error::{Error, Result};
 use crate::packer::Packer;
 use crate::pipeline::BlobSink;
 use crate::progress::Progress;
+use crate::read::{Claimed, FileJob};
 use crate::repo::{Repository, object};
 use crate::snapshot::{Snapshot, SnapshotSummary};
 use crate::tree::{Node, NodeKind, Tree};
-use crate::walk::Walk;
+use crate::walk::{Walk, file_worker};
 
 /// Which earlier snapshot a backup compares files against.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,6 +94,7 @@ impl Repository {
         };
 
         let repo: &Repository = self;
+        let claimed = Claimed::default();
         let (root_id, walked, new_index, totals) = std::thread::scope(|scope| {
             let packer = Packer::new(
                 repo.store.clone(),
@@ -106,7 +108,22 @@ impl Repository {
                 repo.keys.metadata.clone(),
                 n_threads,
             );
-            let mut walk = Walk::new(repo, sink, progress);
+            // File workers read several files at once; they exist only when
+            // sealing is threaded (they hand blobs to the seal workers).
+            let (job_tx, job_rx) = crossbeam_channel::bounded::<FileJob>(n_threads * 2);
+            let files = match sink.sender() {
+                Some(blobs) => {
+                    for _ in 0..n_threads {
+                        let (jobs, blobs) = (job_rx.clone(), blobs.clone());
+                        let claimed = &claimed;
+                        scope.spawn(move || file_worker(repo, claimed, progress, jobs, blobs));
+                    }
+                    Some(job_tx)
+                }
+                None => None,
+            };
+            drop(job_rx);
+            let mut walk = Walk::new(repo, sink, progress, &claimed, files);
             let walked = (|| {
                 let mut root = Tree::default();
                 for (name, path) in &roots {
@@ -114,7 +131,7 @@ impl Repository {
                     // The top-level paths must be readable: failing them is an
                     // error, not a warning.
                     root.nodes
-                        .extend(walk.node(path, name.clone(), parent_node, true)?);
+                        .extend(walk.top_level(path, name.clone(), parent_node)?);
                 }
                 root.sort();
                 walk.store_tree(&root, parent_root.as_ref().map(|t| (t, None)))

@@ -26,6 +26,7 @@ mod error;
 mod packer;
 mod pipeline;
 mod progress;
+mod read;
 mod reader;
 mod repo;
 mod restore;

@@ -145,6 +145,15 @@ impl<'scope> BlobSink<'scope> {
         }
     }
 
+    /// A sender for other threads (file workers) to queue blobs on; `None`
+    /// when sealing inline.
+    pub fn sender(&self) -> Option<Sender<NewBlob>> {
+        match self {
+            BlobSink::Inline(_) => None,
+            BlobSink::Threaded { blobs, .. } => Some(blobs.clone()),
+        }
+    }
+
     /// Queues a new blob. An error means the pipeline stopped; [`Self::finish`]
     /// then returns the cause.
     pub fn submit(&mut self, blob: NewBlob) -> Result<()> {

@@ -1,7 +1,11 @@
 //! The backup walk: turns paths into tree nodes, reading only files that
 //! changed since the parent snapshot, and decides which blobs are new.
+//!
+//! The walk visits entries in a fixed order. Files to read go to file workers
+//! (several files are read at once: a VM disk or an SSD serves parallel
+//! streams much faster than one), and a directory's tree is built once all its
+//! files are back, in name order, so the snapshot does not depend on timing.
 
-use std::collections::HashSet;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -9,18 +13,16 @@ use std::path::{Path, PathBuf};
 
 use cairn_crypto::{ChunkId, SealBuffer};
 use cairn_pack::BlobKind;
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::backup::unchanged_since;
 use crate::error::{Error, Result};
 use crate::pipeline::{BlobSink, NewBlob};
 use crate::progress::Progress;
+use crate::read::{Claimed, FileJob, FileRead, claim, read_file};
 use crate::repo::Repository;
 use crate::snapshot::SnapshotSummary;
 use crate::tree::{Node, NodeKind, Tree};
-
-/// How many times a file that changes while being read is read again before it
-/// is stored as last read, with a warning.
-const MAX_READ_ATTEMPTS: usize = 3;
 
 /// What the walk counted.
 pub(crate) struct WalkOutcome {
@@ -34,9 +36,18 @@ pub(crate) struct Walk<'a, 's> {
     repo: &'a Repository,
     sink: BlobSink<'s>,
     progress: &'a dyn Progress,
-    /// Blobs this backup has sent to the pipeline.
-    claimed: HashSet<ChunkId>,
+    /// Blobs this backup has sent to the pipeline (shared with file workers).
+    claimed: &'a Claimed,
+    /// File workers' queue; `None` reads files on the walk's thread.
+    files: Option<Sender<FileJob>>,
     outcome: WalkOutcome,
+}
+
+/// A child entry: ready, waiting for a file worker, or skipped.
+enum Child {
+    Ready(Node),
+    Reading(Node, Receiver<Result<FileRead>>),
+    Skipped,
 }
 
 fn node_from_metadata(name: Vec<u8>, meta: &fs::Metadata) -> Node {
@@ -58,13 +69,38 @@ fn node_from_metadata(name: Vec<u8>, meta: &fs::Metadata) -> Node {
     }
 }
 
+/// Runs file jobs until the queue closes: the body of a file worker.
+pub(crate) fn file_worker(
+    repo: &Repository,
+    claimed: &Claimed,
+    progress: &dyn Progress,
+    jobs: Receiver<FileJob>,
+    blobs: Sender<NewBlob>,
+) {
+    for job in jobs {
+        let mut submit = |blob| blobs.send(blob).map_err(|_| Error::PipelineStopped);
+        let result = read_file(repo, claimed, progress, &job.path, &job.name, &mut submit);
+        // The walk hung up: it failed and is unwinding.
+        if job.reply.send(result).is_err() {
+            return;
+        }
+    }
+}
+
 impl<'a, 's> Walk<'a, 's> {
-    pub fn new(repo: &'a Repository, sink: BlobSink<'s>, progress: &'a dyn Progress) -> Self {
+    pub fn new(
+        repo: &'a Repository,
+        sink: BlobSink<'s>,
+        progress: &'a dyn Progress,
+        claimed: &'a Claimed,
+        files: Option<Sender<FileJob>>,
+    ) -> Self {
         Self {
             repo,
             sink,
             progress,
-            claimed: HashSet::new(),
+            claimed,
+            files,
             outcome: WalkOutcome {
                 summary: SnapshotSummary::default(),
                 n_chunks: 0,
@@ -90,19 +126,6 @@ impl<'a, 's> Walk<'a, 's> {
         Ok(())
     }
 
-    /// Sends a blob down the pipeline unless the repository or this backup
-    /// already has it.
-    fn store_blob(&mut self, kind: BlobKind, id: ChunkId, plaintext: &[u8]) -> Result<()> {
-        if self.repo.index.contains(&id) || !self.claimed.insert(id) {
-            return Ok(());
-        }
-        self.sink.submit(NewBlob {
-            kind,
-            id,
-            buffer: SealBuffer::from_plaintext(plaintext),
-        })
-    }
-
     /// Stores a tree and returns its ID. When it equals the parent's version of
     /// the directory (`parent` = that tree and its ID, if known), the parent's
     /// blob is reused without encoding anything.
@@ -119,26 +142,82 @@ impl<'a, 's> Walk<'a, 's> {
         }
         let bytes = tree.encode();
         let id = self.repo.keys.chunk_id.id_of(&bytes);
-        self.store_blob(BlobKind::Tree, id, &bytes)?;
+        if claim(self.repo, self.claimed, id) {
+            self.sink.submit(NewBlob {
+                kind: BlobKind::Tree,
+                id,
+                buffer: SealBuffer::from_plaintext(&bytes),
+            })?;
+        }
         Ok(id)
     }
 
-    /// The node for `path`, or `None` if it is skipped (with a warning). Local
-    /// I/O errors below the top level become warnings; repository errors always
-    /// propagate.
-    pub fn node(
+    /// The node for a top-level path (waiting for it if it is a file).
+    pub fn top_level(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        let child = self.child(path, name, parent, true)?;
+        self.finish_child(child, true)
+    }
+
+    /// Turns a child into its final node: waits for a file worker if needed.
+    /// Local I/O errors below the top level become warnings.
+    fn finish_child(&mut self, child: Child, top_level: bool) -> Result<Option<Node>> {
+        let (mut node, reply) = match child {
+            Child::Ready(node) => return Ok(Some(node)),
+            Child::Skipped => return Ok(None),
+            Child::Reading(node, reply) => (node, reply),
+        };
+        let read = reply.recv().map_err(|_| Error::PipelineStopped)?;
+        match read {
+            Ok(read) => {
+                self.apply_read(&mut node, read);
+                Ok(Some(node))
+            }
+            Err(Error::Io { path, source }) if !top_level => {
+                self.warn(format!("skipped {}: {source}", path.display()));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records a file's content and the status that goes with the bytes read,
+    /// so the next backup compares against what was actually stored.
+    fn apply_read(&mut self, node: &mut Node, read: FileRead) {
+        let name = std::mem::take(&mut node.name);
+        *node = node_from_metadata(name, &read.metadata);
+        node.size = read.size;
+        node.content = read.content;
+        self.outcome.summary.bytes_read += read.bytes_read;
+        self.outcome.n_chunks += read.n_chunks;
+        self.outcome.summary.n_files += 1;
+        self.outcome.summary.total_bytes += read.size;
+        if let Some(w) = read.warning {
+            self.warn(w);
+        }
+    }
+
+    /// Starts on one entry: directories are walked now, unchanged files reuse
+    /// the parent's chunks, other files are read (by a worker when there are
+    /// workers). Local I/O errors below the top level become warnings;
+    /// repository errors always propagate.
+    fn child(
         &mut self,
         path: &Path,
         name: Vec<u8>,
         parent: Option<&Node>,
         top_level: bool,
-    ) -> Result<Option<Node>> {
+    ) -> Result<Child> {
         self.check_cancelled()?;
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) if !top_level => {
                 self.warn(format!("skipped {}: {e}", path.display()));
-                return Ok(None);
+                return Ok(Child::Skipped);
             }
             Err(e) => return Err(Error::io(path)(e)),
         };
@@ -151,7 +230,18 @@ impl<'a, 's> Walk<'a, 's> {
                 self.outcome.summary.n_dirs += 1;
             })
         } else if file_type.is_file() {
-            self.file(path, &mut node, &meta, parent)
+            node.size = meta.len();
+            if let Some(parent) = parent
+                && unchanged_since(parent, &node)
+                && parent.chunks().all(|id| self.repo.index.contains(&id))
+            {
+                node.content.clone_from(&parent.content);
+                self.outcome.n_files_unchanged += 1;
+                self.outcome.summary.n_files += 1;
+                self.outcome.summary.total_bytes += node.size;
+                return Ok(Child::Ready(node));
+            }
+            return self.start_read(path, node);
         } else if file_type.is_symlink() {
             match fs::read_link(path) {
                 Ok(target) if !target.as_os_str().is_empty() => {
@@ -165,16 +255,45 @@ impl<'a, 's> Walk<'a, 's> {
             }
         } else {
             self.warn(format!("skipped special file {}", path.display()));
-            return Ok(None);
+            return Ok(Child::Skipped);
         };
         match result {
-            Ok(()) => Ok(Some(node)),
+            Ok(()) => Ok(Child::Ready(node)),
             Err(Error::Io { path: p, source }) if !top_level => {
                 self.warn(format!("skipped {}: {source}", p.display()));
-                Ok(None)
+                Ok(Child::Skipped)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Reads a file: hands it to a worker, or reads it here without workers.
+    fn start_read(&mut self, path: &Path, node: Node) -> Result<Child> {
+        let (reply, answer) = bounded(1);
+        match &self.files {
+            Some(files) => {
+                let job = FileJob {
+                    path: path.to_path_buf(),
+                    name: node.name.clone(),
+                    reply,
+                };
+                files.send(job).map_err(|_| Error::PipelineStopped)?;
+            }
+            None => {
+                let sink = &mut self.sink;
+                let mut submit = |blob| sink.submit(blob);
+                let read = read_file(
+                    self.repo,
+                    self.claimed,
+                    self.progress,
+                    path,
+                    &node.name,
+                    &mut submit,
+                );
+                reply.send(read).map_err(|_| Error::PipelineStopped)?;
+            }
+        }
+        Ok(Child::Reading(node, answer))
     }
 
     fn dir_tree(&mut self, path: &Path, parent: Option<&Node>) -> Result<ChunkId> {
@@ -185,94 +304,21 @@ impl<'a, 's> Walk<'a, 's> {
             Some(id) => Some(self.repo.load_tree(&id)?),
             None => None,
         };
-        let mut children: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+        let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
         for entry in fs::read_dir(path).map_err(Error::io(path))? {
             let entry = entry.map_err(Error::io(path))?;
-            children.push((entry.file_name().as_bytes().to_vec(), entry.path()));
+            entries.push((entry.file_name().as_bytes().to_vec(), entry.path()));
         }
-        children.sort();
-        let mut tree = Tree::default();
-        for (name, child) in children {
+        entries.sort();
+        let mut children = Vec::with_capacity(entries.len());
+        for (name, entry_path) in entries {
             let parent_child = parent_tree.as_ref().and_then(|t| t.find(&name));
-            if let Some(node) = self.node(&child, name, parent_child, false)? {
-                tree.nodes.push(node);
-            }
+            children.push(self.child(&entry_path, name, parent_child, false)?);
+        }
+        let mut tree = Tree::default();
+        for child in children {
+            tree.nodes.extend(self.finish_child(child, false)?);
         }
         self.store_tree(&tree, parent_tree.as_ref().map(|t| (t, parent_id)))
-    }
-
-    /// Fills a file node: from the parent when unchanged, else by reading it.
-    fn file(
-        &mut self,
-        path: &Path,
-        node: &mut Node,
-        meta: &fs::Metadata,
-        parent: Option<&Node>,
-    ) -> Result<()> {
-        node.size = meta.len();
-        if let Some(parent) = parent
-            && unchanged_since(parent, node)
-            && parent.chunks().all(|id| self.repo.index.contains(&id))
-        {
-            node.content.clone_from(&parent.content);
-            self.outcome.n_files_unchanged += 1;
-        } else {
-            self.read_file(path, node)?;
-        }
-        self.outcome.summary.n_files += 1;
-        self.outcome.summary.total_bytes += node.size;
-        Ok(())
-    }
-
-    /// Reads and chunks a file, storing new chunks. If the file changes while
-    /// being read (its size, mtime or ctime differ after reading, as seen on the
-    /// open descriptor), it is read again; after the last attempt it is kept as
-    /// read, with a warning, rather than silently stored as a torn mix.
-    fn read_file(&mut self, path: &Path, node: &mut Node) -> Result<()> {
-        for attempt in 1..=MAX_READ_ATTEMPTS {
-            let file = fs::File::open(path).map_err(Error::io(path))?;
-            let before = file.metadata().map_err(Error::io(path))?;
-            self.progress.file(path, before.len());
-            let mut stream = self.repo.chunkers.for_name(&node.name).stream(&file);
-            let mut content = Vec::new();
-            let mut size = 0u64;
-            loop {
-                self.check_cancelled()?;
-                let chunk = match stream.next_chunk() {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    Err(cairn_chunker::Error::Io(e)) => return Err(Error::io(path)(e)),
-                    Err(e) => return Err(e.into()),
-                };
-                let id = self.repo.keys.chunk_id.id_of(chunk);
-                size += chunk.len() as u64;
-                self.progress.bytes(chunk.len() as u64);
-                self.store_blob(BlobKind::Data, id, chunk)?;
-                self.outcome.n_chunks += 1;
-                content.push(*id.as_bytes());
-            }
-            self.outcome.summary.bytes_read += size;
-            let after = file.metadata().map_err(Error::io(path))?;
-            let stable = after.len() == size
-                && before.len() == size
-                && (before.mtime(), before.mtime_nsec()) == (after.mtime(), after.mtime_nsec())
-                && (before.ctime(), before.ctime_nsec()) == (after.ctime(), after.ctime_nsec());
-            if stable || attempt == MAX_READ_ATTEMPTS {
-                if !stable {
-                    self.warn(format!(
-                        "{} changed while being read {MAX_READ_ATTEMPTS} times; stored as last read",
-                        path.display()
-                    ));
-                }
-                // Record the metadata that goes with the bytes read, so the next
-                // backup compares against what was actually stored.
-                let name = std::mem::take(&mut node.name);
-                *node = node_from_metadata(name, &after);
-                node.size = size;
-                node.content = content;
-                return Ok(());
-            }
-        }
-        Ok(())
     }
 }

@@ -1,0 +1,125 @@
+//! Reading one source file: large sequential reads, chunking, keyed hashing,
+//! and handing new chunks to the pipeline. Runs on the walk's thread or on a
+//! file worker; it shares only the set of claimed blobs with other readers.
+//!
+//! A file that changes while it is read (size, mtime or ctime differ between
+//! the descriptor's status before and after) is read again, up to
+//! [`MAX_READ_ATTEMPTS`] times, then kept as last read with a warning: never
+//! silently stored as a torn mix.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cairn_crypto::{ChunkId, SealBuffer};
+use cairn_pack::BlobKind;
+
+use crate::error::{Error, Result};
+use crate::pipeline::NewBlob;
+use crate::progress::Progress;
+use crate::repo::Repository;
+
+/// Reads before giving up on a file that keeps changing.
+pub(crate) const MAX_READ_ATTEMPTS: usize = 3;
+
+/// Blobs sent down the pipeline by this backup, shared by every reader.
+pub(crate) type Claimed = Mutex<HashSet<ChunkId>>;
+
+/// Whether `id` should be stored: not in the repository, not yet claimed.
+pub(crate) fn claim(repo: &Repository, claimed: &Claimed, id: ChunkId) -> bool {
+    !repo.index.contains(&id) && claimed.lock().unwrap_or_else(|e| e.into_inner()).insert(id)
+}
+
+/// What reading a file produced.
+pub(crate) struct FileRead {
+    /// Chunk IDs in order.
+    pub content: Vec<[u8; 32]>,
+    /// Bytes read in the attempt kept.
+    pub size: u64,
+    /// The descriptor's status after the attempt kept.
+    pub metadata: fs::Metadata,
+    /// Bytes read over all attempts.
+    pub bytes_read: u64,
+    /// Chunks read over all attempts.
+    pub n_chunks: u64,
+    /// Set when the file never stopped changing.
+    pub warning: Option<String>,
+}
+
+/// One file for a worker: where it is, its name (which picks the chunker),
+/// and where the answer goes.
+pub(crate) struct FileJob {
+    pub path: PathBuf,
+    pub name: Vec<u8>,
+    pub reply: crossbeam_channel::Sender<Result<FileRead>>,
+}
+
+/// Reads and chunks `path`; new chunks go to `submit`.
+pub(crate) fn read_file(
+    repo: &Repository,
+    claimed: &Claimed,
+    progress: &dyn Progress,
+    path: &Path,
+    name: &[u8],
+    submit: &mut dyn FnMut(NewBlob) -> Result<()>,
+) -> Result<FileRead> {
+    let chunker = repo.chunkers.for_name(name);
+    let mut bytes_read = 0u64;
+    let mut n_chunks = 0u64;
+    for attempt in 1..=MAX_READ_ATTEMPTS {
+        let file = fs::File::open(path).map_err(Error::io(path))?;
+        let before = file.metadata().map_err(Error::io(path))?;
+        progress.file(path, before.len());
+        let mut stream = chunker.stream(&file);
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        loop {
+            if progress.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let chunk = match stream.next_chunk() {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(cairn_chunker::Error::Io(e)) => return Err(Error::io(path)(e)),
+                Err(e) => return Err(e.into()),
+            };
+            let id = repo.keys.chunk_id.id_of(chunk);
+            size += chunk.len() as u64;
+            progress.bytes(chunk.len() as u64);
+            if claim(repo, claimed, id) {
+                submit(NewBlob {
+                    kind: BlobKind::Data,
+                    id,
+                    buffer: SealBuffer::from_plaintext(chunk),
+                })?;
+            }
+            n_chunks += 1;
+            content.push(*id.as_bytes());
+        }
+        bytes_read += size;
+        let after = file.metadata().map_err(Error::io(path))?;
+        let stable = after.len() == size
+            && before.len() == size
+            && (before.mtime(), before.mtime_nsec()) == (after.mtime(), after.mtime_nsec())
+            && (before.ctime(), before.ctime_nsec()) == (after.ctime(), after.ctime_nsec());
+        if stable || attempt == MAX_READ_ATTEMPTS {
+            let warning = (!stable).then(|| {
+                format!(
+                    "{} changed while being read {MAX_READ_ATTEMPTS} times; stored as last read",
+                    path.display()
+                )
+            });
+            return Ok(FileRead {
+                content,
+                size,
+                metadata: after,
+                bytes_read,
+                n_chunks,
+                warning,
+            });
+        }
+    }
+    Err(Error::PipelineStopped)
+}
