@@ -121,6 +121,8 @@ pub(crate) fn fetch_and_write(
         for _ in 0..n_threads.max(1) {
             scope.spawn(|| {
                 let mut files: HashMap<usize, File> = HashMap::new();
+                // One read buffer per worker, reused for every range.
+                let mut buffer = Vec::new();
                 loop {
                     if failed.load(Ordering::Relaxed) {
                         return;
@@ -130,7 +132,7 @@ pub(crate) fn fetch_and_write(
                     let result = if progress.is_cancelled() {
                         Err(Error::Cancelled)
                     } else {
-                        fetch_range(repo, plan, &range, &mut files, progress)
+                        fetch_range(repo, plan, &range, &mut files, &mut buffer, progress)
                     };
                     match result {
                         Ok(n) => {
@@ -160,14 +162,17 @@ fn fetch_range(
     plan: &DataPlan,
     range: &Range<'_>,
     files: &mut HashMap<usize, File>,
+    buffer: &mut Vec<u8>,
     progress: &dyn Progress,
 ) -> Result<u64> {
     let pack = pack_object(&range.pack)?;
-    let bytes = match repo
-        .store()
-        .get_range(&pack, range.start, range.end - range.start)
-    {
-        Ok(bytes) => bytes,
+    let len = (range.end - range.start) as usize;
+    if buffer.len() < len {
+        buffer.resize(len, 0);
+    }
+    let bytes = buffer.get_mut(..len).ok_or(Error::PipelineStopped)?;
+    match repo.store().read_range_into(&pack, range.start, bytes) {
+        Ok(()) => {}
         Err(cairn_store::Error::NotFound(_)) => {
             let blob = range
                 .blobs
@@ -178,7 +183,8 @@ fn fetch_range(
         }
         Err(cairn_store::Error::OutOfRange(_)) => return Err(Error::integrity(&pack)),
         Err(e) => return Err(e.into()),
-    };
+    }
+    let bytes = &*bytes;
     let mut n_written = 0;
     for (location, dests) in &range.blobs {
         repo.verify_pack_header(location)?;

@@ -81,6 +81,10 @@ impl<S: Store> Store for FaultyStore<S> {
         self.check_read()?;
         self.inner.get_range(name, offset, len)
     }
+    fn read_range_into(&self, name: &ObjectName, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        self.check_read()?;
+        self.inner.read_range_into(name, offset, buf)
+    }
     fn size(&self, name: &ObjectName) -> Result<u64, Error> {
         self.check_read()?;
         self.inner.size(name)

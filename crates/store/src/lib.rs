@@ -9,7 +9,8 @@
 //!    promise) and `get`, `get_range`, `size` and `list` see it whole; a reader
 //!    never sees a partial object.
 //! 3. `get_range(name, offset, len)` returns exactly `len` bytes or
-//!    [`Error::OutOfRange`]; it never returns fewer.
+//!    [`Error::OutOfRange`]; it never returns fewer. `read_range_into` is the
+//!    same read into the caller's buffer.
 //! 4. `list` returns every name of a namespace, sorted; names are
 //!    `[0-9a-z._-]{1,128}`, not starting with a dot.
 //! 5. `delete` removes an object; deleting a missing one is [`Error::NotFound`].
@@ -143,6 +144,16 @@ pub trait Store: Send + Sync {
     fn get(&self, name: &ObjectName) -> Result<Vec<u8>, Error>;
     /// Exactly `len` bytes from `offset`.
     fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error>;
+    /// Fills `buf` exactly from `offset` (a ranged get into the caller's
+    /// buffer, so a reader that reuses one buffer allocates nothing).
+    fn read_range_into(&self, name: &ObjectName, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let bytes = self.get_range(name, offset, buf.len() as u64)?;
+        if bytes.len() != buf.len() {
+            return Err(Error::OutOfRange(name.clone()));
+        }
+        buf.copy_from_slice(&bytes);
+        Ok(())
+    }
     /// The object's size in bytes.
     fn size(&self, name: &ObjectName) -> Result<u64, Error>;
     /// Every name in `namespace`, sorted.
@@ -160,6 +171,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
         (**self).get_range(name, offset, len)
+    }
+    fn read_range_into(&self, name: &ObjectName, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        (**self).read_range_into(name, offset, buf)
     }
     fn size(&self, name: &ObjectName) -> Result<u64, Error> {
         (**self).size(name)

@@ -172,6 +172,24 @@ impl Store for LocalStore {
         Ok(out)
     }
 
+    fn read_range_into(&self, name: &ObjectName, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let file = self.open_existing(name)?;
+        let size = file.metadata().map_err(io_error(name))?.len();
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| Error::OutOfRange(name.clone()))?;
+        if end > size {
+            return Err(Error::OutOfRange(name.clone()));
+        }
+        std::os::unix::fs::FileExt::read_exact_at(&file, buf, offset).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => Error::OutOfRange(name.clone()),
+            _ => Error::Io {
+                name: name.to_string(),
+                source: e,
+            },
+        })
+    }
+
     fn size(&self, name: &ObjectName) -> Result<u64, Error> {
         Ok(self
             .open_existing(name)?
