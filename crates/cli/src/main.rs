@@ -3,6 +3,7 @@
 
 mod demo;
 mod keys;
+mod progress;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,9 +11,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use cairn::{BackupOptions, InitOptions, NoProgress, NodeKind, Parent, Progress, Repository};
+use cairn::{BackupOptions, InitOptions, NodeKind, Parent, Repository};
 use cairn_store::LocalStore;
 use clap::{Parser, Subcommand};
+use progress::CliProgress;
 
 /// cairn: deduplicating, end-to-end encrypted backups.
 #[derive(Parser, Debug)]
@@ -26,6 +28,10 @@ struct Cli {
     /// never accepted as a command-line argument.
     #[arg(long, env = "CAIRN_KEY_FILE", global = true)]
     key_file: Option<PathBuf>,
+    /// Machine-readable output: one JSON summary on stdout (and, when stdout
+    /// is a pipe, JSON progress lines before it).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,15 +102,6 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         days: u32,
     },
-}
-
-/// Prints warnings from the engine to stderr.
-struct StderrWarnings;
-
-impl Progress for StderrWarnings {
-    fn warning(&self, message: &str) {
-        eprintln!("warning: {message}");
-    }
 }
 
 fn main() -> ExitCode {
@@ -186,9 +183,34 @@ fn run(cli: Cli) -> Result<()> {
                 time: None,
                 parent,
                 threads: *threads,
+                scan_totals: CliProgress::wants_totals(cli.json),
             };
-            let report = repo.backup(paths, &options, &StderrWarnings)?;
+            let progress = CliProgress::start(cli.json);
+            let report = repo.backup(paths, &options, &progress);
+            progress.finish();
+            let report = report?;
             let s = &report.summary;
+            if cli.json {
+                let summary = serde_json::json!({
+                    "type": "summary",
+                    "snapshot_id": report.snapshot_id.to_hex(),
+                    "parent_id": report.parent.map(|p| p.to_hex()),
+                    "n_files": s.n_files,
+                    "n_dirs": s.n_dirs,
+                    "n_symlinks": s.n_symlinks,
+                    "n_files_unchanged": report.n_files_unchanged,
+                    "total_bytes": s.total_bytes,
+                    "bytes_read": s.bytes_read,
+                    "bytes_new": s.bytes_new,
+                    "bytes_stored": s.bytes_stored,
+                    "n_chunks": report.n_chunks,
+                    "n_blobs_new": report.n_blobs_new,
+                    "n_packs_written": report.n_packs_written,
+                    "warnings": report.warnings,
+                });
+                println!("{summary}");
+                return Ok(());
+            }
             println!(
                 "snapshot {} saved: {} files ({} unchanged), {} dirs, read {:.1} MiB, new {:.1} MiB, stored {:.1} MiB",
                 &report.snapshot_id.to_hex()[..16],
@@ -202,7 +224,32 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Snapshots => {
             let repo = open_repo(&cli)?;
-            for (id, snap) in repo.snapshots()? {
+            let snapshots = repo.snapshots()?;
+            if cli.json {
+                let list: Vec<_> = snapshots
+                    .iter()
+                    .map(|(id, snap)| {
+                        let s = &snap.summary;
+                        serde_json::json!({
+                            "id": id.to_hex(),
+                            "time": snap.time_secs,
+                            "host": snap.host,
+                            "paths": snap.paths,
+                            "tags": snap.tags,
+                            "n_files": s.n_files,
+                            "n_dirs": s.n_dirs,
+                            "n_symlinks": s.n_symlinks,
+                            "total_bytes": s.total_bytes,
+                            "bytes_read": s.bytes_read,
+                            "bytes_new": s.bytes_new,
+                            "bytes_stored": s.bytes_stored,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+                return Ok(());
+            }
+            for (id, snap) in snapshots {
                 println!(
                     "{}  {}  {:<12} {:>8} files {:>10.1} MiB  {}",
                     &id.to_hex()[..16],
@@ -246,7 +293,22 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let repo = open_repo(&cli)?;
             let (id, _) = repo.find_snapshot(snapshot)?;
-            let report = repo.restore(&id, path.as_deref(), target, &NoProgress)?;
+            let progress = CliProgress::start(cli.json);
+            let report = repo.restore(&id, path.as_deref(), target, &progress);
+            progress.finish();
+            let report = report?;
+            if cli.json {
+                let summary = serde_json::json!({
+                    "type": "summary",
+                    "snapshot_id": id.to_hex(),
+                    "n_files": report.n_files,
+                    "n_dirs": report.n_dirs,
+                    "n_symlinks": report.n_symlinks,
+                    "bytes_written": report.bytes_written,
+                });
+                println!("{summary}");
+                return Ok(());
+            }
             println!(
                 "restored {} files, {} dirs, {} symlinks, {:.1} MiB into {}",
                 report.n_files,

@@ -171,3 +171,75 @@ fn init_without_key_file_prints_the_key_once_grouped() {
     ));
     assert!(out.is_empty());
 }
+
+#[test]
+fn json_output_parses_and_matches_the_stored_totals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let key_file = dir.path().join("key.txt");
+    let src = dir.path().join("data");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    for i in 0..20u8 {
+        std::fs::write(src.join(format!("f{i}")), vec![i; 50_000 + usize::from(i)]).expect("write");
+    }
+    ok(&cairn(
+        &["init", "--repo", p(&repo), "--key-file", p(&key_file)],
+        &[],
+    ));
+    let env = [
+        ("CAIRN_REPOSITORY", p(&repo)),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+    ];
+
+    // stdout is a pipe here: progress lines, then the summary, each one JSON value.
+    let out = ok(&cairn(&["backup", "--json", p(&src)], &env));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    let summary = lines.last().expect("a summary");
+    assert_eq!(summary["type"], "summary");
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l["type"] == "progress")
+    );
+    assert_eq!(summary["n_files"], 20);
+    let total: u64 = (0..20u64).map(|i| 50_000 + i).sum();
+    assert_eq!(summary["total_bytes"], total);
+    assert_eq!(summary["bytes_read"], total);
+
+    // The same totals are what the snapshot records.
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&cairn(&["snapshots", "--json"], &env))).expect("json");
+    let snap = &listed[0];
+    assert_eq!(snap["id"], summary["snapshot_id"]);
+    for field in [
+        "n_files",
+        "n_dirs",
+        "total_bytes",
+        "bytes_read",
+        "bytes_new",
+        "bytes_stored",
+    ] {
+        assert_eq!(snap[field], summary[field], "{field}");
+    }
+
+    // A second run reads nothing and says so.
+    let out = ok(&cairn(&["backup", "--json", p(&src)], &env));
+    let summary: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("summary")).expect("json");
+    assert_eq!(summary["bytes_read"], 0);
+    assert_eq!(summary["n_files_unchanged"], 20);
+    assert_eq!(summary["parent_id"], snap["id"]);
+
+    let target = dir.path().join("out");
+    let out = ok(&cairn(
+        &["restore", "latest", "--json", "--target", p(&target)],
+        &env,
+    ));
+    let summary: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("summary")).expect("json");
+    assert_eq!(summary["n_files"], 20);
+    assert_eq!(summary["bytes_written"], total);
+}

@@ -10,6 +10,7 @@ use cairn_store::{Namespace, Store};
 
 use crate::envelope;
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::repo::{INDEX_MAGIC, object, pack_object};
 
 /// Counters of what the packer wrote.
@@ -21,7 +22,8 @@ pub(crate) struct PackerTotals {
     pub n_packs: u64,
 }
 
-pub(crate) struct Packer {
+pub(crate) struct Packer<'p> {
+    progress: Option<&'p dyn Progress>,
     store: Arc<dyn Store>,
     metadata_key: SealKey,
     target: usize,
@@ -38,9 +40,15 @@ fn data_pack_capacity(target: u32) -> usize {
     target as usize + 4 * 1024 * 1024 + 4096
 }
 
-impl Packer {
-    pub fn new(store: Arc<dyn Store>, metadata_key: SealKey, target: u32) -> Self {
+impl<'p> Packer<'p> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        metadata_key: SealKey,
+        target: u32,
+        progress: Option<&'p dyn Progress>,
+    ) -> Self {
         Self {
+            progress,
             store,
             metadata_key,
             target: target as usize,
@@ -99,6 +107,9 @@ impl Packer {
         }
         self.totals.bytes_stored += pack.bytes.len() as u64;
         self.totals.n_packs += 1;
+        if let Some(progress) = self.progress {
+            progress.stored(pack.bytes.len() as u64);
+        }
         for entry in pack.entries {
             self.new_index.insert(BlobLocation {
                 pack: pack.id,
@@ -123,6 +134,9 @@ impl Packer {
             let name = cairn_crypto::PackId::of_bytes(&sealed).to_hex();
             self.store.put(&object(Namespace::Index, &name)?, &sealed)?;
             self.totals.bytes_stored += sealed.len() as u64;
+            if let Some(progress) = self.progress {
+                progress.stored(sealed.len() as u64);
+            }
         }
         Ok((self.new_index, self.totals))
     }

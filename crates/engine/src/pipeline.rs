@@ -65,8 +65,8 @@ pub(crate) fn seal_blob(
 }
 
 /// The one-thread sink: seals on the caller's thread.
-pub(crate) struct InlineSink {
-    packer: Packer,
+pub(crate) struct InlineSink<'p> {
+    packer: Packer<'p>,
     data_key: SealKey,
     metadata_key: SealKey,
 }
@@ -75,7 +75,7 @@ pub(crate) struct InlineSink {
 /// threaded pipeline.
 pub(crate) enum BlobSink<'scope> {
     /// Seal and pack on the calling thread.
-    Inline(Box<InlineSink>),
+    Inline(Box<InlineSink<'scope>>),
     /// Seal on worker threads, pack on a packer thread.
     Threaded {
         blobs: Sender<NewBlob>,
@@ -89,7 +89,7 @@ impl<'scope> BlobSink<'scope> {
     /// Builds a sink with `n_threads` seal workers (inline when 1).
     pub fn new<'env>(
         scope: &'scope Scope<'scope, 'env>,
-        packer: Packer,
+        packer: Packer<'scope>,
         data_key: SealKey,
         metadata_key: SealKey,
         n_threads: usize,

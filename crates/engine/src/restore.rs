@@ -321,6 +321,7 @@ mod tests {
             repo.store.clone(),
             repo.keys.metadata.clone(),
             repo.config.pack_target_size,
+            None,
         );
         let bytes = root.encode();
         let id = repo.keys.chunk_id.id_of(&bytes);

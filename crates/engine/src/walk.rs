@@ -236,6 +236,7 @@ impl<'a, 's> Walk<'a, 's> {
                 && parent.chunks().all(|id| self.repo.index.contains(&id))
             {
                 node.content.clone_from(&parent.content);
+                self.progress.unchanged(node.size);
                 self.outcome.n_files_unchanged += 1;
                 self.outcome.summary.n_files += 1;
                 self.outcome.summary.total_bytes += node.size;

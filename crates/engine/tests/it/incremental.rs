@@ -73,6 +73,12 @@ fn unchanged_files_cost_a_stat_and_force_reads_everything() {
     assert_eq!(first.parent, None);
     assert!(first.summary.bytes_read > 0);
 
+    let stored = repo.load_snapshot(&first.snapshot_id).expect("snapshot");
+    assert_eq!(
+        stored.summary, first.summary,
+        "the report carries the stored totals"
+    );
+
     let second = backup_with(&mut repo, &src, Parent::Latest, 0);
     assert_eq!(second.parent, Some(first.snapshot_id));
     assert_eq!(second.summary.bytes_read, 0, "nothing is read");
