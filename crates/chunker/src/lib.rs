@@ -152,7 +152,7 @@ impl Chunker {
 
 /// Iterator over the chunks of a reader; see [`Chunker::stream`].
 ///
-/// The buffer holds `4 × max_size` bytes (at least 4 MiB) before cutting, and a
+/// The buffer holds `3 × max_size` bytes (at least 4 MiB) before cutting, and a
 /// cut is made only with at least one max-size chunk of data after its start,
 /// so streamed and in-memory chunking give identical boundaries.
 pub struct ChunkStream<R> {
@@ -171,7 +171,7 @@ const MIN_WINDOW: usize = 4 * 1024 * 1024;
 
 impl<R: Read> ChunkStream<R> {
     fn window(&self) -> usize {
-        (self.chunker.params.max_size as usize * 4).max(MIN_WINDOW)
+        (self.chunker.params.max_size as usize * 3).max(MIN_WINDOW)
     }
 
     /// Refills the buffer and computes the next batch of chunk lengths.

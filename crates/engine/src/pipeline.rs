@@ -26,7 +26,7 @@ use crate::error::{Error, Result, from_crypto};
 use crate::packer::{Packer, PackerTotals};
 
 /// Blobs queued between stages, per channel.
-const QUEUE_DEPTH: usize = 16;
+const QUEUE_DEPTH: usize = 8;
 
 /// A blob the walk decided to store.
 #[derive(Debug)]
