@@ -22,6 +22,15 @@ demo:
 bench:
     cargo bench -p cairn-benches
 
+# End-to-end benchmark: cairn vs restic and borg (when installed) on a generated
+# chat history. Extra arguments go to the script, e.g. `just bench-e2e --repo-dir /dev/shm`.
+bench-e2e *args:
+    python3 benches/e2e.py --media-mb 1000 --days 5 --small-files 100000 {{args}}
+
+# The primitives' throughput ceiling on this machine.
+ceiling:
+    cargo run --release -p cairn-benches --bin ceiling
+
 # Each fuzz target for a few seconds (needs nightly and cargo-fuzz).
 fuzz-smoke seconds="10":
     #!/usr/bin/env sh

@@ -17,6 +17,7 @@ struct Counters {
     files: AtomicU64,
     bytes_read: AtomicU64,
     bytes_unchanged: AtomicU64,
+    bytes_new: AtomicU64,
     bytes_stored: AtomicU64,
     total_files: AtomicU64,
     total_bytes: AtomicU64,
@@ -118,6 +119,7 @@ fn tick(mode: Mode, c: &Counters, stop: &AtomicBool) {
                 "total_files": c.total_files.load(Ordering::Relaxed),
                 "bytes_read": c.bytes_read.load(Ordering::Relaxed),
                 "bytes_unchanged": c.bytes_unchanged.load(Ordering::Relaxed),
+                "bytes_new": c.bytes_new.load(Ordering::Relaxed),
                 "bytes_stored": stored,
                 "total_bytes": total,
                 "eta_seconds": eta,
@@ -147,6 +149,9 @@ impl Progress for CliProgress {
         self.counters
             .bytes_unchanged
             .fetch_add(bytes, Ordering::Relaxed);
+    }
+    fn new_data(&self, bytes: u64) {
+        self.counters.bytes_new.fetch_add(bytes, Ordering::Relaxed);
     }
     fn stored(&self, bytes: u64) {
         self.counters

@@ -77,6 +77,9 @@ impl<'p> Packer<'p> {
             .map_err(|_| Error::InvalidInput("blob too large for a pack".into()))?;
         self.totals.n_blobs_new += 1;
         self.totals.bytes_new += plain_len as u64;
+        if let Some(progress) = self.progress {
+            progress.new_data(plain_len as u64);
+        }
         if writer.len() >= self.target {
             self.flush(kind)?;
         }

@@ -21,6 +21,8 @@ pub trait Progress: Sync {
     /// `bytes` of a file unchanged since the parent were accounted without
     /// reading.
     fn unchanged(&self, _bytes: u64) {}
+    /// A blob of `bytes` plaintext bytes, new to the repository, was packed.
+    fn new_data(&self, _bytes: u64) {}
     /// `bytes` more were written to the repository (a pack or index file).
     fn stored(&self, _bytes: u64) {}
     /// The concurrent scan finished: the backup covers `n_files` files
