@@ -8,21 +8,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use cairn_benches::incompressible;
 use cairn_chunker::{Chunker, ChunkerParams};
 use cairn_crypto::{MasterSecret, SealKind, WorkingKeys};
-
-fn incompressible(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// Median MiB/s of `f` over `data`.
 fn mib_per_s(data: &[u8], mut f: impl FnMut(&[u8])) -> f64 {

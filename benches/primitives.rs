@@ -2,25 +2,13 @@
 //! chunking, keyed hashing, sealing, pack writing and index lookups.
 //! Run with `cargo bench -p cairn-benches` (or `just bench`). Fixed seeds.
 
+use cairn_benches::incompressible;
 use cairn_chunker::{Chunker, ChunkerParams};
 use cairn_crypto::{ChunkId, Compression, MasterSecret, PackId, SealKind, WorkingKeys};
 use cairn_index::{BlobLocation, Index};
 use cairn_pack::{BlobKind, PackEntry, PackWriter};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-
-fn incompressible(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn keys() -> WorkingKeys {
     WorkingKeys::derive(&MasterSecret::generate().expect("rng"))
