@@ -131,10 +131,17 @@ pub struct SealBuffer {
 impl SealBuffer {
     /// Copies `plaintext` into a new buffer.
     pub fn from_plaintext(plaintext: &[u8]) -> Self {
-        let mut bytes = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
-        bytes.extend_from_slice(&[0; NONCE_LEN]);
-        bytes.extend_from_slice(plaintext);
-        Self { bytes }
+        Self::from_plaintext_in(Vec::new(), plaintext)
+    }
+
+    /// Copies `plaintext` into `storage` (its contents are discarded, its
+    /// allocation reused: recycling buffers saves page faults on every chunk).
+    pub fn from_plaintext_in(mut storage: Vec<u8>, plaintext: &[u8]) -> Self {
+        storage.clear();
+        storage.reserve(NONCE_LEN + plaintext.len() + TAG_LEN);
+        storage.extend_from_slice(&[0; NONCE_LEN]);
+        storage.extend_from_slice(plaintext);
+        Self { bytes: storage }
     }
 
     /// The plaintext.

@@ -11,7 +11,7 @@ use cairn_store::Namespace;
 
 use crate::error::{Error, Result};
 use crate::packer::Packer;
-use crate::pipeline::BlobSink;
+use crate::pipeline::{BlobSink, BufferPool};
 use crate::progress::Progress;
 use crate::read::{Claimed, FileJob};
 use crate::repo::{Repository, object};
@@ -109,12 +109,14 @@ impl Repository {
                 let roots = &roots;
                 scope.spawn(move || scan_totals(roots, progress));
             }
+            let pool = BufferPool::new();
             let sink = BlobSink::new(
                 scope,
                 packer,
                 repo.keys.data.clone(),
                 repo.keys.metadata.clone(),
                 n_threads,
+                pool.clone(),
             );
             // File workers read several files at once; they exist only when
             // sealing is threaded (they hand blobs to the seal workers).
@@ -122,16 +124,17 @@ impl Repository {
             let files = match sink.sender() {
                 Some(blobs) => {
                     for _ in 0..n_threads {
-                        let (jobs, blobs) = (job_rx.clone(), blobs.clone());
+                        let (jobs, blobs, pool) = (job_rx.clone(), blobs.clone(), pool.clone());
                         let claimed = &claimed;
-                        scope.spawn(move || file_worker(repo, claimed, progress, jobs, blobs));
+                        scope
+                            .spawn(move || file_worker(repo, claimed, progress, jobs, blobs, pool));
                     }
                     Some(job_tx)
                 }
                 None => None,
             };
             drop(job_rx);
-            let mut walk = Walk::new(repo, sink, progress, &claimed, files);
+            let mut walk = Walk::new(repo, sink, progress, &claimed, files, pool);
             let walked = (|| {
                 let mut root = Tree::default();
                 for (name, path) in &roots {

@@ -27,6 +27,34 @@ use crate::packer::{Packer, PackerTotals};
 
 /// Blobs queued between stages, per channel.
 const QUEUE_DEPTH: usize = 8;
+/// Spare blob buffers kept for reuse.
+const POOL_DEPTH: usize = 2 * QUEUE_DEPTH + 8;
+
+/// Buffers travel from the readers (plaintext copies) through sealing (in
+/// place) to the packer (copied into the pack), then back here to be filled
+/// again: steady state allocates nothing per chunk.
+#[derive(Clone)]
+pub(crate) struct BufferPool {
+    spare_tx: Sender<Vec<u8>>,
+    spare_rx: Receiver<Vec<u8>>,
+}
+
+impl BufferPool {
+    pub fn new() -> Self {
+        let (spare_tx, spare_rx) = bounded(POOL_DEPTH);
+        Self { spare_tx, spare_rx }
+    }
+
+    /// A spare buffer, or a new empty one.
+    pub fn take(&self) -> Vec<u8> {
+        self.spare_rx.try_recv().unwrap_or_default()
+    }
+
+    /// Returns a buffer; dropped if the pool is full.
+    pub fn give(&self, buffer: Vec<u8>) {
+        let _ = self.spare_tx.try_send(buffer);
+    }
+}
 
 /// A blob the walk decided to store.
 #[derive(Debug)]
@@ -67,6 +95,7 @@ pub(crate) fn seal_blob(
 /// The one-thread sink: seals on the caller's thread.
 pub(crate) struct InlineSink<'p> {
     packer: Packer<'p>,
+    pool: BufferPool,
     data_key: SealKey,
     metadata_key: SealKey,
 }
@@ -93,10 +122,12 @@ impl<'scope> BlobSink<'scope> {
         data_key: SealKey,
         metadata_key: SealKey,
         n_threads: usize,
+        pool: BufferPool,
     ) -> Self {
         if n_threads <= 1 {
             return BlobSink::Inline(Box::new(InlineSink {
                 packer,
+                pool,
                 data_key,
                 metadata_key,
             }));
@@ -129,6 +160,7 @@ impl<'scope> BlobSink<'scope> {
             for sealed in sealed_rx {
                 let s = sealed?;
                 packer.add_sealed(s.kind, s.id, &s.sealed, s.plain_len)?;
+                pool.give(s.sealed.bytes);
             }
             // An abandoned backup writes no index file: its packs stay
             // unreferenced, as after a crash.
@@ -162,7 +194,9 @@ impl<'scope> BlobSink<'scope> {
                 let s = seal_blob(&inline.data_key, &inline.metadata_key, blob)?;
                 inline
                     .packer
-                    .add_sealed(s.kind, s.id, &s.sealed, s.plain_len)
+                    .add_sealed(s.kind, s.id, &s.sealed, s.plain_len)?;
+                inline.pool.give(s.sealed.bytes);
+                Ok(())
             }
             BlobSink::Threaded { blobs, .. } => {
                 blobs.send(blob).map_err(|_| Error::PipelineStopped)

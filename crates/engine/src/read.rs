@@ -17,7 +17,7 @@ use cairn_crypto::{ChunkId, SealBuffer};
 use cairn_pack::BlobKind;
 
 use crate::error::{Error, Result};
-use crate::pipeline::NewBlob;
+use crate::pipeline::{BufferPool, NewBlob};
 use crate::progress::Progress;
 use crate::repo::Repository;
 
@@ -63,6 +63,7 @@ pub(crate) fn read_file(
     progress: &dyn Progress,
     path: &Path,
     name: &[u8],
+    pool: &BufferPool,
     submit: &mut dyn FnMut(NewBlob) -> Result<()>,
 ) -> Result<FileRead> {
     let chunker = repo.chunkers.for_name(name);
@@ -92,7 +93,7 @@ pub(crate) fn read_file(
                 submit(NewBlob {
                     kind: BlobKind::Data,
                     id,
-                    buffer: SealBuffer::from_plaintext(chunk),
+                    buffer: SealBuffer::from_plaintext_in(pool.take(), chunk),
                 })?;
             }
             n_chunks += 1;

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::backup::unchanged_since;
 use crate::error::{Error, Result};
-use crate::pipeline::{BlobSink, NewBlob};
+use crate::pipeline::{BlobSink, BufferPool, NewBlob};
 use crate::progress::Progress;
 use crate::read::{Claimed, FileJob, FileRead, claim, read_file};
 use crate::repo::Repository;
@@ -40,6 +40,8 @@ pub(crate) struct Walk<'a, 's> {
     claimed: &'a Claimed,
     /// File workers' queue; `None` reads files on the walk's thread.
     files: Option<Sender<FileJob>>,
+    /// Recycled blob buffers.
+    pool: BufferPool,
     outcome: WalkOutcome,
 }
 
@@ -76,10 +78,19 @@ pub(crate) fn file_worker(
     progress: &dyn Progress,
     jobs: Receiver<FileJob>,
     blobs: Sender<NewBlob>,
+    pool: BufferPool,
 ) {
     for job in jobs {
         let mut submit = |blob| blobs.send(blob).map_err(|_| Error::PipelineStopped);
-        let result = read_file(repo, claimed, progress, &job.path, &job.name, &mut submit);
+        let result = read_file(
+            repo,
+            claimed,
+            progress,
+            &job.path,
+            &job.name,
+            &pool,
+            &mut submit,
+        );
         // The walk hung up: it failed and is unwinding.
         if job.reply.send(result).is_err() {
             return;
@@ -94,8 +105,10 @@ impl<'a, 's> Walk<'a, 's> {
         progress: &'a dyn Progress,
         claimed: &'a Claimed,
         files: Option<Sender<FileJob>>,
+        pool: BufferPool,
     ) -> Self {
         Self {
+            pool,
             repo,
             sink,
             progress,
@@ -289,6 +302,7 @@ impl<'a, 's> Walk<'a, 's> {
                     self.progress,
                     path,
                     &node.name,
+                    &self.pool,
                     &mut submit,
                 );
                 reply.send(read).map_err(|_| Error::PipelineStopped)?;
