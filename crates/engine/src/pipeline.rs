@@ -27,8 +27,8 @@ use crate::packer::{Packer, PackerTotals};
 
 /// Blobs queued between stages, per channel.
 const QUEUE_DEPTH: usize = 8;
-/// Spare blob buffers kept for reuse.
-const POOL_DEPTH: usize = 2 * QUEUE_DEPTH + 8;
+/// Spare blob buffers kept for reuse (few: idle buffers count in peak RSS).
+const POOL_DEPTH: usize = QUEUE_DEPTH;
 
 /// Buffers travel from the readers (plaintext copies) through sealing (in
 /// place) to the packer (copied into the pack), then back here to be filled
