@@ -56,7 +56,7 @@ fn primitives(c: &mut Criterion) {
         b.iter(|| {
             let mut writer = PackWriter::new(BlobKind::Data);
             for (id, blob, len) in &sealed {
-                writer.add(*id, blob, *len).expect("add");
+                writer.add(*id, blob.clone(), *len).expect("add");
                 if writer.len() >= 16 * 1024 * 1024 {
                     let full = std::mem::replace(&mut writer, PackWriter::new(BlobKind::Data));
                     black_box(full.finish(&k.metadata).expect("finish"));

@@ -88,6 +88,16 @@ impl PackId {
     pub fn of_bytes(bytes: &[u8]) -> Self {
         Self(*blake3::hash(bytes).as_bytes())
     }
+
+    /// The ID of a pack whose bytes are these parts, in order (equal to
+    /// [`PackId::of_bytes`] of their concatenation).
+    pub fn of_parts<P: AsRef<[u8]>>(parts: &[P]) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        for part in parts {
+            hasher.update(part.as_ref());
+        }
+        Self(*hasher.finalize().as_bytes())
+    }
 }
 
 impl SnapshotId {
@@ -100,6 +110,12 @@ impl SnapshotId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pack_id_of_parts_is_of_the_concatenation() {
+        let parts = [&b"abc"[..], b"", b"defgh"];
+        assert_eq!(PackId::of_parts(&parts), PackId::of_bytes(b"abcdefgh"));
+    }
 
     #[test]
     fn hex_round_trip() {

@@ -99,24 +99,24 @@ impl Repository {
         let repo: &Repository = self;
         let claimed = Claimed::default();
         let (root_id, walked, new_index, totals) = std::thread::scope(|scope| {
+            let pool = BufferPool::new();
             let packer = Packer::new(
                 repo.store.clone(),
                 repo.keys.metadata.clone(),
                 repo.config.pack_target_size,
                 Some(progress),
+                pool.clone(),
             );
             if options.scan_totals {
                 let roots = &roots;
                 scope.spawn(move || scan_totals(roots, progress));
             }
-            let pool = BufferPool::new();
             let sink = BlobSink::new(
                 scope,
                 packer,
                 repo.keys.data.clone(),
                 repo.keys.metadata.clone(),
                 n_threads,
-                pool.clone(),
             );
             // File workers read several files at once; they exist only when
             // sealing is threaded (they hand blobs to the seal workers).

@@ -10,6 +10,7 @@ use cairn_store::{Namespace, Store};
 
 use crate::envelope;
 use crate::error::{Error, Result};
+use crate::pipeline::BufferPool;
 use crate::progress::Progress;
 use crate::repo::{INDEX_MAGIC, object, pack_object};
 
@@ -24,6 +25,7 @@ pub(crate) struct PackerTotals {
 
 pub(crate) struct Packer<'p> {
     progress: Option<&'p dyn Progress>,
+    pool: BufferPool,
     store: Arc<dyn Store>,
     metadata_key: SealKey,
     target: usize,
@@ -34,25 +36,21 @@ pub(crate) struct Packer<'p> {
     pub totals: PackerTotals,
 }
 
-/// Room for a data pack: the target plus one default-profile max-size chunk
-/// (the blob that crosses the target), so filling it never reallocates.
-fn data_pack_capacity(target: u32) -> usize {
-    target as usize + 4 * 1024 * 1024 + 4096
-}
-
 impl<'p> Packer<'p> {
     pub fn new(
         store: Arc<dyn Store>,
         metadata_key: SealKey,
         target: u32,
         progress: Option<&'p dyn Progress>,
+        pool: BufferPool,
     ) -> Self {
         Self {
             progress,
+            pool,
             store,
             metadata_key,
             target: target as usize,
-            data: PackWriter::with_capacity(BlobKind::Data, data_pack_capacity(target)),
+            data: PackWriter::new(BlobKind::Data),
             tree: PackWriter::new(BlobKind::Tree),
             new_index: Index::new(),
             totals: PackerTotals::default(),
@@ -65,7 +63,7 @@ impl<'p> Packer<'p> {
         &mut self,
         kind: BlobKind,
         id: ChunkId,
-        sealed: &SealedBlob,
+        sealed: SealedBlob,
         plain_len: usize,
     ) -> Result<()> {
         let writer = match kind {
@@ -92,26 +90,28 @@ impl<'p> Packer<'p> {
             BlobKind::Data => &mut self.data,
             BlobKind::Tree => &mut self.tree,
         };
-        let capacity = match kind {
-            BlobKind::Data => data_pack_capacity(self.target as u32),
-            BlobKind::Tree => 0,
-        };
-        let writer = std::mem::replace(writer, PackWriter::with_capacity(kind, capacity));
+        let writer = std::mem::replace(writer, PackWriter::new(kind));
         if writer.is_empty() {
             return Ok(());
         }
         let pack = writer
             .finish(&self.metadata_key)
             .map_err(|_| Error::InvalidInput("pack too large".into()))?;
-        match self.store.put(&pack_object(&pack.id)?, &pack.bytes) {
+        let parts: Vec<&[u8]> = pack.parts.iter().map(Vec::as_slice).collect();
+        let pack_len = pack.len() as u64;
+        match self.store.put_parts(&pack_object(&pack.id)?, &parts) {
             // Same name means same bytes: someone wrote this exact pack already.
             Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        self.totals.bytes_stored += pack.bytes.len() as u64;
+        self.totals.bytes_stored += pack_len;
         self.totals.n_packs += 1;
         if let Some(progress) = self.progress {
-            progress.stored(pack.bytes.len() as u64);
+            progress.stored(pack_len);
+        }
+        // The sealed blobs' buffers go back to the readers.
+        for part in pack.parts {
+            self.pool.give(part);
         }
         for entry in pack.entries {
             self.new_index.insert(BlobLocation {

@@ -31,8 +31,8 @@ const QUEUE_DEPTH: usize = 8;
 const POOL_DEPTH: usize = QUEUE_DEPTH;
 
 /// Buffers travel from the readers (plaintext copies) through sealing (in
-/// place) to the packer (copied into the pack), then back here to be filled
-/// again: steady state allocates nothing per chunk.
+/// place) into a pack, and once the pack is written, back here to be filled
+/// again: steady state allocates little per chunk.
 #[derive(Clone)]
 pub(crate) struct BufferPool {
     spare_tx: Sender<Vec<u8>>,
@@ -95,7 +95,6 @@ pub(crate) fn seal_blob(
 /// The one-thread sink: seals on the caller's thread.
 pub(crate) struct InlineSink<'p> {
     packer: Packer<'p>,
-    pool: BufferPool,
     data_key: SealKey,
     metadata_key: SealKey,
 }
@@ -122,12 +121,10 @@ impl<'scope> BlobSink<'scope> {
         data_key: SealKey,
         metadata_key: SealKey,
         n_threads: usize,
-        pool: BufferPool,
     ) -> Self {
         if n_threads <= 1 {
             return BlobSink::Inline(Box::new(InlineSink {
                 packer,
-                pool,
                 data_key,
                 metadata_key,
             }));
@@ -159,8 +156,7 @@ impl<'scope> BlobSink<'scope> {
             let mut packer = packer;
             for sealed in sealed_rx {
                 let s = sealed?;
-                packer.add_sealed(s.kind, s.id, &s.sealed, s.plain_len)?;
-                pool.give(s.sealed.bytes);
+                packer.add_sealed(s.kind, s.id, s.sealed, s.plain_len)?;
             }
             // An abandoned backup writes no index file: its packs stay
             // unreferenced, as after a crash.
@@ -194,9 +190,7 @@ impl<'scope> BlobSink<'scope> {
                 let s = seal_blob(&inline.data_key, &inline.metadata_key, blob)?;
                 inline
                     .packer
-                    .add_sealed(s.kind, s.id, &s.sealed, s.plain_len)?;
-                inline.pool.give(s.sealed.bytes);
-                Ok(())
+                    .add_sealed(s.kind, s.id, s.sealed, s.plain_len)
             }
             BlobSink::Threaded { blobs, .. } => {
                 blobs.send(blob).map_err(|_| Error::PipelineStopped)

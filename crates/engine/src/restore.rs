@@ -322,6 +322,7 @@ mod tests {
             repo.keys.metadata.clone(),
             repo.config.pack_target_size,
             None,
+            crate::pipeline::BufferPool::new(),
         );
         let bytes = root.encode();
         let id = repo.keys.chunk_id.id_of(&bytes);
@@ -332,7 +333,7 @@ mod tests {
         };
         let sealed = seal_blob(&repo.keys.data, &repo.keys.metadata, blob).expect("seal");
         packer
-            .add_sealed(sealed.kind, sealed.id, &sealed.sealed, sealed.plain_len)
+            .add_sealed(sealed.kind, sealed.id, sealed.sealed, sealed.plain_len)
             .expect("add tree");
         let (index, _) = packer.finish().expect("finish");
         repo.index.merge(&index);

@@ -98,37 +98,51 @@ pub struct PackEntry {
     pub plain_len: u32,
 }
 
-/// Accumulates sealed blobs of one kind into a pack.
+/// Accumulates sealed blobs of one kind into a pack. Blobs are kept as they
+/// were sealed, not copied into one buffer: the pack is written as parts.
 #[derive(Debug)]
 pub struct PackWriter {
     kind: BlobKind,
-    bytes: Vec<u8>,
+    parts: Vec<Vec<u8>>,
+    len: usize,
     entries: Vec<PackEntry>,
 }
 
-/// A finished pack, ready to store under `id`.
+/// A finished pack, ready to store under `id`: its bytes are `parts`, in order.
 #[derive(Debug)]
 pub struct FinishedPack {
-    /// BLAKE3 of `bytes`: the pack's name.
+    /// BLAKE3 of the pack's bytes: its name.
     pub id: PackId,
-    /// The pack file's bytes.
-    pub bytes: Vec<u8>,
+    /// The pack file's bytes, in pieces (sealed blobs, then header and trailer).
+    pub parts: Vec<Vec<u8>>,
     /// The blobs it holds.
     pub entries: Vec<PackEntry>,
+}
+
+impl FinishedPack {
+    /// Size of the pack file.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
+
+    /// Whether the pack file is empty (never: it has at least a trailer).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pack file's bytes in one buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
 }
 
 impl PackWriter {
     /// An empty pack for blobs of `kind`.
     pub fn new(kind: BlobKind) -> Self {
-        Self::with_capacity(kind, 0)
-    }
-
-    /// An empty pack with room for `bytes` of blobs: a writer that is filled to
-    /// a known target never reallocates (and never copies its buffer).
-    pub fn with_capacity(kind: BlobKind, bytes: usize) -> Self {
         Self {
             kind,
-            bytes: Vec::with_capacity(bytes),
+            parts: Vec::new(),
+            len: 0,
             entries: Vec::new(),
         }
     }
@@ -140,7 +154,7 @@ impl PackWriter {
 
     /// Bytes of blobs added so far.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 
     /// Whether no blob was added.
@@ -148,16 +162,16 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// Appends a sealed blob.
-    pub fn add(&mut self, id: ChunkId, sealed: &SealedBlob, plain_len: usize) -> Result<(), Error> {
-        let offset = u32::try_from(self.bytes.len()).map_err(|_| Error::TooLarge)?;
+    /// Appends a sealed blob (taking its buffer, not copying it).
+    pub fn add(&mut self, id: ChunkId, sealed: SealedBlob, plain_len: usize) -> Result<(), Error> {
+        let offset = u32::try_from(self.len).map_err(|_| Error::TooLarge)?;
         let sealed_len = u32::try_from(sealed.bytes.len()).map_err(|_| Error::TooLarge)?;
         let plain_len = u32::try_from(plain_len)
             .ok()
             .filter(|&n| n <= MAX_BLOB_PLAIN_LEN)
             .ok_or(Error::TooLarge)?;
         offset.checked_add(sealed_len).ok_or(Error::TooLarge)?;
-        self.bytes.extend_from_slice(&sealed.bytes);
+        self.len += sealed.bytes.len();
         self.entries.push(PackEntry {
             id,
             kind: self.kind,
@@ -166,24 +180,26 @@ impl PackWriter {
             sealed_len,
             plain_len,
         });
+        self.parts.push(sealed.bytes);
         Ok(())
     }
 
-    /// Seals the header with `key`, appends it and the trailer, and names the pack.
+    /// Seals the header with `key`, adds it and the trailer, and names the pack.
     pub fn finish(self, key: &SealKey) -> Result<FinishedPack, Error> {
         let header = encode_header(&self.entries);
         let sealed = cairn_crypto::seal(key, SealKind::PackHeader, &[0; 32], &header)?;
         let header_len = u32::try_from(sealed.bytes.len()).map_err(|_| Error::TooLarge)?;
-        let mut bytes = self.bytes;
-        bytes.extend_from_slice(&sealed.bytes);
-        bytes.extend_from_slice(&header_len.to_le_bytes());
-        bytes.push(PACK_VERSION);
-        bytes.push(sealed.compression as u8);
-        bytes.extend_from_slice(TRAILER_MAGIC);
-        u32::try_from(bytes.len()).map_err(|_| Error::TooLarge)?;
+        let mut tail = sealed.bytes;
+        tail.extend_from_slice(&header_len.to_le_bytes());
+        tail.push(PACK_VERSION);
+        tail.push(sealed.compression as u8);
+        tail.extend_from_slice(TRAILER_MAGIC);
+        u32::try_from(self.len + tail.len()).map_err(|_| Error::TooLarge)?;
+        let mut parts = self.parts;
+        parts.push(tail);
         Ok(FinishedPack {
-            id: PackId::of_bytes(&bytes),
-            bytes,
+            id: PackId::of_parts(&parts),
+            parts,
             entries: self.entries,
         })
     }
@@ -359,7 +375,7 @@ mod tests {
         for b in blobs {
             let id = k.chunk_id.id_of(b);
             let sealed = cairn_crypto::seal(&k.data, SealKind::Data, id.as_bytes(), b).unwrap();
-            w.add(id, &sealed, b.len()).unwrap();
+            w.add(id, sealed, b.len()).unwrap();
         }
         w.finish(&k.metadata).unwrap()
     }
@@ -369,11 +385,13 @@ mod tests {
         fn encode_decode_round_trips(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..12)) {
             let k = keys();
             let pack = build(&k, &blobs);
-            let entries = read_pack_entries(&k.metadata, &pack.id, &pack.bytes).unwrap();
+            let bytes = pack.to_bytes();
+            prop_assert_eq!(bytes.len(), pack.len());
+            let entries = read_pack_entries(&k.metadata, &pack.id, &bytes).unwrap();
             prop_assert_eq!(&entries, &pack.entries);
             for (e, b) in entries.iter().zip(&blobs) {
                 let range = e.offset as usize..(e.offset + e.sealed_len) as usize;
-                prop_assert_eq!(&open_blob(&k.data, e, &pack.bytes[range]).unwrap(), b);
+                prop_assert_eq!(&open_blob(&k.data, e, &bytes[range]).unwrap(), b);
                 prop_assert_eq!(e.id, k.chunk_id.id_of(b));
             }
         }
@@ -382,7 +400,7 @@ mod tests {
         fn flipped_byte_is_detected(pos in any::<usize>()) {
             let k = keys();
             let pack = build(&k, &[b"first blob".to_vec(), vec![7u8; 5000]]);
-            let mut bytes = pack.bytes.clone();
+            let mut bytes = pack.to_bytes();
             let i = pos % bytes.len();
             bytes[i] ^= 0x40;
             prop_assert_eq!(read_pack_entries(&k.metadata, &pack.id, &bytes), Err(Error::Integrity));
@@ -414,12 +432,12 @@ mod tests {
         let k = keys();
         let pack = build(&k, &[]);
         assert!(
-            read_pack_entries(&k.metadata, &pack.id, &pack.bytes)
+            read_pack_entries(&k.metadata, &pack.id, &pack.to_bytes())
                 .unwrap()
                 .is_empty()
         );
         assert_eq!(
-            read_pack_entries(&k.metadata, &pack.id, &pack.bytes[1..]),
+            read_pack_entries(&k.metadata, &pack.id, &pack.to_bytes()[1..]),
             Err(Error::Integrity)
         );
     }

@@ -73,6 +73,10 @@ impl<S: Store> Store for FaultyStore<S> {
         self.check_put(name)?;
         self.inner.put(name, bytes)
     }
+    fn put_parts(&self, name: &ObjectName, parts: &[&[u8]]) -> Result<(), Error> {
+        self.check_put(name)?;
+        self.inner.put_parts(name, parts)
+    }
     fn get(&self, name: &ObjectName) -> Result<Vec<u8>, Error> {
         self.check_read()?;
         self.inner.get(name)

@@ -140,6 +140,11 @@ impl fmt::Display for ObjectName {
 pub trait Store: Send + Sync {
     /// Stores `bytes` under `name` unless the name exists.
     fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error>;
+    /// [`Store::put`] of the concatenation of `parts`, which a backend may
+    /// write without concatenating them first.
+    fn put_parts(&self, name: &ObjectName, parts: &[&[u8]]) -> Result<(), Error> {
+        self.put(name, &parts.concat())
+    }
     /// The whole object.
     fn get(&self, name: &ObjectName) -> Result<Vec<u8>, Error>;
     /// Exactly `len` bytes from `offset`.
@@ -165,6 +170,9 @@ pub trait Store: Send + Sync {
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
         (**self).put(name, bytes)
+    }
+    fn put_parts(&self, name: &ObjectName, parts: &[&[u8]]) -> Result<(), Error> {
+        (**self).put_parts(name, parts)
     }
     fn get(&self, name: &ObjectName) -> Result<Vec<u8>, Error> {
         (**self).get(name)
@@ -206,7 +214,9 @@ pub(crate) mod conformance {
         assert!(matches!(store.delete(&a), Err(Error::NotFound(_))));
         assert!(matches!(store.get_range(&a, 0, 1), Err(Error::NotFound(_))));
 
-        store.put(&a, b"hello world").expect("put a");
+        store
+            .put_parts(&a, &[b"hello", b"", b" world"])
+            .expect("put a in parts");
         store.put(&b, b"").expect("put empty b");
         // Put never overwrites.
         assert!(matches!(

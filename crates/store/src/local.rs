@@ -105,6 +105,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl Store for LocalStore {
     fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
+        self.put_parts(name, &[bytes])
+    }
+
+    fn put_parts(&self, name: &ObjectName, parts: &[&[u8]]) -> Result<(), Error> {
         let err = || io_error(name);
         let dir = self.dir_of(name);
         if !dir.is_dir() {
@@ -125,7 +129,9 @@ impl Store for LocalStore {
                 .create_new(true)
                 .open(&tmp)
                 .map_err(err())?;
-            file.write_all(bytes).map_err(err())?;
+            for part in parts {
+                file.write_all(part).map_err(err())?;
+            }
             file.sync_all().map_err(err())?;
             drop(file);
             fs::hard_link(&tmp, self.path_of(name)).map_err(|e| match e.kind() {
