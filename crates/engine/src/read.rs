@@ -69,7 +69,9 @@ pub(crate) fn read_file(
     let chunker = repo.chunkers.for_name(name);
     let mut bytes_read = 0u64;
     let mut n_chunks = 0u64;
-    for attempt in 1..=MAX_READ_ATTEMPTS {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let file = fs::File::open(path).map_err(Error::io(path))?;
         let before = file.metadata().map_err(Error::io(path))?;
         progress.file(path, before.len());
@@ -122,5 +124,4 @@ pub(crate) fn read_file(
             });
         }
     }
-    Err(Error::PipelineStopped)
 }

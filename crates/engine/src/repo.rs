@@ -87,6 +87,22 @@ pub(crate) fn pack_object(id: &PackId) -> Result<ObjectName> {
     object(Namespace::Packs, &id.to_hex())
 }
 
+/// What a failed read of blob `blob` from `pack` means: a missing pack is
+/// missing data, a short pack is corrupt, anything else is the store's error.
+pub(crate) fn pack_read_error(
+    error: cairn_store::Error,
+    pack: &ObjectName,
+    blob: &ChunkId,
+) -> Error {
+    match error {
+        cairn_store::Error::NotFound(_) => Error::MissingBlob {
+            blob: blob.to_hex(),
+        },
+        cairn_store::Error::OutOfRange(_) => Error::integrity(pack),
+        other => other.into(),
+    }
+}
+
 impl Repository {
     /// Creates a repository in an empty store. Returns it open, with the new
     /// recovery key, which the caller must show to the user once; it is not
@@ -224,18 +240,14 @@ impl Repository {
         if location.entry.kind != kind {
             return Err(Error::integrity(&pack));
         }
-        let sealed = match self.store.get_range(
-            &pack,
-            u64::from(location.entry.offset),
-            u64::from(location.entry.sealed_len),
-        ) {
-            Ok(bytes) => bytes,
-            Err(cairn_store::Error::NotFound(_)) => {
-                return Err(Error::MissingBlob { blob: id.to_hex() });
-            }
-            Err(cairn_store::Error::OutOfRange(_)) => return Err(Error::integrity(&pack)),
-            Err(e) => return Err(e.into()),
-        };
+        let sealed = self
+            .store
+            .get_range(
+                &pack,
+                u64::from(location.entry.offset),
+                u64::from(location.entry.sealed_len),
+            )
+            .map_err(|e| pack_read_error(e, &pack, id))?;
         let key = match kind {
             BlobKind::Data => &self.keys.data,
             BlobKind::Tree => &self.keys.metadata,

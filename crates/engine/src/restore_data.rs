@@ -19,7 +19,7 @@ use cairn_pack::BlobKind;
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::repo::{Repository, pack_object};
+use crate::repo::{Repository, pack_object, pack_read_error};
 
 /// Largest gap between two needed blobs that is read through rather than
 /// skipped with a second request.
@@ -171,18 +171,13 @@ fn fetch_range(
         buffer.resize(len, 0);
     }
     let bytes = buffer.get_mut(..len).ok_or(Error::PipelineStopped)?;
-    match repo.store().read_range_into(&pack, range.start, bytes) {
-        Ok(()) => {}
-        Err(cairn_store::Error::NotFound(_)) => {
-            let blob = range
-                .blobs
-                .first()
-                .map(|b| b.0.entry.id.to_hex())
-                .unwrap_or_default();
-            return Err(Error::MissingBlob { blob });
-        }
-        Err(cairn_store::Error::OutOfRange(_)) => return Err(Error::integrity(&pack)),
-        Err(e) => return Err(e.into()),
+    if let Err(e) = repo.store().read_range_into(&pack, range.start, bytes) {
+        let first_blob = range
+            .blobs
+            .first()
+            .map(|b| b.0.entry.id)
+            .unwrap_or(ChunkId::from_bytes([0; 32]));
+        return Err(pack_read_error(e, &pack, &first_blob));
     }
     let bytes = &*bytes;
     let mut n_written = 0;

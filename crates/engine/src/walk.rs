@@ -25,6 +25,7 @@ use crate::snapshot::SnapshotSummary;
 use crate::tree::{Node, NodeKind, Tree};
 
 /// What the walk counted.
+#[derive(Default)]
 pub(crate) struct WalkOutcome {
     pub summary: SnapshotSummary,
     pub n_chunks: u64,
@@ -114,12 +115,7 @@ impl<'a, 's> Walk<'a, 's> {
             progress,
             claimed,
             files,
-            outcome: WalkOutcome {
-                summary: SnapshotSummary::default(),
-                n_chunks: 0,
-                n_files_unchanged: 0,
-                warnings: Vec::new(),
-            },
+            outcome: WalkOutcome::default(),
         }
     }
 
