@@ -44,28 +44,12 @@ fn ungrow(src: &std::path::Path) {
 #[test]
 fn store_failure_at_every_put_leaves_earlier_snapshots_intact() {
     let (dir, src) = setup();
-    // Count the puts a second backup makes, then fail at each one in turn.
-    let probe = Arc::new(FaultyStore::new(MemoryStore::new()));
-    let (mut repo, _) = Repository::init(
-        probe.clone(),
-        &InitOptions {
-            pack_target_size: 1 << 20,
-            ..InitOptions::default()
-        },
-    )
-    .expect("init");
-    backup(&mut repo, &src);
-    let puts_before = probe.inner().n_puts();
-    grow(&src);
-    backup(&mut repo, &src);
-    let puts_in_second = probe.inner().n_puts() - puts_before;
-    assert!(
-        puts_in_second >= 4,
-        "packs, index and snapshot: {puts_in_second}"
-    );
-    ungrow(&src);
-
-    for fail_at in 0..puts_in_second {
+    // Fail the second backup at its first put, then its second, and so on,
+    // until it makes fewer puts than the fault allows. Each repository has its
+    // own chunker key, so the number of puts is counted per repository, not
+    // borrowed from another one.
+    let mut n_failure_points = 0;
+    for fail_at in 0.. {
         let store = Arc::new(FaultyStore::new(MemoryStore::new()));
         let (mut repo, key) = Repository::init(
             store.clone(),
@@ -78,10 +62,15 @@ fn store_failure_at_every_put_leaves_earlier_snapshots_intact() {
         let first = backup(&mut repo, &src).snapshot_id;
         grow(&src);
         store.set_fault(Fault::PutsAfter(fail_at));
-        let err = repo
-            .backup(std::slice::from_ref(&src), &options(), &cairn::NoProgress)
-            .unwrap_err();
+        let err = match repo.backup(std::slice::from_ref(&src), &options(), &cairn::NoProgress) {
+            Ok(_) => {
+                ungrow(&src);
+                break;
+            }
+            Err(err) => err,
+        };
         assert!(matches!(err, Error::Store(_)), "{err}");
+        n_failure_points += 1;
         drop(repo);
         store.set_fault(Fault::None);
 
@@ -105,6 +94,10 @@ fn store_failure_at_every_put_leaves_earlier_snapshots_intact() {
         make_writable_and_remove(&target).expect("cleanup");
         ungrow(&src);
     }
+    assert!(
+        n_failure_points >= 4,
+        "packs, index and snapshot: {n_failure_points} puts"
+    );
 }
 
 /// Cancels once the backup reaches a given file: the engine is dropped
