@@ -191,23 +191,18 @@ fn run(cli: Cli) -> Result<()> {
             let report = report?;
             let s = &report.summary;
             if cli.json {
-                let summary = serde_json::json!({
-                    "type": "summary",
-                    "snapshot_id": report.snapshot_id.to_hex(),
-                    "parent_id": report.parent.map(|p| p.to_hex()),
-                    "n_files": s.n_files,
-                    "n_dirs": s.n_dirs,
-                    "n_symlinks": s.n_symlinks,
-                    "n_files_unchanged": report.n_files_unchanged,
-                    "total_bytes": s.total_bytes,
-                    "bytes_read": s.bytes_read,
-                    "bytes_new": s.bytes_new,
-                    "bytes_stored": s.bytes_stored,
-                    "n_chunks": report.n_chunks,
-                    "n_blobs_new": report.n_blobs_new,
-                    "n_packs_written": report.n_packs_written,
-                    "warnings": report.warnings,
-                });
+                let mut summary = summary_json(s);
+                summary.extend([
+                    ("type".into(), "summary".into()),
+                    ("snapshot_id".into(), report.snapshot_id.to_hex().into()),
+                    ("parent_id".into(), report.parent.map(|p| p.to_hex()).into()),
+                    ("n_files_unchanged".into(), report.n_files_unchanged.into()),
+                    ("n_chunks".into(), report.n_chunks.into()),
+                    ("n_blobs_new".into(), report.n_blobs_new.into()),
+                    ("n_packs_written".into(), report.n_packs_written.into()),
+                    ("warnings".into(), report.warnings.clone().into()),
+                ]);
+                let summary = serde_json::Value::Object(summary);
                 println!("{summary}");
                 return Ok(());
             }
@@ -229,21 +224,15 @@ fn run(cli: Cli) -> Result<()> {
                 let list: Vec<_> = snapshots
                     .iter()
                     .map(|(id, snap)| {
-                        let s = &snap.summary;
-                        serde_json::json!({
-                            "id": id.to_hex(),
-                            "time": snap.time_secs,
-                            "host": snap.host,
-                            "paths": snap.paths,
-                            "tags": snap.tags,
-                            "n_files": s.n_files,
-                            "n_dirs": s.n_dirs,
-                            "n_symlinks": s.n_symlinks,
-                            "total_bytes": s.total_bytes,
-                            "bytes_read": s.bytes_read,
-                            "bytes_new": s.bytes_new,
-                            "bytes_stored": s.bytes_stored,
-                        })
+                        let mut entry = summary_json(&snap.summary);
+                        entry.extend([
+                            ("id".into(), id.to_hex().into()),
+                            ("time".into(), snap.time_secs.into()),
+                            ("host".into(), snap.host.clone().into()),
+                            ("paths".into(), snap.paths.clone().into()),
+                            ("tags".into(), snap.tags.clone().into()),
+                        ]);
+                        serde_json::Value::Object(entry)
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(list));
@@ -342,6 +331,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo { dir, days } => demo::run(dir.as_deref(), *days)?,
     }
     Ok(())
+}
+
+/// A snapshot's totals as JSON fields: the same names in `backup --json` and
+/// `snapshots --json`, so scripts can compare them.
+fn summary_json(s: &cairn::SnapshotSummary) -> serde_json::Map<String, serde_json::Value> {
+    let fields = [
+        ("n_files", s.n_files),
+        ("n_dirs", s.n_dirs),
+        ("n_symlinks", s.n_symlinks),
+        ("total_bytes", s.total_bytes),
+        ("bytes_read", s.bytes_read),
+        ("bytes_new", s.bytes_new),
+        ("bytes_stored", s.bytes_stored),
+    ];
+    fields
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.into()))
+        .collect()
 }
 
 /// This machine's host name, from the kernel.

@@ -16,7 +16,7 @@ use crate::progress::Progress;
 use crate::read::{Claimed, FileJob};
 use crate::repo::{Repository, object};
 use crate::snapshot::{Snapshot, SnapshotSummary};
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::Tree;
 use crate::walk::{Walk, file_worker};
 
 /// Which earlier snapshot a backup compares files against.
@@ -270,16 +270,4 @@ fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<(Vec<u8>, PathBuf)>> {
         return Err(Error::InvalidInput("no paths to back up".into()));
     }
     Ok(roots)
-}
-
-/// Whether a file may reuse its parent's chunk list without being read: same
-/// size, modification time, status-change time and inode (restic's rule; ctime
-/// catches writes that restore the mtime).
-pub(crate) fn unchanged_since(parent: &Node, current: &Node) -> bool {
-    parent.kind == NodeKind::File
-        && current.kind == NodeKind::File
-        && parent.size == current.size
-        && (parent.mtime_secs, parent.mtime_nanos) == (current.mtime_secs, current.mtime_nanos)
-        && (parent.ctime_secs, parent.ctime_nanos) == (current.ctime_secs, current.ctime_nanos)
-        && parent.inode == current.inode
 }

@@ -15,7 +15,6 @@ use cairn_crypto::{ChunkId, SealBuffer};
 use cairn_pack::BlobKind;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::backup::unchanged_since;
 use crate::error::{Error, Result};
 use crate::pipeline::{BlobSink, BufferPool, NewBlob};
 use crate::progress::Progress;
@@ -70,6 +69,18 @@ fn node_from_metadata(name: Vec<u8>, meta: &fs::Metadata) -> Node {
         content: Vec::new(),
         subtree: None,
     }
+}
+
+/// Whether a file may reuse its parent's chunk list without being read: same
+/// size, modification time, status-change time and inode (restic's rule; ctime
+/// catches writes that restore the mtime).
+fn unchanged_since(parent: &Node, current: &Node) -> bool {
+    parent.kind == NodeKind::File
+        && current.kind == NodeKind::File
+        && parent.size == current.size
+        && (parent.mtime_secs, parent.mtime_nanos) == (current.mtime_secs, current.mtime_nanos)
+        && (parent.ctime_secs, parent.ctime_nanos) == (current.ctime_secs, current.ctime_nanos)
+        && parent.inode == current.inode
 }
 
 /// Runs file jobs until the queue closes: the body of a file worker.
@@ -180,17 +191,31 @@ impl<'a, 's> Walk<'a, 's> {
             Child::Skipped => return Ok(None),
             Child::Reading(node, reply) => (node, reply),
         };
-        let read = reply.recv().map_err(|_| Error::PipelineStopped)?;
-        match read {
+        match reply.recv().map_err(|_| Error::PipelineStopped)? {
             Ok(read) => {
                 self.apply_read(&mut node, read);
                 Ok(Some(node))
             }
-            Err(Error::Io { path, source }) if !top_level => {
+            Err(e) => self.skip_unreadable(e, top_level).map(|()| None),
+        }
+    }
+
+    /// Counts a file of the snapshot, read or reused.
+    fn count_file(&mut self, size: u64) {
+        self.outcome.summary.n_files += 1;
+        self.outcome.summary.total_bytes += size;
+    }
+
+    /// The rule for local errors: below the top level, an entry that cannot be
+    /// read is skipped with a warning (`Ok`); at the top level, and for
+    /// anything but a local I/O error, the backup fails.
+    fn skip_unreadable(&mut self, error: Error, top_level: bool) -> Result<()> {
+        match error {
+            Error::Io { path, source } if !top_level => {
                 self.warn(format!("skipped {}: {source}", path.display()));
-                Ok(None)
+                Ok(())
             }
-            Err(e) => Err(e),
+            other => Err(other),
         }
     }
 
@@ -203,8 +228,7 @@ impl<'a, 's> Walk<'a, 's> {
         node.content = read.content;
         self.outcome.summary.bytes_read += read.bytes_read;
         self.outcome.n_chunks += read.n_chunks;
-        self.outcome.summary.n_files += 1;
-        self.outcome.summary.total_bytes += read.size;
+        self.count_file(read.size);
         if let Some(w) = read.warning {
             self.warn(w);
         }
@@ -224,11 +248,10 @@ impl<'a, 's> Walk<'a, 's> {
         self.check_cancelled()?;
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
-            Err(e) if !top_level => {
-                self.warn(format!("skipped {}: {e}", path.display()));
+            Err(e) => {
+                self.skip_unreadable(Error::io(path)(e), top_level)?;
                 return Ok(Child::Skipped);
             }
-            Err(e) => return Err(Error::io(path)(e)),
         };
         let file_type = meta.file_type();
         let mut node = node_from_metadata(name, &meta);
@@ -247,8 +270,7 @@ impl<'a, 's> Walk<'a, 's> {
                 node.content.clone_from(&parent.content);
                 self.progress.unchanged(node.size);
                 self.outcome.n_files_unchanged += 1;
-                self.outcome.summary.n_files += 1;
-                self.outcome.summary.total_bytes += node.size;
+                self.count_file(node.size);
                 return Ok(Child::Ready(node));
             }
             return self.start_read(path, node);
@@ -269,11 +291,7 @@ impl<'a, 's> Walk<'a, 's> {
         };
         match result {
             Ok(()) => Ok(Child::Ready(node)),
-            Err(Error::Io { path: p, source }) if !top_level => {
-                self.warn(format!("skipped {}: {source}", p.display()));
-                Ok(Child::Skipped)
-            }
-            Err(e) => Err(e),
+            Err(e) => self.skip_unreadable(e, top_level).map(|()| Child::Skipped),
         }
     }
 
