@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use cairn_benches::incompressible;
 use cairn_chunker::{Chunker, ChunkerParams};
-use cairn_crypto::{MasterSecret, SealKind, WorkingKeys};
+use cairn_crypto::{BlobKind, MasterSecret, SealKind, WorkingKeys};
 
 /// Median MiB/s of `f` over `data`.
 fn mib_per_s(data: &[u8], mut f: impl FnMut(&[u8])) -> f64 {
@@ -28,13 +28,14 @@ fn mib_per_s(data: &[u8], mut f: impl FnMut(&[u8])) -> f64 {
 fn main() {
     let data = incompressible(256 * 1024 * 1024, 7);
     let keys = WorkingKeys::derive(&MasterSecret::generate().expect("system RNG"));
-    let chunker = Chunker::new(ChunkerParams::default(), keys.chunker_seed).expect("params");
+    let chunker =
+        Chunker::new(ChunkerParams::default(), keys.chunker_seed.value()).expect("params");
     let chunk = mib_per_s(&data, |d| {
         black_box(chunker.chunk_lengths(d));
     });
     let hash = mib_per_s(&data, |d| {
         for piece in d.chunks(1024 * 1024) {
-            black_box(keys.chunk_id.id_of(piece));
+            black_box(keys.blob_ids.id_of(BlobKind::Data, piece));
         }
     });
     let seal = mib_per_s(&data, |d| {

@@ -4,7 +4,7 @@
 
 use cairn_benches::incompressible;
 use cairn_chunker::{Chunker, ChunkerParams};
-use cairn_crypto::{ChunkId, Compression, MasterSecret, PackId, SealKind, WorkingKeys};
+use cairn_crypto::{BlobId, Compression, MasterSecret, PackId, SealKind, WorkingKeys};
 use cairn_index::{BlobLocation, Index};
 use cairn_pack::{BlobKind, PackEntry, PackWriter};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -21,14 +21,14 @@ fn primitives(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Bytes(data.len() as u64));
 
-    let chunker = Chunker::new(ChunkerParams::default(), k.chunker_seed).expect("chunker");
+    let chunker = Chunker::new(ChunkerParams::default(), k.chunker_seed.value()).expect("chunker");
     group.bench_function("chunk_fastcdc_1MiB_avg", |b| {
         b.iter(|| black_box(chunker.chunk_lengths(black_box(&data))))
     });
     group.bench_function("keyed_blake3_1MiB_pieces", |b| {
         b.iter(|| {
             for piece in data.chunks(1024 * 1024) {
-                black_box(k.chunk_id.id_of(piece));
+                black_box(k.blob_ids.id_of(BlobKind::Data, piece));
             }
         })
     });
@@ -44,7 +44,7 @@ fn primitives(c: &mut Criterion) {
     let sealed: Vec<_> = data
         .chunks(1024 * 1024)
         .map(|piece| {
-            let id = k.chunk_id.id_of(piece);
+            let id = k.blob_ids.id_of(BlobKind::Data, piece);
             (
                 id,
                 cairn_crypto::seal(&k.data, SealKind::Data, id.as_bytes(), piece).expect("seal"),
@@ -70,7 +70,9 @@ fn primitives(c: &mut Criterion) {
     let mut group = c.benchmark_group("index");
     for n in [100_000u32, 1_000_000] {
         let mut index = Index::new();
-        let ids: Vec<ChunkId> = (0..n).map(|i| k.chunk_id.id_of(&i.to_le_bytes())).collect();
+        let ids: Vec<BlobId> = (0..n)
+            .map(|i| k.blob_ids.id_of(BlobKind::Data, &i.to_le_bytes()))
+            .collect();
         for (i, id) in ids.iter().enumerate() {
             index.insert(BlobLocation {
                 pack: PackId::from_bytes([(i % 251) as u8; 32]),
@@ -88,7 +90,7 @@ fn primitives(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("lookup_10k", n), &ids, |b, ids| {
             b.iter(|| {
                 for id in ids.iter().step_by((n / 10_000) as usize) {
-                    black_box(index.get(id));
+                    black_box(index.get(BlobKind::Data, id));
                 }
             })
         });

@@ -98,11 +98,19 @@ impl ChunkerParams {
 }
 
 /// A configured chunker: parameters plus the secret seed of the gear table.
-/// Cheap to clone; usable from any thread.
-#[derive(Clone, Debug)]
+/// Cheap to clone; usable from any thread. Its `Debug` output omits the seed.
+#[derive(Clone)]
 pub struct Chunker {
     params: ChunkerParams,
     seed: u64,
+}
+
+impl std::fmt::Debug for Chunker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunker")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Chunker {
@@ -284,6 +292,15 @@ mod tests {
         let a = Chunker::new(small(), 1).unwrap().chunk_lengths(&data);
         let b = Chunker::new(small(), 2).unwrap().chunk_lengths(&data);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn debug_output_omits_the_seed() {
+        let seed = 0x1234_5678_9abc_def1_u64;
+        let shown = format!("{:?}", Chunker::new(small(), seed).unwrap());
+        for secret in [seed.to_string(), format!("{seed:x}"), format!("{seed:X}")] {
+            assert!(!shown.contains(&secret), "{shown}");
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The `cairn` command-line tool: glue between clap and the engine. Every error
-//! becomes one line on stderr and exit status 1.
+//! becomes one line on stderr and exit status 1; a backup that skipped entries
+//! or a restore that left some out exits with status 3 (as restic does), after
+//! saying what was left out; warnings go to stderr as `cairn: warning: …`.
 
 mod demo;
 mod keys;
@@ -10,8 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
-use cairn::{BackupOptions, InitOptions, NodeKind, Parent, Repository};
+use anyhow::{Context, Result};
+use cairn::{BackupOptions, InitOptions, NodeKind, Parent, RecoveryKey, Repository};
 use cairn_store::LocalStore;
 use clap::{Parser, Subcommand};
 use progress::CliProgress;
@@ -104,15 +106,51 @@ enum Command {
     },
 }
 
+/// How a command that did not fail ended.
+enum Done {
+    /// Everything asked for was done.
+    Complete,
+    /// The command finished, but left something out (and said what).
+    Partial,
+}
+
+/// Exit status of a command that finished but left something out.
+const EXIT_PARTIAL: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Done::Complete) => ExitCode::SUCCESS,
+        Ok(Done::Partial) => ExitCode::from(EXIT_PARTIAL),
         Err(e) => {
-            // One readable line: the context chain joined with ": ".
-            eprintln!("cairn: error: {e:#}");
+            eprintln!("cairn: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes joined with ": ", each cause shown once: many
+/// errors already include their source's text (an OS error would otherwise
+/// read "…(os error 2): …(os error 2)").
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+/// Prints what the repository skipped (damaged or missing objects).
+fn print_warnings(repo: &Repository) {
+    for warning in repo.take_warnings() {
+        eprintln!("cairn: warning: {warning}");
     }
 }
 
@@ -133,36 +171,9 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<Done> {
     match &cli.command {
-        Command::Init => {
-            let path = repo_path(&cli)?;
-            if let Some(key_file) = &cli.key_file
-                && key_file.exists()
-            {
-                bail!(
-                    "key file {} already exists; not overwriting it",
-                    key_file.display()
-                );
-            }
-            let store = LocalStore::create(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            let (_, key) = Repository::init(Arc::new(store), &InitOptions::default())?;
-            match &cli.key_file {
-                Some(key_file) => {
-                    keys::write_new(key_file, &key)?;
-                    println!("created repository {}", path.display());
-                    println!("recovery key written to {}", key_file.display());
-                }
-                None => {
-                    println!("created repository {}", path.display());
-                    println!("recovery key (shown once; keep it safe, it is not stored anywhere):");
-                    println!();
-                    println!("    {}", key.to_grouped_string().as_str());
-                    println!();
-                }
-            }
-        }
+        Command::Init => init(&cli),
         Command::Backup {
             paths,
             tag,
@@ -185,152 +196,306 @@ fn run(cli: Cli) -> Result<()> {
                 threads: *threads,
                 scan_totals: CliProgress::wants_totals(cli.json),
             };
-            let progress = CliProgress::start(cli.json);
-            let report = repo.backup(paths, &options, &progress);
-            progress.finish();
-            let report = report?;
-            let s = &report.summary;
-            if cli.json {
-                let mut summary = summary_json(s);
-                summary.extend([
-                    ("type".into(), "summary".into()),
-                    ("snapshot_id".into(), report.snapshot_id.to_hex().into()),
-                    ("parent_id".into(), report.parent.map(|p| p.to_hex()).into()),
-                    ("n_files_unchanged".into(), report.n_files_unchanged.into()),
-                    ("n_chunks".into(), report.n_chunks.into()),
-                    ("n_blobs_new".into(), report.n_blobs_new.into()),
-                    ("n_packs_written".into(), report.n_packs_written.into()),
-                    ("warnings".into(), report.warnings.clone().into()),
-                ]);
-                let summary = serde_json::Value::Object(summary);
-                println!("{summary}");
-                return Ok(());
-            }
-            println!(
-                "snapshot {} saved: {} files ({} unchanged), {} dirs, read {:.1} MiB, new {:.1} MiB, stored {:.1} MiB",
-                &report.snapshot_id.to_hex()[..16],
-                s.n_files,
-                report.n_files_unchanged,
-                s.n_dirs,
-                mib(s.bytes_read),
-                mib(s.bytes_new),
-                mib(s.bytes_stored),
-            );
+            backup(&cli, &mut repo, paths, &options)
         }
-        Command::Snapshots => {
-            let repo = open_repo(&cli)?;
-            let snapshots = repo.snapshots()?;
-            if cli.json {
-                let list: Vec<_> = snapshots
-                    .iter()
-                    .map(|(id, snap)| {
-                        let mut entry = summary_json(&snap.summary);
-                        entry.extend([
-                            ("id".into(), id.to_hex().into()),
-                            ("time".into(), snap.time_secs.into()),
-                            ("host".into(), snap.host.clone().into()),
-                            ("paths".into(), snap.paths.clone().into()),
-                            ("tags".into(), snap.tags.clone().into()),
-                        ]);
-                        serde_json::Value::Object(entry)
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(list));
-                return Ok(());
-            }
-            for (id, snap) in snapshots {
-                println!(
-                    "{}  {}  {:<12} {:>8} files {:>10.1} MiB  {}",
-                    &id.to_hex()[..16],
-                    format_time(snap.time_secs),
-                    snap.host,
-                    snap.summary.n_files,
-                    mib(snap.summary.total_bytes),
-                    snap.paths.join(" ")
-                );
-            }
-        }
-        Command::Ls { snapshot, path } => {
-            let repo = open_repo(&cli)?;
-            let (id, _) = repo.find_snapshot(snapshot)?;
-            let mut out = std::io::stdout().lock();
-            for entry in repo.list(&id, path.as_deref())? {
-                let n = &entry.node;
-                let kind = match n.kind {
-                    NodeKind::Dir => 'd',
-                    NodeKind::File => '-',
-                    NodeKind::Symlink => 'l',
-                };
-                let mut line = format!(
-                    "{kind}{:04o} {:>12} {}  {}",
-                    n.mode,
-                    n.size,
-                    format_time(n.mtime_secs),
-                    entry.path
-                );
-                if n.kind == NodeKind::Symlink {
-                    line.push_str(" -> ");
-                    line.push_str(&String::from_utf8_lossy(&n.link_target));
-                }
-                writeln!(out, "{line}")?;
-            }
-        }
+        Command::Snapshots => snapshots(&cli),
+        Command::Ls { snapshot, path } => ls(&cli, snapshot, path.as_deref()),
         Command::Restore {
             snapshot,
             target,
             path,
-        } => {
-            let repo = open_repo(&cli)?;
-            let (id, _) = repo.find_snapshot(snapshot)?;
-            let progress = CliProgress::start(cli.json);
-            let report = repo.restore(&id, path.as_deref(), target, &progress);
-            progress.finish();
-            let report = report?;
-            if cli.json {
-                let summary = serde_json::json!({
-                    "type": "summary",
-                    "snapshot_id": id.to_hex(),
-                    "n_files": report.n_files,
-                    "n_dirs": report.n_dirs,
-                    "n_symlinks": report.n_symlinks,
-                    "bytes_written": report.bytes_written,
-                });
-                println!("{summary}");
-                return Ok(());
-            }
-            println!(
-                "restored {} files, {} dirs, {} symlinks, {:.1} MiB into {}",
-                report.n_files,
-                report.n_dirs,
-                report.n_symlinks,
-                mib(report.bytes_written),
-                target.display()
-            );
-        }
+        } => restore(&cli, snapshot, target, path.as_deref()),
         Command::Cat { snapshot, path } => {
             let repo = open_repo(&cli)?;
             let (id, _) = repo.find_snapshot(snapshot)?;
             let mut reader = repo.open_file(&id, path)?;
             let mut out = std::io::stdout().lock();
-            std::io::copy(&mut reader, &mut out).map_err(|e| match e.into_inner() {
+            let copied = std::io::copy(&mut reader, &mut out);
+            print_warnings(&repo);
+            copied.map_err(|e| match e.into_inner() {
                 Some(inner) => anyhow::anyhow!(inner),
                 None => anyhow::anyhow!("writing to standard output failed"),
             })?;
+            Ok(Done::Complete)
         }
-        Command::Stats => {
-            let repo = open_repo(&cli)?;
-            let s = repo.stats()?;
-            println!("snapshots:        {}", s.n_snapshots);
-            println!("packs:            {}", s.n_packs);
-            println!("index files:      {}", s.n_index_files);
-            println!("data blobs:       {}", s.n_data_blobs);
-            println!("tree blobs:       {}", s.n_tree_blobs);
-            println!("unique data:      {:.1} MiB", mib(s.data_plain_bytes));
-            println!("repository size:  {:.1} MiB", mib(s.repo_bytes));
+        Command::Stats => stats(&cli),
+        Command::Demo { dir, days } => {
+            demo::run(dir.as_deref(), *days)?;
+            Ok(Done::Complete)
         }
-        Command::Demo { dir, days } => demo::run(dir.as_deref(), *days)?,
     }
-    Ok(())
+}
+
+/// Creates a repository. The key file (when asked for) is written before the
+/// repository and removed again if creating the repository fails, so a key
+/// is never lost and never outlives a failed init.
+fn init(cli: &Cli) -> Result<Done> {
+    let path = repo_path(cli)?;
+    if let Some(key_file) = &cli.key_file
+        && key_file.exists()
+    {
+        anyhow::bail!(
+            "key file {} already exists; not overwriting it",
+            key_file.display()
+        );
+    }
+    let key = RecoveryKey::generate().context("generating a recovery key")?;
+    if let Some(key_file) = &cli.key_file {
+        keys::write_new(key_file, &key)?;
+    }
+    let created = LocalStore::create(&path)
+        .with_context(|| format!("creating {}", path.display()))
+        .and_then(|store| {
+            Repository::init_with_key(Arc::new(store), &key, &InitOptions::default())
+                .map_err(anyhow::Error::from)
+        });
+    if let Err(e) = created {
+        if let Some(key_file) = &cli.key_file {
+            let _ = std::fs::remove_file(key_file);
+        }
+        return Err(e);
+    }
+    println!("created repository {}", path.display());
+    match &cli.key_file {
+        Some(key_file) => println!("recovery key written to {}", key_file.display()),
+        None => {
+            println!("recovery key (shown once; keep it safe, it is not stored anywhere):");
+            println!();
+            println!("    {}", key.to_grouped_string().as_str());
+            println!();
+        }
+    }
+    Ok(Done::Complete)
+}
+
+fn backup(
+    cli: &Cli,
+    repo: &mut Repository,
+    paths: &[PathBuf],
+    options: &BackupOptions,
+) -> Result<Done> {
+    let progress = CliProgress::start(cli.json);
+    let report = repo.backup(paths, options, &progress);
+    progress.finish();
+    let report = report?;
+    let done = if report.n_skipped > 0 {
+        Done::Partial
+    } else {
+        Done::Complete
+    };
+    let s = &report.summary;
+    if cli.json {
+        let mut summary = summary_json(s);
+        summary.extend([
+            ("type".into(), "summary".into()),
+            ("snapshot_id".into(), report.snapshot_id.to_hex().into()),
+            ("parent_id".into(), report.parent.map(|p| p.to_hex()).into()),
+            ("n_files_unchanged".into(), report.n_files_unchanged.into()),
+            ("n_skipped".into(), report.n_skipped.into()),
+            ("n_chunks".into(), report.n_chunks.into()),
+            ("n_blobs_new".into(), report.n_blobs_new.into()),
+            ("n_packs_written".into(), report.n_packs_written.into()),
+            ("warnings".into(), report.warnings.clone().into()),
+        ]);
+        println!("{}", serde_json::Value::Object(summary));
+        return Ok(done);
+    }
+    println!(
+        "snapshot {} saved: {} files ({} unchanged), {} dirs, read {:.1} MiB, new {:.1} MiB, stored {:.1} MiB",
+        &report.snapshot_id.to_hex()[..16],
+        s.n_files,
+        report.n_files_unchanged,
+        s.n_dirs,
+        mib(s.bytes_read),
+        mib(s.bytes_new),
+        mib(s.bytes_stored),
+    );
+    if report.n_skipped > 0 {
+        eprintln!(
+            "cairn: warning: {} entries could not be backed up (see the warnings above); the snapshot is incomplete",
+            report.n_skipped
+        );
+    }
+    Ok(done)
+}
+
+fn snapshots(cli: &Cli) -> Result<Done> {
+    let repo = open_repo(cli)?;
+    let snapshots = repo.snapshots()?;
+    print_warnings(&repo);
+    if cli.json {
+        let list: Vec<_> = snapshots
+            .iter()
+            .map(|(id, snap)| {
+                let mut entry = summary_json(&snap.summary);
+                entry.extend([
+                    ("id".into(), id.to_hex().into()),
+                    ("time".into(), snap.time_secs.into()),
+                    ("host".into(), snap.host.clone().into()),
+                    ("paths".into(), snap.paths.clone().into()),
+                    ("tags".into(), snap.tags.clone().into()),
+                ]);
+                serde_json::Value::Object(entry)
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(Done::Complete);
+    }
+    for (id, snap) in snapshots {
+        println!(
+            "{}  {}  {:<12} {:>8} files {:>10.1} MiB  {}",
+            &id.to_hex()[..16],
+            format_time(snap.time_secs),
+            snap.host,
+            snap.summary.n_files,
+            mib(snap.summary.total_bytes),
+            snap.paths.join(" ")
+        );
+    }
+    Ok(Done::Complete)
+}
+
+fn ls(cli: &Cli, snapshot: &str, path: Option<&std::path::Path>) -> Result<Done> {
+    let repo = open_repo(cli)?;
+    let (id, _) = repo.find_snapshot(snapshot)?;
+    let entries = repo.list(&id, path)?;
+    let warnings = repo.take_warnings();
+    for warning in &warnings {
+        eprintln!("cairn: warning: {warning}");
+    }
+    let mut out = std::io::stdout().lock();
+    for entry in entries {
+        let n = &entry.node;
+        let kind = match n.kind {
+            NodeKind::Dir => 'd',
+            NodeKind::File => '-',
+            NodeKind::Symlink => 'l',
+        };
+        if cli.json {
+            let line = serde_json::json!({
+                "path": entry.path,
+                "type": match n.kind {
+                    NodeKind::Dir => "dir",
+                    NodeKind::File => "file",
+                    NodeKind::Symlink => "symlink",
+                },
+                "mode": n.mode,
+                "size": n.size,
+                "mtime": n.mtime_secs,
+                "uid": n.uid,
+                "gid": n.gid,
+                "link_target": (n.kind == NodeKind::Symlink)
+                    .then(|| String::from_utf8_lossy(&n.link_target).into_owned()),
+            });
+            writeln!(out, "{line}")?;
+            continue;
+        }
+        let mut line = format!(
+            "{kind}{:04o} {:>12} {}  {}",
+            n.mode,
+            n.size,
+            format_time(n.mtime_secs),
+            entry.path
+        );
+        if n.kind == NodeKind::Symlink {
+            line.push_str(" -> ");
+            line.push_str(&String::from_utf8_lossy(&n.link_target));
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(if warnings.is_empty() {
+        Done::Complete
+    } else {
+        Done::Partial
+    })
+}
+
+fn restore(
+    cli: &Cli,
+    snapshot: &str,
+    target: &std::path::Path,
+    path: Option<&std::path::Path>,
+) -> Result<Done> {
+    let repo = open_repo(cli)?;
+    let (id, _) = repo.find_snapshot(snapshot)?;
+    let progress = CliProgress::start(cli.json);
+    let report = repo.restore(&id, path, target, &progress);
+    progress.finish();
+    let report = report?;
+    print_warnings(&repo);
+    let done = if report.is_complete() {
+        Done::Complete
+    } else {
+        Done::Partial
+    };
+    if cli.json {
+        let failed: Vec<_> = report
+            .failed
+            .iter()
+            .map(|f| serde_json::json!({"path": f.path.display().to_string(), "reason": f.reason}))
+            .collect();
+        let summary = serde_json::json!({
+            "type": "summary",
+            "snapshot_id": id.to_hex(),
+            "n_files": report.n_files,
+            "n_dirs": report.n_dirs,
+            "n_symlinks": report.n_symlinks,
+            "bytes_written": report.bytes_written,
+            "complete": report.is_complete(),
+            "failed": failed,
+        });
+        println!("{summary}");
+        return Ok(done);
+    }
+    println!(
+        "restored {} files, {} dirs, {} symlinks, {:.1} MiB into {}",
+        report.n_files,
+        report.n_dirs,
+        report.n_symlinks,
+        mib(report.bytes_written),
+        target.display()
+    );
+    for failure in &report.failed {
+        eprintln!(
+            "cairn: not restored: {}: {}",
+            failure.path.display(),
+            failure.reason
+        );
+    }
+    if !report.is_complete() {
+        eprintln!(
+            "cairn: warning: restore incomplete: {} entries could not be restored",
+            report.failed.len()
+        );
+    }
+    Ok(done)
+}
+
+fn stats(cli: &Cli) -> Result<Done> {
+    let repo = open_repo(cli)?;
+    let s = repo.stats()?;
+    print_warnings(&repo);
+    if cli.json {
+        let stats = serde_json::json!({
+            "n_snapshots": s.n_snapshots,
+            "n_packs": s.n_packs,
+            "n_index_files": s.n_index_files,
+            "n_data_blobs": s.n_data_blobs,
+            "n_tree_blobs": s.n_tree_blobs,
+            "data_plain_bytes": s.data_plain_bytes,
+            "repo_bytes": s.repo_bytes,
+        });
+        println!("{stats}");
+        return Ok(Done::Complete);
+    }
+    println!("snapshots:        {}", s.n_snapshots);
+    println!("packs:            {}", s.n_packs);
+    println!("index files:      {}", s.n_index_files);
+    println!("data blobs:       {}", s.n_data_blobs);
+    println!("tree blobs:       {}", s.n_tree_blobs);
+    println!("unique data:      {:.1} MiB", mib(s.data_plain_bytes));
+    println!("repository size:  {:.1} MiB", mib(s.repo_bytes));
+    Ok(Done::Complete)
 }
 
 /// A snapshot's totals as JSON fields: the same names in `backup --json` and

@@ -243,3 +243,217 @@ fn json_output_parses_and_matches_the_stored_totals() {
     assert_eq!(summary["n_files"], 20);
     assert_eq!(summary["bytes_written"], total);
 }
+
+fn init_repo(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let repo = dir.join("repo");
+    let key_file = dir.join("key.txt");
+    ok(&cairn(
+        &["init", "--repo", p(&repo), "--key-file", p(&key_file)],
+        &[],
+    ));
+    (repo, key_file)
+}
+
+/// Regression: `ls --json` and `stats --json` printed plain text.
+#[test]
+fn ls_and_stats_speak_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, key_file) = init_repo(dir.path());
+    let src = dir.path().join("chat");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("a.txt"), b"hello").expect("write");
+    std::os::unix::fs::symlink("a.txt", src.join("link")).expect("symlink");
+    let env = [
+        ("CAIRN_REPOSITORY", p(&repo)),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+    ];
+    ok(&cairn(&["backup", p(&src)], &env));
+    let out = ok(&cairn(&["ls", "--json", "latest"], &env));
+    let entries: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert_eq!(entries.len(), 3, "{out}");
+    assert_eq!(entries[1]["path"], "chat/a.txt");
+    assert_eq!(entries[1]["size"], 5);
+    assert_eq!(entries[2]["type"], "symlink");
+    assert_eq!(entries[2]["link_target"], "a.txt");
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&cairn(&["stats", "--json"], &env))).expect("json");
+    assert_eq!(stats["n_snapshots"], 1);
+    assert!(stats["repo_bytes"].as_u64().expect("number") > 0);
+}
+
+/// Regression: OS errors were printed twice ("(os error 2): …(os error 2)").
+#[test]
+fn os_errors_are_printed_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = one_line_error(&cairn(
+        &["snapshots", "--repo", p(dir.path())],
+        &[("CAIRN_KEY_FILE", "/definitely/not/a/key")],
+    ));
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+}
+
+/// Regression: a key file starting with a UTF-8 byte-order mark was refused.
+#[test]
+fn a_key_file_with_a_byte_order_mark_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, key_file) = init_repo(dir.path());
+    let text = std::fs::read_to_string(&key_file).expect("read");
+    let bom_file = dir.path().join("bom.txt");
+    std::fs::write(&bom_file, format!("\u{feff}{}", text.replace('\n', "\r\n"))).expect("write");
+    ok(&cairn(
+        &["snapshots", "--repo", p(&repo), "--key-file", p(&bom_file)],
+        &[],
+    ));
+}
+
+/// Regression: init wrote the repository before the key file, so a key file
+/// that could not be written lost the key and a second init was refused.
+#[test]
+fn a_failed_init_loses_no_key_and_can_be_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    // The key file cannot be created: nothing may be written.
+    let err = one_line_error(&cairn(
+        &[
+            "init",
+            "--repo",
+            p(&repo),
+            "--key-file",
+            p(&dir.path().join("no/such/dir/key")),
+        ],
+        &[],
+    ));
+    assert!(err.contains("key file"), "{err}");
+    assert!(!repo.exists(), "nothing written before the key is safe");
+    // The repository cannot be created: the key file is removed again.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").expect("write");
+    let key_file = dir.path().join("key.txt");
+    one_line_error(&cairn(
+        &[
+            "init",
+            "--repo",
+            p(&blocker.join("repo")),
+            "--key-file",
+            p(&key_file),
+        ],
+        &[],
+    ));
+    assert!(!key_file.exists(), "a key for no repository is not kept");
+    // What an init killed after its key slot leaves is no obstacle.
+    ok(&cairn(
+        &["init", "--repo", p(&repo), "--key-file", p(&key_file)],
+        &[],
+    ));
+    std::fs::remove_file(repo.join("config/config")).expect("simulate a crash before config");
+    std::fs::remove_file(&key_file).expect("remove key");
+    ok(&cairn(
+        &["init", "--repo", p(&repo), "--key-file", p(&key_file)],
+        &[],
+    ));
+    ok(&cairn(
+        &["snapshots", "--repo", p(&repo), "--key-file", p(&key_file)],
+        &[],
+    ));
+}
+
+/// Regression: under umask 000 repository objects were 0666 and directories
+/// 0777, so any local user could plant or delete objects.
+#[test]
+fn repository_files_are_private_under_any_umask() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let key_file = dir.path().join("key.txt");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("f"), vec![1u8; 10_000]).expect("write");
+    let script = format!(
+        "umask 000 && {bin} init --repo {repo} --key-file {key} && {bin} backup --repo {repo} --key-file {key} {src}",
+        bin = env!("CARGO_BIN_EXE_cairn"),
+        repo = p(&repo),
+        key = p(&key_file),
+        src = p(&src),
+    );
+    let status = Command::new("sh")
+        .args(["-c", &script])
+        .env_remove("CAIRN_REPOSITORY")
+        .output()
+        .expect("sh");
+    assert!(status.status.success(), "{status:?}");
+    let mut stack = vec![repo.clone()];
+    let mut n_checked = 0;
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).expect("meta");
+        let expected = if meta.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(meta.mode() & 0o777, expected, "{}", path.display());
+        n_checked += 1;
+        if meta.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&path)
+                    .expect("dir")
+                    .map(|e| e.expect("e").path()),
+            );
+        }
+    }
+    assert!(n_checked > 10);
+    let meta = std::fs::metadata(&key_file).expect("key");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+}
+
+/// A restore that had to leave files out exits 3 and names them; a backup
+/// that skipped an unreadable entry exits 3 too.
+#[test]
+fn partial_results_exit_with_status_three() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, key_file) = init_repo(dir.path());
+    let src = dir.path().join("chat");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    // Incompressible, so the data pack is the largest.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let photo: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("photo.jpg"), photo).expect("write");
+    let env = [
+        ("CAIRN_REPOSITORY", p(&repo)),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+    ];
+    ok(&cairn(&["backup", p(&src)], &env));
+    // Lose every pack holding data (tree packs are smaller).
+    let mut packs: Vec<(u64, std::path::PathBuf)> = Vec::new();
+    for sub in std::fs::read_dir(repo.join("packs")).expect("packs") {
+        for pack in std::fs::read_dir(sub.expect("sub").path()).expect("sub") {
+            let path = pack.expect("pack").path();
+            packs.push((std::fs::metadata(&path).expect("meta").len(), path));
+        }
+    }
+    packs.sort();
+    std::fs::remove_file(&packs.last().expect("a pack").1).expect("delete");
+    let target = dir.path().join("out");
+    let out = cairn(&["restore", "latest", "--target", p(&target)], &env);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("photo.jpg") && stderr.contains("missing"),
+        "{stderr}"
+    );
+    assert!(!target.join("chat/photo.jpg").exists());
+
+    // A FIFO inside the tree is left out (never opened: it would block).
+    let fifo = src.join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let out = cairn(&["backup", "--force", p(&src)], &env);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pipe"), "{stderr}");
+}

@@ -1,6 +1,48 @@
-//! Identity newtypes: chunk, pack and snapshot IDs are never bare arrays.
+//! Identity newtypes: blob, pack and snapshot IDs are never bare arrays; and
+//! the kinds of blob, each of which has its own ID domain.
 
 use std::fmt;
+
+/// What a blob holds. Each kind has its own ID key, so a data chunk and a tree
+/// with equal bytes get unrelated IDs and can never be confused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum BlobKind {
+    /// A chunk of file content.
+    Data = 1,
+    /// An encoded directory.
+    Tree = 2,
+}
+
+impl BlobKind {
+    /// Every kind, in on-disk order.
+    pub const ALL: [BlobKind; 2] = [BlobKind::Data, BlobKind::Tree];
+
+    /// Decodes the on-disk byte.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Data),
+            2 => Some(Self::Tree),
+            _ => None,
+        }
+    }
+
+    /// The seal kind bound into this kind's associated data.
+    pub fn seal_kind(self) -> crate::SealKind {
+        match self {
+            Self::Data => crate::SealKind::Data,
+            Self::Tree => crate::SealKind::Tree,
+        }
+    }
+
+    /// A lower-case name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Data => "data",
+            Self::Tree => "tree",
+        }
+    }
+}
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -70,9 +112,10 @@ fn hex_value(c: u8) -> Option<u8> {
 }
 
 id_type!(
-    /// Keyed BLAKE3 of a blob's plaintext (data chunk or tree). The key is secret,
-    /// so the server cannot confirm a guess of the content.
-    ChunkId
+    /// Keyed BLAKE3 of a blob's plaintext under its kind's ID key (data chunk or
+    /// tree). The key is secret, so the server cannot confirm a guess of the
+    /// content; an ID means something only together with its [`BlobKind`].
+    BlobId
 );
 id_type!(
     /// BLAKE3 of a pack file's bytes (ciphertext): the pack's file name.
@@ -119,10 +162,10 @@ mod tests {
 
     #[test]
     fn hex_round_trip() {
-        let id = ChunkId::from_bytes([0xab; 32]);
-        assert_eq!(ChunkId::from_hex(&id.to_hex()), Some(id));
-        assert_eq!(ChunkId::from_hex("zz"), None);
-        assert_eq!(ChunkId::from_hex(&"g".repeat(64)), None);
-        assert_eq!(ChunkId::from_hex(&"AB".repeat(32)), None);
+        let id = BlobId::from_bytes([0xab; 32]);
+        assert_eq!(BlobId::from_hex(&id.to_hex()), Some(id));
+        assert_eq!(BlobId::from_hex("zz"), None);
+        assert_eq!(BlobId::from_hex(&"g".repeat(64)), None);
+        assert_eq!(BlobId::from_hex(&"AB".repeat(32)), None);
     }
 }

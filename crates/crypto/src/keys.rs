@@ -7,10 +7,11 @@ use std::fmt;
 use aes_gcm_siv::{Aes256GcmSiv, KeyInit};
 use zeroize::Zeroizing;
 
-use crate::{ChunkId, Error, random_bytes};
+use crate::{BlobId, BlobKind, Error, random_bytes};
 
 // Context strings are part of the format: changing one is a format change.
-const CTX_CHUNK_ID: &str = "cairn 2026-11 v1 chunk-id key";
+const CTX_DATA_ID: &str = "cairn 2026-11 v1 data blob id key";
+const CTX_TREE_ID: &str = "cairn 2026-11 v1 tree blob id key";
 const CTX_CHUNKER: &str = "cairn 2026-11 v1 chunker seed";
 const CTX_DATA: &str = "cairn 2026-11 v1 data sealing key";
 const CTX_METADATA: &str = "cairn 2026-11 v1 metadata sealing key";
@@ -43,14 +44,41 @@ impl fmt::Debug for MasterSecret {
     }
 }
 
-/// Key of the keyed BLAKE3 that names chunks and trees.
+/// Keys of the keyed BLAKE3 that names blobs: one per [`BlobKind`], so every
+/// kind has its own ID domain (an empty directory's tree and a one-byte file
+/// holding NUL once shared an ID; they never can again).
 #[derive(Clone)]
-pub struct ChunkIdKey(Zeroizing<[u8; 32]>);
+pub struct BlobIdKeys {
+    data: Zeroizing<[u8; 32]>,
+    tree: Zeroizing<[u8; 32]>,
+}
 
-impl ChunkIdKey {
-    /// The ID of a blob with this plaintext. Callable from any thread.
-    pub fn id_of(&self, plaintext: &[u8]) -> ChunkId {
-        ChunkId::from_bytes(*blake3::keyed_hash(&self.0, plaintext).as_bytes())
+impl BlobIdKeys {
+    /// The ID of a blob of `kind` with this plaintext. Callable from any thread.
+    pub fn id_of(&self, kind: BlobKind, plaintext: &[u8]) -> BlobId {
+        let key = match kind {
+            BlobKind::Data => &self.data,
+            BlobKind::Tree => &self.tree,
+        };
+        BlobId::from_bytes(*blake3::keyed_hash(key, plaintext).as_bytes())
+    }
+}
+
+/// The secret that keys the content-defined chunker. Its `Debug` output is
+/// redacted: cut points derived from it are what an attacker wants to learn.
+#[derive(Clone, Copy)]
+pub struct ChunkerSeed(u64);
+
+impl ChunkerSeed {
+    /// The seed's value, for the chunker only.
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for ChunkerSeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChunkerSeed(<redacted>)")
     }
 }
 
@@ -78,19 +106,19 @@ impl fmt::Debug for SealKey {
 /// The working keys of an open repository.
 #[derive(Clone, Debug)]
 pub struct WorkingKeys {
-    /// Names chunks and trees.
-    pub chunk_id: ChunkIdKey,
+    /// Names data chunks and trees, each kind in its own domain.
+    pub blob_ids: BlobIdKeys,
     /// Seeds the chunker's gear table.
-    pub chunker_seed: u64,
+    pub chunker_seed: ChunkerSeed,
     /// Seals data blobs.
     pub data: SealKey,
     /// Seals tree blobs, pack headers, index files, snapshots and the config.
     pub metadata: SealKey,
 }
 
-impl fmt::Debug for ChunkIdKey {
+impl fmt::Debug for BlobIdKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ChunkIdKey(<redacted>)")
+        f.write_str("BlobIdKeys(<redacted>)")
     }
 }
 
@@ -99,11 +127,14 @@ impl WorkingKeys {
     pub fn derive(master: &MasterSecret) -> Self {
         let derive = |ctx: &str| Zeroizing::new(blake3::derive_key(ctx, master.as_bytes()));
         let seed_bytes = derive(CTX_CHUNKER);
-        let mut seed = [0u8; 8];
+        let mut seed = Zeroizing::new([0u8; 8]);
         seed.copy_from_slice(&seed_bytes[..8]);
         Self {
-            chunk_id: ChunkIdKey(derive(CTX_CHUNK_ID)),
-            chunker_seed: u64::from_le_bytes(seed),
+            blob_ids: BlobIdKeys {
+                data: derive(CTX_DATA_ID),
+                tree: derive(CTX_TREE_ID),
+            },
+            chunker_seed: ChunkerSeed(u64::from_le_bytes(*seed)),
             data: SealKey::from_bytes(&derive(CTX_DATA)),
             metadata: SealKey::from_bytes(&derive(CTX_METADATA)),
         }
@@ -114,15 +145,29 @@ impl WorkingKeys {
 mod tests {
     use super::*;
 
+    /// Regression: an empty directory's tree blob (one zero byte) and a
+    /// one-byte file holding NUL had the same ID.
+    #[test]
+    fn each_blob_kind_has_its_own_id_domain() {
+        let k = WorkingKeys::derive(&MasterSecret::generate().unwrap());
+        for bytes in [&b"\0"[..], b"", b"same bytes"] {
+            assert_ne!(
+                k.blob_ids.id_of(BlobKind::Data, bytes),
+                k.blob_ids.id_of(BlobKind::Tree, bytes)
+            );
+        }
+    }
+
     #[test]
     fn ids_are_keyed_and_deterministic() {
         let a = WorkingKeys::derive(&MasterSecret::generate().unwrap());
         let b = WorkingKeys::derive(&MasterSecret::generate().unwrap());
-        assert_eq!(a.chunk_id.id_of(b"x"), a.chunk_id.id_of(b"x"));
-        assert_ne!(a.chunk_id.id_of(b"x"), b.chunk_id.id_of(b"x"));
-        assert_ne!(a.chunk_id.id_of(b"x"), a.chunk_id.id_of(b"y"));
+        let id = |k: &WorkingKeys, kind, x: &[u8]| k.blob_ids.id_of(kind, x);
+        assert_eq!(id(&a, BlobKind::Data, b"x"), id(&a, BlobKind::Data, b"x"));
+        assert_ne!(id(&a, BlobKind::Data, b"x"), id(&b, BlobKind::Data, b"x"));
+        assert_ne!(id(&a, BlobKind::Data, b"x"), id(&a, BlobKind::Data, b"y"));
         assert_ne!(
-            a.chunk_id.id_of(b"x").as_bytes(),
+            id(&a, BlobKind::Data, b"x").as_bytes(),
             blake3::hash(b"x").as_bytes()
         );
     }

@@ -12,9 +12,9 @@ mod keys;
 mod recovery_key;
 mod seal;
 
-pub use ids::{ChunkId, PackId, SnapshotId};
+pub use ids::{BlobId, BlobKind, PackId, SnapshotId};
 pub use key_slot::{KEY_SLOT_LEN, KeySlot};
-pub use keys::{ChunkIdKey, MasterSecret, SealKey, WorkingKeys};
+pub use keys::{BlobIdKeys, ChunkerSeed, MasterSecret, SealKey, WorkingKeys};
 pub use recovery_key::{RECOVERY_KEY_ALPHABET, RECOVERY_KEY_LEN, RecoveryKey};
 pub use seal::{
     Compression, FORMAT_VERSION, SEAL_OVERHEAD, SealBuffer, SealKind, SealedBlob, open, seal,
@@ -65,4 +65,74 @@ pub enum KeyProblem {
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn random_bytes(buf: &mut [u8]) -> Result<(), Error> {
     getrandom::fill(buf).map_err(|_| Error::Random)
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    //! Every type that holds a secret formats without it.
+    use super::*;
+    use zeroize::Zeroizing;
+
+    /// Ways a secret's bytes could show up in `Debug` output.
+    fn renderings(bytes: &[u8]) -> Vec<String> {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let list = format!("{bytes:?}");
+        let decimal_prefix = format!("{}, {}, {}", bytes[0], bytes[1], bytes[2]);
+        vec![hex, list, decimal_prefix]
+    }
+
+    fn assert_hidden(what: &str, formatted: &str, secrets: &[Vec<String>]) {
+        for rendering in secrets.iter().flatten() {
+            assert!(
+                !formatted.contains(rendering.as_str()),
+                "{what} shows a secret: {formatted}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let master_bytes = [0xa7u8; 32];
+        let master = MasterSecret::from_bytes(Zeroizing::new(master_bytes));
+        let keys = WorkingKeys::derive(&master);
+        let seed = keys.chunker_seed.value();
+        let mut secrets = vec![renderings(&master_bytes)];
+        for ctx in [
+            "cairn 2026-11 v1 data blob id key",
+            "cairn 2026-11 v1 tree blob id key",
+            "cairn 2026-11 v1 chunker seed",
+            "cairn 2026-11 v1 data sealing key",
+            "cairn 2026-11 v1 metadata sealing key",
+        ] {
+            secrets.push(renderings(&blake3::derive_key(ctx, &master_bytes)));
+        }
+        secrets.push(vec![
+            seed.to_string(),
+            format!("{seed:x}"),
+            format!("{seed:X}"),
+            (seed as i64).to_string(),
+        ]);
+        let key = RecoveryKey::generate().expect("key");
+        let key_text = String::from_utf8(key.as_bytes().to_vec()).expect("ascii");
+        secrets.push(vec![key_text.clone(), key_text[..16].to_owned()]);
+        let plaintext = b"private message text: meet at noon".to_vec();
+        secrets.push(vec![
+            "private message".to_owned(),
+            renderings(&plaintext)[1].clone(),
+        ]);
+
+        assert_hidden("MasterSecret", &format!("{master:?}"), &secrets);
+        assert_hidden("WorkingKeys", &format!("{keys:?}"), &secrets);
+        assert_hidden("WorkingKeys (pretty)", &format!("{keys:#?}"), &secrets);
+        assert_hidden("ChunkerSeed", &format!("{:?}", keys.chunker_seed), &secrets);
+        assert_hidden("BlobIdKeys", &format!("{:?}", keys.blob_ids), &secrets);
+        assert_hidden("SealKey", &format!("{:?}", keys.data), &secrets);
+        assert_hidden("RecoveryKey", &format!("{key:?}"), &secrets);
+        let buffer = SealBuffer::from_plaintext(&plaintext);
+        assert_hidden("SealBuffer", &format!("{buffer:?}"), &secrets);
+        let sealed = seal(&keys.data, SealKind::Data, &[1; 32], &plaintext).expect("seal");
+        assert_hidden("SealedBlob", &format!("{sealed:?}"), &secrets);
+        let slot = KeySlot::wrap(&key, &master).expect("wrap");
+        assert_hidden("KeySlot", &format!("{slot:?}"), &secrets);
+    }
 }

@@ -31,29 +31,31 @@ impl RecoveryKey {
             random_bytes(pool.as_mut())?;
             for &b in pool.iter() {
                 // 252 = 7 × 36: bytes at or above it would bias the low letters.
-                if b < 252 && filled < RECOVERY_KEY_LEN {
-                    if let (Some(slot), Some(&c)) = (
+                if b < 252
+                    && filled < RECOVERY_KEY_LEN
+                    && let (Some(slot), Some(&c)) = (
                         chars.get_mut(filled),
                         RECOVERY_KEY_ALPHABET.get(usize::from(b % 36)),
-                    ) {
-                        *slot = c;
-                        filled += 1;
-                    }
+                    )
+                {
+                    *slot = c;
+                    filled += 1;
                 }
             }
         }
         Ok(Self { chars })
     }
 
-    /// Parses a key as a person may type it: spaces, tabs, newlines and dashes are
-    /// ignored, letters may be in either case. The error names the problem (length
+    /// Parses a key as a person may type it: spaces, tabs, newlines, dashes and
+    /// a byte-order mark (editors on some systems start a saved file with one)
+    /// are ignored, letters may be in either case. The error names the problem (length
     /// or position of a bad character) and never repeats the key.
     pub fn parse(text: &str) -> Result<Self, Error> {
         let mut chars = Zeroizing::new([0u8; RECOVERY_KEY_LEN]);
         let mut n_found = 0usize;
         let mut bad_position = None;
         for c in text.chars() {
-            if c.is_whitespace() || c == '-' {
+            if c.is_whitespace() || c == '-' || c == '\u{feff}' {
                 continue;
             }
             n_found += 1;
@@ -152,6 +154,14 @@ mod tests {
         assert_eq!(RecoveryKey::parse(&grouped).unwrap(), k);
         let dashed = grouped.replace(' ', "-");
         assert_eq!(RecoveryKey::parse(&format!("  {dashed}\n")).unwrap(), k);
+    }
+
+    /// Regression: a key file saved with a UTF-8 byte-order mark was refused.
+    #[test]
+    fn parse_ignores_a_byte_order_mark() {
+        let k = RecoveryKey::generate().unwrap();
+        let text = format!("\u{feff}{}\r\n", k.to_grouped_string().as_str());
+        assert_eq!(RecoveryKey::parse(&text).unwrap(), k);
     }
 
     #[test]

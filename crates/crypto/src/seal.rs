@@ -65,13 +65,22 @@ impl Compression {
 }
 
 /// Output of [`seal`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SealedBlob {
     /// `nonce ‖ ciphertext ‖ tag`.
     pub bytes: Vec<u8>,
     /// Whether the plaintext was compressed (recorded by the caller, bound in the
     /// associated data).
     pub compression: Compression,
+}
+
+impl std::fmt::Debug for SealedBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedBlob")
+            .field("len", &self.bytes.len())
+            .field("compression", &self.compression)
+            .finish()
+    }
 }
 
 fn associated_data(kind: SealKind, compression: Compression, id: &[u8; 32]) -> [u8; 40] {
@@ -123,9 +132,18 @@ fn looks_compressible(data: &[u8]) -> bool {
 /// A plaintext laid out for sealing without another allocation or copy: room
 /// for the nonce in front, room for the tag behind. Build it once from the
 /// bytes to seal (that copy is the only one) and hand it to [`seal_buffer`].
-#[derive(Clone, Debug)]
+/// Its `Debug` output shows the length only: it holds plaintext.
+#[derive(Clone)]
 pub struct SealBuffer {
     bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealBuffer")
+            .field("plain_len", &self.plaintext().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SealBuffer {

@@ -17,6 +17,8 @@ pub const DEFAULT_PACK_TARGET: u32 = 16 * 1024 * 1024;
 pub const MIN_PACK_TARGET: u32 = 64 * 1024;
 /// Largest pack size target a config may hold.
 pub const MAX_PACK_TARGET: u32 = 1024 * 1024 * 1024;
+/// Largest config file accepted (the largest valid config is under 8 KiB).
+pub(crate) const MAX_CONFIG_FILE_LEN: u64 = 64 * 1024;
 const MAX_SUFFIXES: usize = 64;
 const MAX_SUFFIX_LEN: usize = 64;
 

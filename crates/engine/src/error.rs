@@ -21,10 +21,22 @@ pub enum Error {
         /// The object's name in the store (never plaintext content).
         object: String,
     },
-    /// A snapshot refers to a blob that no index knows or no pack holds.
-    #[error("repository is missing data: blob {blob} is not in any index")]
+    /// A snapshot refers to a blob that no readable index file names.
+    #[error("repository is missing data: {kind} blob {blob} is in no index file")]
     MissingBlob {
+        /// `data` or `tree`.
+        kind: &'static str,
         /// Hex ID of the missing blob.
+        blob: String,
+    },
+    /// A blob's pack is not in the store (deleted by the server, lost disk).
+    #[error("repository is missing data: pack {pack} is missing (it holds {kind} blob {blob})")]
+    MissingPack {
+        /// Hex ID of the missing pack.
+        pack: String,
+        /// `data` or `tree`.
+        kind: &'static str,
+        /// Hex ID of a blob it held.
         blob: String,
     },
     /// The store holds no repository.
@@ -93,11 +105,23 @@ impl Error {
         move |source| Error::Io { path, source }
     }
 
-    /// Whether this error says repository data failed authentication.
+    /// Whether this error says repository data is damaged or missing (as
+    /// opposed to a local problem, a store failure or a wrong key).
     pub fn is_integrity(&self) -> bool {
+        self.is_repository_damage()
+    }
+
+    /// Whether this error is about one damaged, missing or oversized object
+    /// of the repository: the kind of error that costs what depends on that
+    /// object, never the whole repository.
+    pub fn is_repository_damage(&self) -> bool {
         matches!(
             self,
-            Error::Integrity { .. } | Error::MissingBlob { .. } | Error::UnsupportedVersion(_)
+            Error::Integrity { .. }
+                | Error::MissingBlob { .. }
+                | Error::MissingPack { .. }
+                | Error::UnsupportedVersion(_)
+                | Error::Store(cairn_store::Error::TooLarge { .. })
         )
     }
 }

@@ -20,30 +20,25 @@
 //! ```
 
 mod backup;
+mod blobs;
 mod config;
 mod envelope;
 mod error;
-mod packer;
-mod pipeline;
 mod progress;
-mod read;
-mod reader;
 mod repo;
 mod restore;
-mod restore_data;
 mod snapshot;
 mod tree;
-mod walk;
 
 pub use backup::{BackupOptions, BackupReport, Parent};
+pub use blobs::Unreadable;
 pub use cairn_chunker::ChunkerParams;
-pub use cairn_crypto::{RecoveryKey, SnapshotId};
+pub use cairn_crypto::{BlobId, BlobKind, RecoveryKey, SnapshotId};
 pub use config::{ChunkingRules, DEFAULT_PACK_TARGET, RepoConfig};
 pub use error::{Error, KeyProblem, Result};
 pub use progress::{NoProgress, Progress};
-pub use reader::FileReader;
 pub use repo::{InitOptions, RepoStats, Repository};
-pub use restore::{ListEntry, Resolved, RestoreReport};
+pub use restore::{FileReader, ListEntry, Resolved, RestoreFailure, RestoreReport};
 pub use snapshot::{Snapshot, SnapshotSummary};
 pub use tree::{Node, NodeKind, Tree};
 

@@ -2,13 +2,15 @@
 //! Writing one is a backup's single commit point. Stored as
 //! `snapshots/<blake3 of the file>` in a sealed envelope.
 
-use cairn_crypto::{ChunkId, SealKey, SealKind};
+use cairn_crypto::{BlobId, SealKey, SealKind};
 use serde::{Deserialize, Serialize};
 
 use crate::envelope;
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"CAIRNSNP";
+/// Largest snapshot file written or accepted: host, paths and tags must fit.
+pub(crate) const MAX_SNAPSHOT_FILE_LEN: u64 = 4 * 1024 * 1024;
 
 /// Totals recorded with a snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,13 +52,19 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The root tree's ID.
-    pub fn root_id(&self) -> ChunkId {
-        ChunkId::from_bytes(self.root)
+    pub fn root_id(&self) -> BlobId {
+        BlobId::from_bytes(self.root)
     }
 
     pub(crate) fn seal(&self, key: &SealKey) -> Result<Vec<u8>> {
         let plain = postcard::to_stdvec(self).map_err(|_| Error::integrity("snapshot"))?;
-        envelope::seal_file(key, SealKind::Snapshot, MAGIC, &plain)
+        let sealed = envelope::seal_file(key, SealKind::Snapshot, MAGIC, &plain)?;
+        if sealed.len() as u64 > MAX_SNAPSHOT_FILE_LEN {
+            return Err(Error::InvalidInput(
+                "too many or too long paths and tags for one snapshot".into(),
+            ));
+        }
+        Ok(sealed)
     }
 
     /// Opens a sealed snapshot file; `object` names it in errors.

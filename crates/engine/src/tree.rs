@@ -5,7 +5,7 @@
 //! `.` or `..`, contain no `/` or NUL, and are strictly sorted (so unique); each
 //! node carries exactly the fields of its kind.
 
-use cairn_crypto::ChunkId;
+use cairn_crypto::BlobId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -61,13 +61,13 @@ impl Node {
     }
 
     /// Chunk IDs of a file's content.
-    pub fn chunks(&self) -> impl Iterator<Item = ChunkId> + '_ {
-        self.content.iter().map(|b| ChunkId::from_bytes(*b))
+    pub fn chunks(&self) -> impl Iterator<Item = BlobId> + '_ {
+        self.content.iter().map(|b| BlobId::from_bytes(*b))
     }
 
     /// The directory's tree ID.
-    pub fn subtree_id(&self) -> Option<ChunkId> {
-        self.subtree.map(ChunkId::from_bytes)
+    pub fn subtree_id(&self) -> Option<BlobId> {
+        self.subtree.map(BlobId::from_bytes)
     }
 }
 
@@ -116,7 +116,11 @@ impl Tree {
                         && !node.link_target.is_empty()
                 }
             };
-            if !consistent || node.mtime_nanos >= 1_000_000_000 {
+            if !consistent
+                || node.mode > 0o7777
+                || node.mtime_nanos >= 1_000_000_000
+                || node.ctime_nanos >= 1_000_000_000
+            {
                 return Err(bad());
             }
         }
@@ -182,6 +186,19 @@ mod tests {
             };
             assert!(Tree::decode(&t.encode()).is_err(), "{bad:?}");
         }
+        // Regression: docs/format.md promised `mode <= 0o7777`; the decoder
+        // did not check it.
+        let mut typed_mode = node(b"m", NodeKind::File);
+        typed_mode.mode = 0o100644;
+        assert!(
+            Tree::decode(
+                &Tree {
+                    nodes: vec![typed_mode]
+                }
+                .encode()
+            )
+            .is_err()
+        );
         let dup = Tree {
             nodes: vec![node(b"a", NodeKind::File), node(b"a", NodeKind::Dir)],
         };

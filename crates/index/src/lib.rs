@@ -1,27 +1,46 @@
-//! The index: chunk ID → (pack, offset, lengths). An in-memory map built from
-//! index segments, and the segment codec.
+//! The index: (blob kind, blob ID) → (pack, offset, lengths). An in-memory map
+//! built from index segments, and the segment codec.
 //!
 //! A segment is the plaintext of one index file (the engine seals it). Layout,
 //! all little-endian:
 //!
 //! ```text
 //! magic "CAIRNIDX" ‖ version u8 (1) ‖ n_packs u32 ‖ n_packs × pack id (32)
-//! ‖ n_entries u32 ‖ n_entries × entry (50 bytes), sorted by chunk id, unique
-//! entry = chunk id (32) ‖ pack_idx u32 ‖ kind u8 ‖ compression u8 ‖ offset u32
+//! ‖ n_entries u32 ‖ n_entries × entry (50 bytes), strictly ascending by
+//!   (kind, blob id)
+//! entry = blob id (32) ‖ pack_idx u32 ‖ kind u8 ‖ compression u8 ‖ offset u32
 //!         ‖ sealed_len u32 ‖ plain_len u32
 //! ```
+//!
+//! **Invariant: a blob is known by its kind and its ID together.** Each kind has
+//! its own ID domain; a lookup of the wrong kind finds nothing.
+//!
+//! **First location wins.** When two segments name the same blob (two devices
+//! stored it, or a backup stored it again after its pack was lost), the first
+//! location loaded is used and later ones are kept as alternates; when the
+//! first one's pack is forgotten ([`Index::forget_packs`]), an alternate takes
+//! over.
 //!
 //! The crate knows nothing of files or of how segments are sealed.
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use cairn_crypto::{ChunkId, Compression, PackId};
-use cairn_pack::{BlobKind, PackEntry};
+use cairn_crypto::{BlobId, BlobKind, Compression, PackId};
+use cairn_pack::PackEntry;
 
 const MAGIC: &[u8; 8] = b"CAIRNIDX";
 const SEGMENT_VERSION: u8 = 1;
 const ENTRY_LEN: usize = 50;
+const HEADER_LEN: usize = 8 + 1 + 4;
+/// Most entries one segment may hold: bounds an index file's size (≈ 52 MiB
+/// of plaintext) and so what a hostile store can make a reader allocate.
+pub const MAX_SEGMENT_ENTRIES: usize = 1 << 20;
+/// Most packs one segment may name.
+pub const MAX_SEGMENT_PACKS: usize = MAX_SEGMENT_ENTRIES;
+/// Largest plaintext of a valid segment.
+pub const MAX_SEGMENT_LEN: usize =
+    HEADER_LEN + 4 + MAX_SEGMENT_PACKS * 32 + MAX_SEGMENT_ENTRIES * ENTRY_LEN;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -37,22 +56,24 @@ pub enum Error {
 pub struct BlobLocation {
     /// The pack holding it.
     pub pack: PackId,
-    /// Its description inside that pack.
+    /// Its description inside that pack (kind and ID included).
     pub entry: PackEntry,
 }
 
-/// The in-memory index: every blob of the repository.
+/// The in-memory index: every blob of the repository, by kind and ID.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
     packs: Vec<PackId>,
     pack_idx: HashMap<PackId, u32>,
-    blobs: HashMap<ChunkId, Slot>,
+    data: HashMap<BlobId, Slot>,
+    trees: HashMap<BlobId, Slot>,
+    /// Further locations of blobs already known (rare: see the crate docs).
+    alternates: HashMap<(BlobKind, BlobId), Vec<Slot>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Slot {
     pack_idx: u32,
-    kind: BlobKind,
     compression: Compression,
     offset: u32,
     sealed_len: u32,
@@ -65,30 +86,53 @@ impl Index {
         Self::default()
     }
 
-    /// Number of blobs.
+    fn map(&self, kind: BlobKind) -> &HashMap<BlobId, Slot> {
+        match kind {
+            BlobKind::Data => &self.data,
+            BlobKind::Tree => &self.trees,
+        }
+    }
+
+    fn map_mut(&mut self, kind: BlobKind) -> &mut HashMap<BlobId, Slot> {
+        match kind {
+            BlobKind::Data => &mut self.data,
+            BlobKind::Tree => &mut self.trees,
+        }
+    }
+
+    /// Number of blobs (of both kinds).
     pub fn len(&self) -> usize {
-        self.blobs.len()
+        self.data.len() + self.trees.len()
+    }
+
+    /// Number of blobs of one kind.
+    pub fn len_of(&self, kind: BlobKind) -> usize {
+        self.map(kind).len()
     }
 
     /// Whether the index holds no blob.
     pub fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
+        self.len() == 0
     }
 
-    /// Whether `id` is known.
-    pub fn contains(&self, id: &ChunkId) -> bool {
-        self.blobs.contains_key(id)
+    /// Whether a blob of `kind` named `id` is known.
+    pub fn contains(&self, kind: BlobKind, id: &BlobId) -> bool {
+        self.map(kind).contains_key(id)
     }
 
-    /// Where `id` lives, if known.
-    pub fn get(&self, id: &ChunkId) -> Option<BlobLocation> {
-        let slot = self.blobs.get(id)?;
+    /// Where the blob of `kind` named `id` lives, if known.
+    pub fn get(&self, kind: BlobKind, id: &BlobId) -> Option<BlobLocation> {
+        let slot = self.map(kind).get(id)?;
+        self.location(kind, *id, slot)
+    }
+
+    fn location(&self, kind: BlobKind, id: BlobId, slot: &Slot) -> Option<BlobLocation> {
         let pack = *self.packs.get(slot.pack_idx as usize)?;
         Some(BlobLocation {
             pack,
             entry: PackEntry {
-                id: *id,
-                kind: slot.kind,
+                id,
+                kind,
                 compression: slot.compression,
                 offset: slot.offset,
                 sealed_len: slot.sealed_len,
@@ -107,74 +151,157 @@ impl Index {
         i
     }
 
-    /// Records a blob. If the ID is already known, the first location is kept:
-    /// both copies hold the same plaintext.
+    /// Records a blob. If it is already known, the first location is kept and
+    /// this one becomes an alternate: both copies hold the same plaintext.
     pub fn insert(&mut self, location: BlobLocation) {
         let pack_idx = self.intern(location.pack);
         let e = location.entry;
-        self.blobs.entry(e.id).or_insert(Slot {
+        let slot = Slot {
             pack_idx,
-            kind: e.kind,
             compression: e.compression,
             offset: e.offset,
             sealed_len: e.sealed_len,
             plain_len: e.plain_len,
-        });
+        };
+        match self.map_mut(e.kind).entry(e.id) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(slot);
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                if *o.get() != slot {
+                    let alternates = self.alternates.entry((e.kind, e.id)).or_default();
+                    if !alternates.contains(&slot) {
+                        alternates.push(slot);
+                    }
+                }
+            }
+        }
     }
 
-    /// Adds every blob of a segment.
+    /// Adds every blob of `other`.
     pub fn merge(&mut self, other: &Index) {
         for location in other.iter() {
             self.insert(location);
         }
     }
 
-    /// All blobs, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = BlobLocation> + '_ {
-        self.blobs.keys().filter_map(|id| self.get(id))
+    /// Forgets every location inside `packs` (lost or damaged packs): a blob
+    /// with an alternate elsewhere moves there, any other is forgotten, so the
+    /// next backup that meets its content stores it again. Returns the
+    /// locations of the blobs forgotten.
+    pub fn forget_packs(&mut self, packs: &HashSet<PackId>) -> Vec<BlobLocation> {
+        let gone: HashSet<u32> = packs
+            .iter()
+            .filter_map(|p| self.pack_idx.get(p).copied())
+            .collect();
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        for slots in self.alternates.values_mut() {
+            slots.retain(|s| !gone.contains(&s.pack_idx));
+        }
+        let mut forgotten = Vec::new();
+        for kind in BlobKind::ALL {
+            let mut promoted = Vec::new();
+            let alternates = &mut self.alternates;
+            let map = match kind {
+                BlobKind::Data => &mut self.data,
+                BlobKind::Tree => &mut self.trees,
+            };
+            map.retain(|id, slot| {
+                if !gone.contains(&slot.pack_idx) {
+                    return true;
+                }
+                match alternates.get_mut(&(kind, *id)).and_then(Vec::pop) {
+                    Some(alternate) => promoted.push((*id, alternate)),
+                    None => forgotten.push((kind, *id, *slot)),
+                }
+                false
+            });
+            map.extend(promoted);
+        }
+        self.alternates.retain(|_, slots| !slots.is_empty());
+        forgotten
+            .into_iter()
+            .filter_map(|(kind, id, slot)| self.location(kind, id, &slot))
+            .collect()
     }
 
-    /// Distinct packs referenced.
+    /// All blobs, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = BlobLocation> + '_ {
+        BlobKind::ALL.into_iter().flat_map(move |kind| {
+            self.map(kind)
+                .iter()
+                .filter_map(move |(id, slot)| self.location(kind, *id, slot))
+        })
+    }
+
+    /// Every pack a location was ever recorded in (forgotten ones included).
     pub fn packs(&self) -> &[PackId] {
         &self.packs
     }
 
-    /// Encodes this index as a segment (entries sorted by ID, so equal indexes
-    /// encode to equal bytes).
-    pub fn encode_segment(&self) -> Vec<u8> {
-        let mut ids: Vec<&ChunkId> = self.blobs.keys().collect();
-        ids.sort_unstable();
-        let mut out = Vec::with_capacity(17 + self.packs.len() * 32 + ids.len() * ENTRY_LEN);
-        out.extend_from_slice(MAGIC);
-        out.push(SEGMENT_VERSION);
-        out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
-        for p in &self.packs {
-            out.extend_from_slice(p.as_bytes());
+    /// Encodes this index as a segment: entries sorted by (kind, ID), so equal
+    /// indexes encode to equal bytes; only packs that hold an entry are named.
+    /// Alternates are not encoded. Fails with [`Error::Corrupt`] past
+    /// [`MAX_SEGMENT_ENTRIES`]: writers split larger indexes.
+    pub fn encode_segment(&self) -> Result<Vec<u8>, Error> {
+        if self.len() > MAX_SEGMENT_ENTRIES {
+            return Err(Error::Corrupt);
         }
-        out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-        for id in ids {
-            if let Some(s) = self.blobs.get(id) {
-                out.extend_from_slice(id.as_bytes());
-                out.extend_from_slice(&s.pack_idx.to_le_bytes());
-                out.push(s.kind as u8);
-                out.push(s.compression as u8);
-                out.extend_from_slice(&s.offset.to_le_bytes());
-                out.extend_from_slice(&s.sealed_len.to_le_bytes());
-                out.extend_from_slice(&s.plain_len.to_le_bytes());
+        let mut entries: Vec<(BlobKind, &BlobId, &Slot)> = BlobKind::ALL
+            .into_iter()
+            .flat_map(|kind| self.map(kind).iter().map(move |(id, s)| (kind, id, s)))
+            .collect();
+        entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        // Renumber the packs actually used, in order of first use.
+        let mut renumbered: HashMap<u32, u32> = HashMap::new();
+        let mut used_packs: Vec<PackId> = Vec::new();
+        for (_, _, slot) in &entries {
+            if let std::collections::hash_map::Entry::Vacant(v) = renumbered.entry(slot.pack_idx) {
+                v.insert(used_packs.len() as u32);
+                used_packs.push(
+                    *self
+                        .packs
+                        .get(slot.pack_idx as usize)
+                        .ok_or(Error::Corrupt)?,
+                );
             }
         }
-        out
+        let mut out =
+            Vec::with_capacity(HEADER_LEN + 4 + used_packs.len() * 32 + entries.len() * ENTRY_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(SEGMENT_VERSION);
+        out.extend_from_slice(&(used_packs.len() as u32).to_le_bytes());
+        for p in &used_packs {
+            out.extend_from_slice(p.as_bytes());
+        }
+        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for (kind, id, s) in entries {
+            let pack_idx = renumbered.get(&s.pack_idx).ok_or(Error::Corrupt)?;
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(&pack_idx.to_le_bytes());
+            out.push(kind as u8);
+            out.push(s.compression as u8);
+            out.extend_from_slice(&s.offset.to_le_bytes());
+            out.extend_from_slice(&s.sealed_len.to_le_bytes());
+            out.extend_from_slice(&s.plain_len.to_le_bytes());
+        }
+        Ok(out)
     }
 
     /// Decodes a segment. Rejects anything off-format (unsorted or duplicate
-    /// IDs, pack indices out of range, trailing bytes). Never panics.
+    /// entries, pack indices out of range, more than the format's limits,
+    /// trailing bytes). Never panics.
     pub fn decode_segment(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader { bytes, at: 0 };
         if r.take(8)? != MAGIC || r.take(1)? != [SEGMENT_VERSION] {
             return Err(Error::Corrupt);
         }
         let n_packs = r.u32()? as usize;
-        if n_packs.checked_mul(32).ok_or(Error::Corrupt)? > r.remaining() {
+        if n_packs > MAX_SEGMENT_PACKS
+            || n_packs.checked_mul(32).ok_or(Error::Corrupt)? > r.remaining()
+        {
             return Err(Error::Corrupt);
         }
         let mut index = Index::new();
@@ -186,32 +313,32 @@ impl Index {
             index.intern(id);
         }
         let n_entries = r.u32()? as usize;
-        if n_entries.checked_mul(ENTRY_LEN).ok_or(Error::Corrupt)? != r.remaining() {
+        if n_entries > MAX_SEGMENT_ENTRIES
+            || n_entries.checked_mul(ENTRY_LEN).ok_or(Error::Corrupt)? != r.remaining()
+        {
             return Err(Error::Corrupt);
         }
-        index.blobs.reserve(n_entries);
-        let mut previous: Option<ChunkId> = None;
+        let mut previous: Option<(BlobKind, BlobId)> = None;
         for _ in 0..n_entries {
-            let id = ChunkId::from_bytes(r.array()?);
-            if previous.is_some_and(|p| p >= id) {
-                return Err(Error::Corrupt);
-            }
-            previous = Some(id);
+            let id = BlobId::from_bytes(r.array()?);
             let pack_idx = r.u32()?;
             if pack_idx as usize >= n_packs {
                 return Err(Error::Corrupt);
             }
             let kind = BlobKind::from_u8(r.u8()?).ok_or(Error::Corrupt)?;
+            if previous.is_some_and(|p| p >= (kind, id)) {
+                return Err(Error::Corrupt);
+            }
+            previous = Some((kind, id));
             let compression = Compression::from_u8(r.u8()?).ok_or(Error::Corrupt)?;
             let slot = Slot {
                 pack_idx,
-                kind,
                 compression,
                 offset: r.u32()?,
                 sealed_len: r.u32()?,
                 plain_len: r.u32()?,
             };
-            index.blobs.insert(id, slot);
+            index.map_mut(kind).insert(id, slot);
         }
         Ok(index)
     }
@@ -254,17 +381,21 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    fn location(id: u8, pack: u8, offset: u32) -> BlobLocation {
+    fn kind_of(k: u8) -> BlobKind {
+        if k.is_multiple_of(2) {
+            BlobKind::Data
+        } else {
+            BlobKind::Tree
+        }
+    }
+
+    fn location(id: u8, kind: BlobKind, pack: u8, offset: u32) -> BlobLocation {
         BlobLocation {
             pack: PackId::from_bytes([pack; 32]),
             entry: PackEntry {
-                id: ChunkId::from_bytes([id; 32]),
-                kind: if id % 2 == 0 {
-                    BlobKind::Data
-                } else {
-                    BlobKind::Tree
-                },
-                compression: if id % 3 == 0 {
+                id: BlobId::from_bytes([id; 32]),
+                kind,
+                compression: if id.is_multiple_of(3) {
                     Compression::Zstd
                 } else {
                     Compression::None
@@ -278,24 +409,41 @@ mod tests {
 
     proptest! {
         #[test]
-        fn behaves_like_a_btreemap(ops in proptest::collection::vec((any::<u8>(), 0u8..6, any::<u32>()), 0..300), probes in proptest::collection::vec(any::<u8>(), 0..50)) {
+        fn behaves_like_a_btreemap(ops in proptest::collection::vec((any::<u8>(), any::<u8>(), 0u8..6, any::<u32>()), 0..300), probes in proptest::collection::vec((any::<u8>(), any::<u8>()), 0..50)) {
             let mut index = Index::new();
             let mut model = BTreeMap::new();
-            for (id, pack, offset) in ops {
-                let loc = location(id, pack, offset);
+            for (id, kind, pack, offset) in ops {
+                let loc = location(id, kind_of(kind), pack, offset);
                 index.insert(loc);
-                model.entry(loc.entry.id).or_insert(loc);
+                model.entry((loc.entry.kind, loc.entry.id)).or_insert(loc);
             }
             prop_assert_eq!(index.len(), model.len());
-            for p in probes {
-                let id = ChunkId::from_bytes([p; 32]);
-                prop_assert_eq!(index.get(&id), model.get(&id).copied());
+            for (p, kind) in probes {
+                let key = (kind_of(kind), BlobId::from_bytes([p; 32]));
+                prop_assert_eq!(index.get(key.0, &key.1), model.get(&key).copied());
+                prop_assert_eq!(index.contains(key.0, &key.1), model.contains_key(&key));
             }
-            let decoded = Index::decode_segment(&index.encode_segment()).unwrap();
+            let decoded = Index::decode_segment(&index.encode_segment().unwrap()).unwrap();
             prop_assert_eq!(decoded.len(), model.len());
-            for (id, loc) in &model {
-                prop_assert_eq!(decoded.get(id), Some(*loc));
+            for ((kind, id), loc) in &model {
+                prop_assert_eq!(decoded.get(*kind, id), Some(*loc));
             }
+        }
+
+        /// A tree and a data blob with the same ID bytes are two blobs.
+        #[test]
+        fn kinds_with_equal_ids_coexist(id in any::<u8>(), pack_a in 0u8..4, pack_b in 0u8..4) {
+            let mut index = Index::new();
+            let data = location(id, BlobKind::Data, pack_a, 0);
+            let tree = location(id, BlobKind::Tree, pack_b, 100);
+            index.insert(data);
+            index.insert(tree);
+            prop_assert_eq!(index.len(), 2);
+            prop_assert_eq!(index.get(BlobKind::Data, &data.entry.id), Some(data));
+            prop_assert_eq!(index.get(BlobKind::Tree, &tree.entry.id), Some(tree));
+            let decoded = Index::decode_segment(&index.encode_segment().unwrap()).unwrap();
+            prop_assert_eq!(decoded.get(BlobKind::Data, &data.entry.id), Some(data));
+            prop_assert_eq!(decoded.get(BlobKind::Tree, &tree.entry.id), Some(tree));
         }
 
         #[test]
@@ -305,11 +453,31 @@ mod tests {
     }
 
     #[test]
+    fn forgetting_a_pack_promotes_alternates() {
+        let mut index = Index::new();
+        let first = location(1, BlobKind::Data, 1, 0);
+        let second = location(1, BlobKind::Data, 2, 500);
+        let only_in_lost = location(2, BlobKind::Tree, 1, 40);
+        index.insert(first);
+        index.insert(only_in_lost);
+        index.insert(second);
+        assert_eq!(index.get(BlobKind::Data, &first.entry.id), Some(first));
+        let lost: HashSet<PackId> = [first.pack].into();
+        assert_eq!(index.forget_packs(&lost), vec![only_in_lost]);
+        assert_eq!(index.get(BlobKind::Data, &first.entry.id), Some(second));
+        assert_eq!(index.get(BlobKind::Tree, &only_in_lost.entry.id), None);
+        // The lost pack is named by no segment written afterwards.
+        let decoded = Index::decode_segment(&index.encode_segment().unwrap()).unwrap();
+        assert_eq!(decoded.len(), 1);
+        assert!(!decoded.packs().contains(&first.pack));
+    }
+
+    #[test]
     fn rejects_unsorted_and_truncated() {
         let mut index = Index::new();
-        index.insert(location(1, 1, 0));
-        index.insert(location(2, 1, 40));
-        let bytes = index.encode_segment();
+        index.insert(location(1, BlobKind::Data, 1, 0));
+        index.insert(location(2, BlobKind::Data, 1, 40));
+        let bytes = index.encode_segment().unwrap();
         assert!(Index::decode_segment(&bytes).is_ok());
         assert_eq!(
             Index::decode_segment(&bytes[..bytes.len() - 1]).unwrap_err(),
@@ -321,5 +489,15 @@ mod tests {
         swapped.extend_from_slice(&bytes[entries_at + ENTRY_LEN..]);
         swapped.extend_from_slice(&bytes[entries_at..entries_at + ENTRY_LEN]);
         assert_eq!(Index::decode_segment(&swapped).unwrap_err(), Error::Corrupt);
+    }
+
+    #[test]
+    fn rejects_counts_beyond_the_format() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(SEGMENT_VERSION);
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&((MAX_SEGMENT_ENTRIES + 1) as u32).to_le_bytes());
+        bytes.resize(bytes.len() + (MAX_SEGMENT_ENTRIES + 1) * ENTRY_LEN, 0);
+        assert_eq!(Index::decode_segment(&bytes).unwrap_err(), Error::Corrupt);
     }
 }

@@ -15,7 +15,8 @@
 //! nothing of where keys come from nor of storage backends.
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use cairn_crypto::{ChunkId, Compression, PackId, SealKey, SealKind, SealedBlob};
+pub use cairn_crypto::BlobKind;
+use cairn_crypto::{BlobId, Compression, PackId, SealKey, SealKind, SealedBlob};
 
 /// Length of the trailer at the end of every pack.
 pub const TRAILER_LEN: usize = 12;
@@ -24,8 +25,13 @@ const PACK_VERSION: u8 = 1;
 const ENTRY_LEN: usize = 46;
 /// Largest plaintext blob a pack may declare (bounds decompression).
 pub const MAX_BLOB_PLAIN_LEN: u32 = 64 * 1024 * 1024;
+/// Most blobs one pack may hold; writers close a pack when it has this many.
+pub const MAX_PACK_ENTRIES: usize = 1 << 20;
 /// Largest header plaintext accepted (bounds decompression and allocation).
-const MAX_HEADER_PLAIN_LEN: usize = 5 + ENTRY_LEN * 4 * 1024 * 1024;
+const MAX_HEADER_PLAIN_LEN: usize = 5 + ENTRY_LEN * MAX_PACK_ENTRIES;
+/// Largest sealed header a trailer may announce: checked before anything is
+/// read or allocated, since the trailer itself is not authenticated.
+pub const MAX_HEADER_SEALED_LEN: u32 = (MAX_HEADER_PLAIN_LEN + cairn_crypto::SEAL_OVERHEAD) as u32;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,41 +57,11 @@ impl From<cairn_crypto::Error> for Error {
     }
 }
 
-/// What a blob holds: file content or a directory tree. Data and trees live in
-/// separate packs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum BlobKind {
-    /// A chunk of file content.
-    Data = 1,
-    /// An encoded directory.
-    Tree = 2,
-}
-
-impl BlobKind {
-    /// Decodes the on-disk byte.
-    pub fn from_u8(b: u8) -> Option<Self> {
-        match b {
-            1 => Some(Self::Data),
-            2 => Some(Self::Tree),
-            _ => None,
-        }
-    }
-
-    /// The seal kind bound into this blob's associated data.
-    pub fn seal_kind(self) -> SealKind {
-        match self {
-            Self::Data => SealKind::Data,
-            Self::Tree => SealKind::Tree,
-        }
-    }
-}
-
 /// One blob's entry in a pack header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackEntry {
     /// The blob's ID.
-    pub id: ChunkId,
+    pub id: BlobId,
     /// Data or tree.
     pub kind: BlobKind,
     /// Compression of the plaintext.
@@ -162,8 +138,16 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
+    /// Whether the pack holds [`MAX_PACK_ENTRIES`] blobs and must be finished.
+    pub fn is_full(&self) -> bool {
+        self.entries.len() >= MAX_PACK_ENTRIES
+    }
+
     /// Appends a sealed blob (taking its buffer, not copying it).
-    pub fn add(&mut self, id: ChunkId, sealed: SealedBlob, plain_len: usize) -> Result<(), Error> {
+    pub fn add(&mut self, id: BlobId, sealed: SealedBlob, plain_len: usize) -> Result<(), Error> {
+        if self.is_full() {
+            return Err(Error::TooLarge);
+        }
         let offset = u32::try_from(self.len).map_err(|_| Error::TooLarge)?;
         let sealed_len = u32::try_from(sealed.bytes.len()).map_err(|_| Error::TooLarge)?;
         let plain_len = u32::try_from(plain_len)
@@ -222,8 +206,12 @@ pub fn decode_trailer(tail: &[u8]) -> Result<Trailer, Error> {
         return Err(Error::Integrity);
     }
     let header_compression = Compression::from_u8(compression).ok_or(Error::Integrity)?;
+    let header_len = u32::from_le_bytes([a, b, c, d]);
+    if !(cairn_crypto::SEAL_OVERHEAD as u32..=MAX_HEADER_SEALED_LEN).contains(&header_len) {
+        return Err(Error::Integrity);
+    }
     Ok(Trailer {
-        header_len: u32::from_le_bytes([a, b, c, d]),
+        header_len,
         header_compression,
     })
 }
@@ -251,7 +239,8 @@ fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
 }
 
 /// Decodes a header's plaintext and checks that its blobs tile `0..blobs_len`
-/// exactly, in order, each no smaller than a seal's overhead. Never panics.
+/// exactly, in order, each no smaller than a seal's overhead, all of one kind.
+/// Never panics.
 pub fn decode_header(plain: &[u8], blobs_len: u32) -> Result<Vec<PackEntry>, Error> {
     let (&version, rest) = plain.split_first().ok_or(Error::Integrity)?;
     if version != PACK_VERSION {
@@ -259,7 +248,9 @@ pub fn decode_header(plain: &[u8], blobs_len: u32) -> Result<Vec<PackEntry>, Err
     }
     let n_entries = u32_at(rest, 0)? as usize;
     let body = rest.get(4..).ok_or(Error::Integrity)?;
-    if body.len() != n_entries.checked_mul(ENTRY_LEN).ok_or(Error::Integrity)? {
+    if n_entries > MAX_PACK_ENTRIES
+        || body.len() != n_entries.checked_mul(ENTRY_LEN).ok_or(Error::Integrity)?
+    {
         return Err(Error::Integrity);
     }
     let mut entries = Vec::with_capacity(n_entries);
@@ -277,6 +268,9 @@ pub fn decode_header(plain: &[u8], blobs_len: u32) -> Result<Vec<PackEntry>, Err
         let sealed_len = u32_at(raw, 38)?;
         let plain_len = u32_at(raw, 42)?;
         if offset != expected_offset
+            || entries
+                .first()
+                .is_some_and(|first: &PackEntry| first.kind != kind)
             || (sealed_len as usize) < cairn_crypto::SEAL_OVERHEAD
             || plain_len > MAX_BLOB_PLAIN_LEN
         {
@@ -284,7 +278,7 @@ pub fn decode_header(plain: &[u8], blobs_len: u32) -> Result<Vec<PackEntry>, Err
         }
         expected_offset = offset.checked_add(sealed_len).ok_or(Error::Integrity)?;
         entries.push(PackEntry {
-            id: ChunkId::from_bytes(id),
+            id: BlobId::from_bytes(id),
             kind,
             compression,
             offset,
@@ -373,7 +367,7 @@ mod tests {
     fn build(k: &WorkingKeys, blobs: &[Vec<u8>]) -> FinishedPack {
         let mut w = PackWriter::new(BlobKind::Data);
         for b in blobs {
-            let id = k.chunk_id.id_of(b);
+            let id = k.blob_ids.id_of(BlobKind::Data, b);
             let sealed = cairn_crypto::seal(&k.data, SealKind::Data, id.as_bytes(), b).unwrap();
             w.add(id, sealed, b.len()).unwrap();
         }
@@ -392,7 +386,7 @@ mod tests {
             for (e, b) in entries.iter().zip(&blobs) {
                 let range = e.offset as usize..(e.offset + e.sealed_len) as usize;
                 prop_assert_eq!(&open_blob(&k.data, e, &bytes[range]).unwrap(), b);
-                prop_assert_eq!(e.id, k.chunk_id.id_of(b));
+                prop_assert_eq!(e.id, k.blob_ids.id_of(BlobKind::Data, b));
             }
         }
 

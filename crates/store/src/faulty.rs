@@ -77,9 +77,9 @@ impl<S: Store> Store for FaultyStore<S> {
         self.check_put(name)?;
         self.inner.put_parts(name, parts)
     }
-    fn get(&self, name: &ObjectName) -> Result<Vec<u8>, Error> {
+    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
         self.check_read()?;
-        self.inner.get(name)
+        self.inner.get(name, max_len)
     }
     fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
         self.check_read()?;
@@ -99,6 +99,9 @@ impl<S: Store> Store for FaultyStore<S> {
     }
     fn delete(&self, name: &ObjectName) -> Result<(), Error> {
         self.inner.delete(name)
+    }
+    fn clean_interrupted_writes(&self) -> Result<u64, Error> {
+        self.inner.clean_interrupted_writes()
     }
 }
 
@@ -124,9 +127,9 @@ mod tests {
         let snap = ObjectName::new(Namespace::Snapshots, "s").expect("name");
         assert!(matches!(s.put(&snap, b"4"), Err(Error::Injected)));
         s.set_fault(Fault::Reads);
-        assert!(matches!(s.get(&n("a")), Err(Error::Injected)));
+        assert!(matches!(s.get(&n("a"), 8), Err(Error::Injected)));
         s.set_fault(Fault::None);
-        assert_eq!(s.get(&n("a")).expect("get"), b"1");
-        assert!(matches!(s.get(&n("b")), Err(Error::NotFound(_))));
+        assert_eq!(s.get(&n("a"), 8).expect("get"), b"1");
+        assert!(matches!(s.get(&n("b"), 8), Err(Error::NotFound(_))));
     }
 }

@@ -8,13 +8,20 @@
 //! 2. After `put` returns `Ok`, the object is durable (as far as the backend can
 //!    promise) and `get`, `get_range`, `size` and `list` see it whole; a reader
 //!    never sees a partial object.
-//! 3. `get_range(name, offset, len)` returns exactly `len` bytes or
+//! 3. `get(name, max_len)` returns the whole object, or [`Error::TooLarge`]
+//!    without reading it when it holds more than `max_len` bytes: a reader
+//!    states what the format allows, so a hostile store cannot make it
+//!    allocate more. `get_range(name, offset, len)` returns exactly `len` bytes or
 //!    [`Error::OutOfRange`]; it never returns fewer. `read_range_into` is the
 //!    same read into the caller's buffer.
 //! 4. `list` returns every name of a namespace, sorted; names are
 //!    `[0-9a-z._-]{1,128}`, not starting with a dot.
 //! 5. `delete` removes an object; deleting a missing one is [`Error::NotFound`].
 //! 6. A missing object is [`Error::NotFound`] from every method.
+//! 7. `clean_interrupted_writes` removes what puts interrupted by a crash left
+//!    behind (never an object, never a put in progress in any process).
+//! 8. Objects and directories a backend creates are private to their owner
+//!    (0600 and 0700 for the local store, whatever the umask).
 #![deny(clippy::unwrap_used)]
 
 mod faulty;
@@ -40,6 +47,16 @@ pub enum Error {
     /// A ranged read past the end of the object.
     #[error("read past the end of {0}")]
     OutOfRange(ObjectName),
+    /// The object is larger than the reader allows.
+    #[error("{name} holds {size} bytes, more than the {max_len} its format allows")]
+    TooLarge {
+        /// The object.
+        name: ObjectName,
+        /// Its size.
+        size: u64,
+        /// The most the reader accepts.
+        max_len: u64,
+    },
     /// A name outside the allowed alphabet.
     #[error("invalid object name")]
     InvalidName,
@@ -145,8 +162,8 @@ pub trait Store: Send + Sync {
     fn put_parts(&self, name: &ObjectName, parts: &[&[u8]]) -> Result<(), Error> {
         self.put(name, &parts.concat())
     }
-    /// The whole object.
-    fn get(&self, name: &ObjectName) -> Result<Vec<u8>, Error>;
+    /// The whole object, if it holds at most `max_len` bytes.
+    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error>;
     /// Exactly `len` bytes from `offset`.
     fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error>;
     /// Fills `buf` exactly from `offset` (a ranged get into the caller's
@@ -165,6 +182,12 @@ pub trait Store: Send + Sync {
     fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error>;
     /// Removes the object.
     fn delete(&self, name: &ObjectName) -> Result<(), Error>;
+    /// Removes leftovers of puts interrupted by a crash (temporary files);
+    /// returns how many. Puts in progress, here or in another process, are
+    /// left alone. Backends whose puts leave nothing behind keep the default.
+    fn clean_interrupted_writes(&self) -> Result<u64, Error> {
+        Ok(0)
+    }
 }
 
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
@@ -174,8 +197,8 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn put_parts(&self, name: &ObjectName, parts: &[&[u8]]) -> Result<(), Error> {
         (**self).put_parts(name, parts)
     }
-    fn get(&self, name: &ObjectName) -> Result<Vec<u8>, Error> {
-        (**self).get(name)
+    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
+        (**self).get(name, max_len)
     }
     fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
         (**self).get_range(name, offset, len)
@@ -192,6 +215,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn delete(&self, name: &ObjectName) -> Result<(), Error> {
         (**self).delete(name)
     }
+    fn clean_interrupted_writes(&self) -> Result<u64, Error> {
+        (**self).clean_interrupted_writes()
+    }
 }
 
 /// The conformance suite every backend must pass; each backend's tests call it.
@@ -203,13 +229,15 @@ pub(crate) mod conformance {
         ObjectName::new(ns, s).expect("valid test name")
     }
 
+    const ANY: u64 = u64::MAX;
+
     pub(crate) fn run(store: &dyn Store) {
         let a = name(Namespace::Packs, "aa01");
         let b = name(Namespace::Packs, "0b02");
         let other_ns = name(Namespace::Index, "aa01");
 
         assert!(store.list(Namespace::Packs).expect("list").is_empty());
-        assert!(matches!(store.get(&a), Err(Error::NotFound(_))));
+        assert!(matches!(store.get(&a, ANY), Err(Error::NotFound(_))));
         assert!(matches!(store.size(&a), Err(Error::NotFound(_))));
         assert!(matches!(store.delete(&a), Err(Error::NotFound(_))));
         assert!(matches!(store.get_range(&a, 0, 1), Err(Error::NotFound(_))));
@@ -223,9 +251,19 @@ pub(crate) mod conformance {
             store.put(&a, b"other"),
             Err(Error::AlreadyExists(_))
         ));
-        assert_eq!(store.get(&a).expect("get"), b"hello world");
-        assert_eq!(store.get(&b).expect("get empty"), b"");
+        assert_eq!(store.get(&a, ANY).expect("get"), b"hello world");
+        assert_eq!(store.get(&b, 0).expect("get empty"), b"");
         assert_eq!(store.size(&a).expect("size"), 11);
+        // Reads are bounded by what the caller allows.
+        assert_eq!(store.get(&a, 11).expect("get at the bound"), b"hello world");
+        assert!(matches!(
+            store.get(&a, 10),
+            Err(Error::TooLarge {
+                size: 11,
+                max_len: 10,
+                ..
+            })
+        ));
         assert_eq!(store.get_range(&a, 6, 5).expect("range"), b"world");
         assert_eq!(store.get_range(&a, 11, 0).expect("empty range"), b"");
         assert!(matches!(
@@ -237,7 +275,7 @@ pub(crate) mod conformance {
             Err(Error::OutOfRange(_))
         ));
         // Namespaces are separate.
-        assert!(matches!(store.get(&other_ns), Err(Error::NotFound(_))));
+        assert!(matches!(store.get(&other_ns, ANY), Err(Error::NotFound(_))));
         store.put(&other_ns, b"index").expect("put other namespace");
         assert_eq!(
             store.list(Namespace::Packs).expect("list"),
@@ -247,16 +285,16 @@ pub(crate) mod conformance {
         assert!(store.list(Namespace::Snapshots).expect("list").is_empty());
 
         store.delete(&a).expect("delete");
-        assert!(matches!(store.get(&a), Err(Error::NotFound(_))));
+        assert!(matches!(store.get(&a, ANY), Err(Error::NotFound(_))));
         assert_eq!(store.list(Namespace::Packs).expect("list"), vec!["0b02"]);
         // After delete, the name can be used again.
         store.put(&a, b"again").expect("put after delete");
-        assert_eq!(store.get(&a).expect("get"), b"again");
+        assert_eq!(store.get(&a, ANY).expect("get"), b"again");
 
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let c = name(Namespace::Snapshots, "big");
         store.put(&c, &big).expect("put big");
-        assert_eq!(store.get(&c).expect("get big"), big);
+        assert_eq!(store.get(&c, ANY).expect("get big"), big);
         assert_eq!(
             store.get_range(&c, 1_000_000, 10).expect("range big"),
             &big[1_000_000..1_000_010]
@@ -264,6 +302,9 @@ pub(crate) mod conformance {
         let config = name(Namespace::Config, "config");
         store.put(&config, b"cfg").expect("put config");
         assert_eq!(store.list(Namespace::Config).expect("list"), vec!["config"]);
+        // Nothing was interrupted: nothing to clean, and every object stays.
+        store.clean_interrupted_writes().expect("clean");
+        assert_eq!(store.get(&c, ANY).expect("get big"), big);
     }
 
     #[test]

@@ -5,15 +5,26 @@
 //! `tmp/` holds writes in progress. A put writes to `tmp/`, fsyncs the file,
 //! hard-links it to its final name (which fails if the name exists, so a put never
 //! overwrites, even when two writers race), removes the temporary name and fsyncs
-//! the directory. After a crash a put is either complete or absent; `tmp/` may hold
-//! leftovers, which nothing reads.
+//! the directory. After a crash a put is either complete or absent.
+//!
+//! A temporary file is locked (`flock`) by its writer for as long as it exists
+//! under that name, and the kernel drops the lock when the writer dies; so
+//! [`Store::clean_interrupted_writes`] removes exactly the temporary files no
+//! live process is writing. Everything is created private to the owner (files
+//! 0600, directories 0700), whatever the umask: another local user can neither
+//! read ciphertext sizes nor plant or delete objects.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{Error, Namespace, ObjectName, Store};
+
+const TMP_DIR: &str = "tmp";
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
 
 /// A store in a local directory.
 #[derive(Debug)]
@@ -29,24 +40,61 @@ fn io_error(name: impl ToString) -> impl FnOnce(io::Error) -> Error {
     }
 }
 
+fn create_private_dir(path: &Path) -> io::Result<()> {
+    match DirBuilder::new().mode(DIR_MODE).create(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `root` holds only what an interrupted `create` or repository
+/// initialisation leaves: layout directories, none of them holding an object
+/// except key slots (which an interrupted init writes before its config).
+fn is_unfinished_layout(root: &Path) -> io::Result<bool> {
+    let layout: Vec<&str> = Namespace::ALL
+        .iter()
+        .map(|ns| ns.dir())
+        .chain([TMP_DIR])
+        .collect();
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| layout.contains(n)) else {
+            return Ok(false);
+        };
+        if !entry.file_type()?.is_dir() {
+            return Ok(false);
+        }
+        let may_hold_files = name == Namespace::Keys.dir() || name == TMP_DIR;
+        if !may_hold_files && fs::read_dir(entry.path())?.next().is_some() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 impl LocalStore {
-    /// Creates the directory layout at `root`, which must not exist or be empty.
+    /// Creates the directory layout at `root`, which must not exist, be empty,
+    /// or hold what an interrupted initialisation left (layout directories
+    /// without a config or any other object).
     pub fn create(root: impl AsRef<Path>) -> Result<Self, Error> {
         let root = root.as_ref().to_path_buf();
         let shown = root.display().to_string();
-        if root.exists() {
-            let mut entries = fs::read_dir(&root).map_err(io_error(&shown))?;
-            if entries.next().is_some() {
-                return Err(Error::Io {
-                    name: shown,
-                    source: io::Error::new(io::ErrorKind::AlreadyExists, "directory is not empty"),
-                });
+        if root.exists() && !is_unfinished_layout(&root).map_err(io_error(&shown))? {
+            return Err(Error::Io {
+                name: shown,
+                source: io::Error::new(io::ErrorKind::AlreadyExists, "directory is not empty"),
+            });
+        }
+        if !root.exists() {
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).map_err(io_error(&shown))?;
             }
+            create_private_dir(&root).map_err(io_error(&shown))?;
         }
-        for ns in Namespace::ALL {
-            fs::create_dir_all(root.join(ns.dir())).map_err(io_error(&shown))?;
+        for dir in Namespace::ALL.iter().map(|ns| ns.dir()).chain([TMP_DIR]) {
+            create_private_dir(&root.join(dir)).map_err(io_error(&shown))?;
         }
-        fs::create_dir_all(root.join("tmp")).map_err(io_error(&shown))?;
         sync_dir(&root).map_err(io_error(&shown))?;
         Ok(Self {
             root,
@@ -69,7 +117,7 @@ impl LocalStore {
                 });
             }
         }
-        fs::create_dir_all(root.join("tmp")).map_err(io_error(root.display()))?;
+        create_private_dir(&root.join(TMP_DIR)).map_err(io_error(root.display()))?;
         Ok(Self {
             root,
             tmp_counter: AtomicU64::new(0),
@@ -97,6 +145,30 @@ impl LocalStore {
             },
         })
     }
+
+    /// Creates and locks a fresh temporary file for a put of `name`. If a
+    /// cleaner removed the name between creation and locking (it saw an
+    /// unlocked file), the file is unlinked and another name is tried.
+    fn locked_temporary(&self, name: &ObjectName) -> Result<(PathBuf, File), Error> {
+        loop {
+            let tmp = self.root.join(TMP_DIR).join(format!(
+                "{}-{}-{}",
+                std::process::id(),
+                self.tmp_counter.fetch_add(1, Ordering::Relaxed),
+                name.name()
+            ));
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&tmp)
+                .map_err(io_error(name))?;
+            file.lock().map_err(io_error(name))?;
+            if file.metadata().map_err(io_error(name))?.nlink() > 0 {
+                return Ok((tmp, file));
+            }
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -112,28 +184,17 @@ impl Store for LocalStore {
         let err = || io_error(name);
         let dir = self.dir_of(name);
         if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(err())?;
+            create_private_dir(&dir).map_err(err())?;
             if let Some(parent) = dir.parent() {
                 sync_dir(parent).map_err(err())?;
             }
         }
-        let tmp = self.root.join("tmp").join(format!(
-            "{}-{}-{}",
-            std::process::id(),
-            self.tmp_counter.fetch_add(1, Ordering::Relaxed),
-            name.name()
-        ));
+        let (tmp, mut file) = self.locked_temporary(name)?;
         let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(err())?;
             for part in parts {
                 file.write_all(part).map_err(err())?;
             }
             file.sync_all().map_err(err())?;
-            drop(file);
             fs::hard_link(&tmp, self.path_of(name)).map_err(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Error::AlreadyExists(name.clone()),
                 _ => Error::Io {
@@ -143,16 +204,35 @@ impl Store for LocalStore {
             })?;
             sync_dir(&dir).map_err(err())
         })();
-        // The temporary name is garbage either way; failing to remove it loses
-        // nothing.
+        // The temporary name is garbage either way; if removing it fails, the
+        // next clean-up removes it (the lock goes with the descriptor).
         let _ = fs::remove_file(&tmp);
+        drop(file);
         result
     }
 
-    fn get(&self, name: &ObjectName) -> Result<Vec<u8>, Error> {
-        let mut file = self.open_existing(name)?;
-        let mut out = Vec::new();
-        file.read_to_end(&mut out).map_err(io_error(name))?;
+    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
+        let file = self.open_existing(name)?;
+        let size = file.metadata().map_err(io_error(name))?.len();
+        if size > max_len {
+            return Err(Error::TooLarge {
+                name: name.clone(),
+                size,
+                max_len,
+            });
+        }
+        let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        // Never more than allowed, even if the file grows while read.
+        file.take(max_len.saturating_add(1))
+            .read_to_end(&mut out)
+            .map_err(io_error(name))?;
+        if out.len() as u64 > max_len {
+            return Err(Error::TooLarge {
+                name: name.clone(),
+                size: out.len() as u64,
+                max_len,
+            });
+        }
         Ok(out)
     }
 
@@ -246,6 +326,30 @@ impl Store for LocalStore {
         })?;
         sync_dir(&self.dir_of(name)).map_err(io_error(name))
     }
+
+    fn clean_interrupted_writes(&self) -> Result<u64, Error> {
+        let dir = self.root.join(TMP_DIR);
+        let err = || io_error(dir.display());
+        let mut n_removed = 0;
+        for entry in fs::read_dir(&dir).map_err(err())? {
+            let path = entry.map_err(err())?.path();
+            // Vanished meanwhile, or not a file we can open: not ours to judge.
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            match file.try_lock() {
+                // No live writer holds it: the put that made it was interrupted.
+                Ok(()) => {
+                    if fs::remove_file(&path).is_ok() {
+                        n_removed += 1;
+                    }
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => return Err(err()(e)),
+            }
+        }
+        Ok(n_removed)
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +381,19 @@ mod tests {
     }
 
     #[test]
+    fn create_accepts_an_interrupted_creation_but_not_a_repository() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("repo");
+        let store = LocalStore::create(&root).expect("create");
+        let slot = ObjectName::new(Namespace::Keys, "abc").expect("name");
+        store.put(&slot, b"stale slot").expect("put");
+        LocalStore::create(&root).expect("create over an unfinished layout");
+        let config = ObjectName::new(Namespace::Config, "config").expect("name");
+        store.put(&config, b"config").expect("put");
+        assert!(LocalStore::create(&root).is_err());
+    }
+
+    #[test]
     fn no_temporary_files_left_behind() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalStore::create(dir.path()).expect("create");
@@ -287,6 +404,61 @@ mod tests {
             fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
             0
         );
-        assert_eq!(store.get(&n).expect("get"), b"1");
+        assert_eq!(store.get(&n, 1).expect("get"), b"1");
+    }
+
+    /// Regression: under umask 000 objects were 0666 and directories 0777.
+    #[test]
+    fn everything_is_private_to_the_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("repo");
+        let store = LocalStore::create(&root).expect("create");
+        for (ns, name) in [
+            (Namespace::Packs, "ab12"),
+            (Namespace::Index, "cd34"),
+            (Namespace::Keys, "ef56"),
+        ] {
+            store
+                .put(&ObjectName::new(ns, name).expect("name"), b"x")
+                .expect("put");
+        }
+        let mut n_checked = 0;
+        let mut stack = vec![root.clone()];
+        while let Some(path) = stack.pop() {
+            let meta = fs::symlink_metadata(&path).expect("meta");
+            let expected = if meta.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(meta.mode() & 0o777, expected, "{}", path.display());
+            n_checked += 1;
+            if meta.is_dir() {
+                stack.extend(
+                    fs::read_dir(&path)
+                        .expect("dir")
+                        .map(|e| e.expect("e").path()),
+                );
+            }
+        }
+        assert!(n_checked > 9);
+    }
+
+    /// Regression: a put interrupted by a crash left its temporary file in
+    /// `tmp/` for ever. A temporary file a live writer holds stays.
+    #[test]
+    fn clean_up_removes_only_abandoned_temporaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::create(dir.path()).expect("create");
+        let tmp = dir.path().join(TMP_DIR);
+        // What a killed writer leaves: an unlocked file.
+        fs::write(tmp.join("999999-0-abandoned"), vec![7u8; 4096]).expect("write");
+        // A writer in progress: locked.
+        let busy = File::create(tmp.join("1-0-in-progress")).expect("create");
+        busy.lock().expect("lock");
+        assert_eq!(store.clean_interrupted_writes().expect("clean"), 1);
+        let left: Vec<_> = fs::read_dir(&tmp)
+            .expect("tmp")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, ["1-0-in-progress"]);
+        drop(busy);
+        assert_eq!(store.clean_interrupted_writes().expect("clean"), 1);
     }
 }

@@ -54,11 +54,19 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn get(&self, name: &ObjectName) -> Result<Vec<u8>, Error> {
-        self.lock()
+    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
+        let objects = self.lock();
+        let bytes = objects
             .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(name.clone()))
+            .ok_or_else(|| Error::NotFound(name.clone()))?;
+        if bytes.len() as u64 > max_len {
+            return Err(Error::TooLarge {
+                name: name.clone(),
+                size: bytes.len() as u64,
+                max_len,
+            });
+        }
+        Ok(bytes.clone())
     }
 
     fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {

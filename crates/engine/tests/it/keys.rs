@@ -105,7 +105,10 @@ fn a_second_key_slot_also_opens() {
         Repository::init(other_store.clone(), &InitOptions::default()).expect("init");
     let slot_name = other_store.list(Namespace::Keys).expect("list")[0].clone();
     let slot = other_store
-        .get(&ObjectName::new(Namespace::Keys, &slot_name).expect("name"))
+        .get(
+            &ObjectName::new(Namespace::Keys, &slot_name).expect("name"),
+            1024,
+        )
         .expect("get");
     store
         .put(

@@ -4,10 +4,13 @@ mod support;
 
 mod architecture;
 
+mod blob_kinds;
+
 mod crash;
 mod dedup;
 mod incremental;
 mod integrity;
 mod keys;
+mod lost_packs;
 mod roundtrip;
 mod secrecy;

@@ -224,16 +224,64 @@ pub fn assert_same_tree(expected: &Path, actual: &Path) {
     }
 }
 
-/// Restores `snapshot` into a fresh directory under `scratch` and returns it.
+/// Why a test restore did not give the whole snapshot.
+#[derive(Debug)]
+pub enum RestoreFailed {
+    /// The restore stopped.
+    Error(cairn::Error),
+    /// It finished, but these entries could not be restored.
+    Incomplete(Vec<cairn::RestoreFailure>),
+}
+
+impl std::fmt::Display for RestoreFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreFailed::Error(e) => write!(f, "{e}"),
+            RestoreFailed::Incomplete(failed) => {
+                for failure in failed {
+                    writeln!(f, "{}: {}", failure.path.display(), failure.reason)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Restores `snapshot` into a fresh directory under `scratch` and returns it;
+/// an incomplete restore is a failure.
 pub fn restore(
     repo: &Repository,
     snapshot: &SnapshotId,
     scratch: &Path,
-) -> Result<PathBuf, cairn::Error> {
+) -> Result<PathBuf, RestoreFailed> {
     let target = scratch.join(format!("restore-{}", &snapshot.to_hex()[..12]));
     let _ = make_writable_and_remove(&target);
-    repo.restore(snapshot, None, &target, &NoProgress)?;
+    let report = repo
+        .restore(snapshot, None, &target, &NoProgress)
+        .map_err(RestoreFailed::Error)?;
+    if !report.is_complete() {
+        return Err(RestoreFailed::Incomplete(report.failed));
+    }
     Ok(target)
+}
+
+/// Asserts that every file under `actual` holds the bytes of the file at the
+/// same place under `expected`: what a partial restore wrote is never wrong.
+pub fn assert_files_match_source(expected: &Path, actual: &Path) {
+    let meta = fs::symlink_metadata(actual).expect("meta");
+    if meta.is_dir() {
+        let _ = fs::set_permissions(actual, fs::Permissions::from_mode(0o755));
+        for entry in fs::read_dir(actual).expect("readdir") {
+            let name = entry.expect("entry").file_name();
+            assert_files_match_source(&expected.join(&name), &actual.join(&name));
+        }
+    } else if meta.is_file() {
+        assert!(
+            fs::read(expected).ok() == Some(fs::read(actual).expect("read")),
+            "{} differs from its source",
+            actual.display()
+        );
+    }
 }
 
 /// Removes a directory tree even if it contains read-only directories.

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{Scope, ScopedJoinHandle};
 
-use cairn_crypto::{ChunkId, SealBuffer, SealKey, SealedBlob};
+use cairn_crypto::{BlobId, SealBuffer, SealKey, SealedBlob};
 use cairn_index::Index;
 use cairn_pack::BlobKind;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use crate::backup::packer::{Packer, PackerTotals};
 use crate::error::{Error, Result, from_crypto};
-use crate::packer::{Packer, PackerTotals};
 
 /// Blobs queued between stages, per channel.
 const QUEUE_DEPTH: usize = 8;
@@ -60,14 +60,14 @@ impl BufferPool {
 #[derive(Debug)]
 pub(crate) struct NewBlob {
     pub kind: BlobKind,
-    pub id: ChunkId,
+    pub id: BlobId,
     /// The plaintext, laid out for sealing in place.
     pub buffer: SealBuffer,
 }
 
 pub(crate) struct Sealed {
     pub kind: BlobKind,
-    pub id: ChunkId,
+    pub id: BlobId,
     pub sealed: SealedBlob,
     pub plain_len: usize,
 }

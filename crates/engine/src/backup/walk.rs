@@ -11,14 +11,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use cairn_crypto::{ChunkId, SealBuffer};
-use cairn_pack::BlobKind;
+use cairn_crypto::{BlobId, BlobKind, SealBuffer};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use crate::backup::pipeline::{BlobSink, BufferPool, NewBlob};
+use crate::backup::read::{Claimed, FileJob, FileRead, claim, read_file};
 use crate::error::{Error, Result};
-use crate::pipeline::{BlobSink, BufferPool, NewBlob};
 use crate::progress::Progress;
-use crate::read::{Claimed, FileJob, FileRead, claim, read_file};
 use crate::repo::Repository;
 use crate::snapshot::SnapshotSummary;
 use crate::tree::{Node, NodeKind, Tree};
@@ -29,6 +28,8 @@ pub(crate) struct WalkOutcome {
     pub summary: SnapshotSummary,
     pub n_chunks: u64,
     pub n_files_unchanged: u64,
+    /// Entries left out of the snapshot (unreadable, vanished, special).
+    pub n_skipped: u64,
     pub warnings: Vec<String>,
 }
 
@@ -152,17 +153,17 @@ impl<'a, 's> Walk<'a, 's> {
     pub fn store_tree(
         &mut self,
         tree: &Tree,
-        parent: Option<(&Tree, Option<ChunkId>)>,
-    ) -> Result<ChunkId> {
+        parent: Option<(&Tree, Option<BlobId>)>,
+    ) -> Result<BlobId> {
         if let Some((parent_tree, Some(parent_id))) = parent
             && parent_tree == tree
-            && self.repo.index.contains(&parent_id)
+            && self.repo.blobs().confirm(BlobKind::Tree, &parent_id)?
         {
             return Ok(parent_id);
         }
         let bytes = tree.encode();
-        let id = self.repo.keys.chunk_id.id_of(&bytes);
-        if claim(self.repo, self.claimed, id) {
+        let id = self.repo.keys().blob_ids.id_of(BlobKind::Tree, &bytes);
+        if claim(self.repo, self.claimed, BlobKind::Tree, id)? {
             self.sink.submit(NewBlob {
                 kind: BlobKind::Tree,
                 id,
@@ -212,6 +213,7 @@ impl<'a, 's> Walk<'a, 's> {
     fn skip_unreadable(&mut self, error: Error, top_level: bool) -> Result<()> {
         match error {
             Error::Io { path, source } if !top_level => {
+                self.outcome.n_skipped += 1;
                 self.warn(format!("skipped {}: {source}", path.display()));
                 Ok(())
             }
@@ -265,7 +267,7 @@ impl<'a, 's> Walk<'a, 's> {
             node.size = meta.len();
             if let Some(parent) = parent
                 && unchanged_since(parent, &node)
-                && parent.chunks().all(|id| self.repo.index.contains(&id))
+                && self.all_confirmed(parent)?
             {
                 node.content.clone_from(&parent.content);
                 self.progress.unchanged(node.size);
@@ -286,6 +288,7 @@ impl<'a, 's> Walk<'a, 's> {
                 Err(e) => Err(Error::io(path)(e)),
             }
         } else {
+            self.outcome.n_skipped += 1;
             self.warn(format!("skipped special file {}", path.display()));
             return Ok(Child::Skipped);
         };
@@ -293,6 +296,17 @@ impl<'a, 's> Walk<'a, 's> {
             Ok(()) => Ok(Child::Ready(node)),
             Err(e) => self.skip_unreadable(e, top_level).map(|()| Child::Skipped),
         }
+    }
+
+    /// Whether every chunk of `node` is confirmed in the repository, so the
+    /// file may reuse them without being read.
+    fn all_confirmed(&self, node: &Node) -> Result<bool> {
+        for id in node.chunks() {
+            if !self.repo.blobs().confirm(BlobKind::Data, &id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Reads a file: hands it to a worker, or reads it here without workers.
@@ -325,12 +339,23 @@ impl<'a, 's> Walk<'a, 's> {
         Ok(Child::Reading(node, answer))
     }
 
-    fn dir_tree(&mut self, path: &Path, parent: Option<&Node>) -> Result<ChunkId> {
+    fn dir_tree(&mut self, path: &Path, parent: Option<&Node>) -> Result<BlobId> {
         let parent_id = parent
             .filter(|p| p.kind == NodeKind::Dir)
             .and_then(Node::subtree_id);
         let parent_tree = match parent_id {
-            Some(id) => Some(self.repo.load_tree(&id)?),
+            Some(id) => match self.repo.load_tree(&id) {
+                Ok(tree) => Some(tree),
+                // A damaged parent tree costs the speed-up, never the backup.
+                Err(e) if e.is_repository_damage() => {
+                    self.warn(format!(
+                        "{}: parent snapshot's tree is unreadable ({e}); reading every file",
+                        path.display()
+                    ));
+                    None
+                }
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();

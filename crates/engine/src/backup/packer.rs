@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use cairn_crypto::{ChunkId, SealKey, SealKind, SealedBlob};
+use cairn_crypto::{BlobId, SealKey, SealKind, SealedBlob};
 use cairn_index::{BlobLocation, Index};
 use cairn_pack::{BlobKind, PackWriter};
 use cairn_store::{Namespace, Store};
 
+use crate::backup::pipeline::BufferPool;
+use crate::blobs::{INDEX_MAGIC, object, pack_object};
 use crate::envelope;
 use crate::error::{Error, Result};
-use crate::pipeline::BufferPool;
 use crate::progress::Progress;
-use crate::repo::{INDEX_MAGIC, object, pack_object};
 
 /// Counters of what the packer wrote.
 #[derive(Clone, Copy, Debug, Default)]
@@ -31,8 +31,10 @@ pub(crate) struct Packer<'p> {
     target: usize,
     data: PackWriter,
     tree: PackWriter,
-    /// Blobs in packs written by this backup.
-    new_index: Index,
+    /// Blobs in packs written by this backup and not yet named by an index file.
+    pending: Index,
+    /// Blobs of this backup already named by an index file.
+    indexed: Index,
     pub totals: PackerTotals,
 }
 
@@ -52,7 +54,8 @@ impl<'p> Packer<'p> {
             target: target as usize,
             data: PackWriter::new(BlobKind::Data),
             tree: PackWriter::new(BlobKind::Tree),
-            new_index: Index::new(),
+            pending: Index::new(),
+            indexed: Index::new(),
             totals: PackerTotals::default(),
         }
     }
@@ -62,7 +65,7 @@ impl<'p> Packer<'p> {
     pub fn add_sealed(
         &mut self,
         kind: BlobKind,
-        id: ChunkId,
+        id: BlobId,
         sealed: SealedBlob,
         plain_len: usize,
     ) -> Result<()> {
@@ -78,7 +81,7 @@ impl<'p> Packer<'p> {
         if let Some(progress) = self.progress {
             progress.new_data(plain_len as u64);
         }
-        if writer.len() >= self.target {
+        if writer.len() >= self.target || writer.is_full() {
             self.flush(kind)?;
         }
         Ok(())
@@ -114,11 +117,38 @@ impl<'p> Packer<'p> {
             self.pool.give(part);
         }
         for entry in pack.entries {
-            self.new_index.insert(BlobLocation {
+            self.pending.insert(BlobLocation {
                 pack: pack.id,
                 entry,
             });
         }
+        // An index file holds at most MAX_SEGMENT_ENTRIES blobs (a bound
+        // readers rely on); a pack holds at most as many, so writing when a
+        // pack could overflow the pending segment keeps every file in bounds.
+        if self.pending.len() + cairn_pack::MAX_PACK_ENTRIES > cairn_index::MAX_SEGMENT_ENTRIES {
+            self.write_index_file()?;
+        }
+        Ok(())
+    }
+
+    /// Writes one index file naming the pending blobs.
+    fn write_index_file(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let segment = self
+            .pending
+            .encode_segment()
+            .map_err(|_| Error::InvalidInput("index segment too large".into()))?;
+        let sealed =
+            envelope::seal_file(&self.metadata_key, SealKind::Index, INDEX_MAGIC, &segment)?;
+        let name = cairn_crypto::PackId::of_bytes(&sealed).to_hex();
+        self.store.put(&object(Namespace::Index, &name)?, &sealed)?;
+        self.totals.bytes_stored += sealed.len() as u64;
+        if let Some(progress) = self.progress {
+            progress.stored(sealed.len() as u64);
+        }
+        self.indexed.merge(&std::mem::take(&mut self.pending));
         Ok(())
     }
 
@@ -127,20 +157,7 @@ impl<'p> Packer<'p> {
     pub fn finish(mut self) -> Result<(Index, PackerTotals)> {
         self.flush(BlobKind::Data)?;
         self.flush(BlobKind::Tree)?;
-        if !self.new_index.is_empty() {
-            let sealed = envelope::seal_file(
-                &self.metadata_key,
-                SealKind::Index,
-                INDEX_MAGIC,
-                &self.new_index.encode_segment(),
-            )?;
-            let name = cairn_crypto::PackId::of_bytes(&sealed).to_hex();
-            self.store.put(&object(Namespace::Index, &name)?, &sealed)?;
-            self.totals.bytes_stored += sealed.len() as u64;
-            if let Some(progress) = self.progress {
-                progress.stored(sealed.len() as u64);
-            }
-        }
-        Ok((self.new_index, self.totals))
+        self.write_index_file()?;
+        Ok((self.indexed, self.totals))
     }
 }

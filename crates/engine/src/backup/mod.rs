@@ -9,15 +9,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cairn_crypto::SnapshotId;
 use cairn_store::Namespace;
 
+use crate::backup::packer::Packer;
+use crate::backup::pipeline::{BlobSink, BufferPool};
+use crate::backup::read::{Claimed, FileJob};
+use crate::backup::walk::{Walk, file_worker};
+use crate::blobs::object;
 use crate::error::{Error, Result};
-use crate::packer::Packer;
-use crate::pipeline::{BlobSink, BufferPool};
 use crate::progress::Progress;
-use crate::read::{Claimed, FileJob};
-use crate::repo::{Repository, object};
+use crate::repo::Repository;
 use crate::snapshot::{Snapshot, SnapshotSummary};
 use crate::tree::Tree;
-use crate::walk::{Walk, file_worker};
+
+mod packer;
+mod pipeline;
+mod read;
+mod walk;
 
 /// Which earlier snapshot a backup compares files against.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -62,6 +68,10 @@ pub struct BackupReport {
     pub summary: SnapshotSummary,
     /// Files reused from the parent without reading.
     pub n_files_unchanged: u64,
+    /// Entries left out of the snapshot (unreadable, vanished while walked,
+    /// special files), each with a warning. Non-zero means the snapshot is
+    /// not the whole of what was asked for.
+    pub n_skipped: u64,
     /// Chunks of file content read.
     pub n_chunks: u64,
     /// Blobs (chunks and trees) new to the repository.
@@ -86,9 +96,25 @@ impl Repository {
         let roots = resolve_roots(paths)?;
         let absolute_paths: Vec<String> =
             roots.iter().map(|(_, p)| p.display().to_string()).collect();
-        let parent = self.choose_parent(&options.parent, &options.host, &absolute_paths)?;
+        // Leftovers of interrupted puts (a crash mid-pack) go first; then one
+        // listing confirms the packs the index names still exist.
+        self.store().clean_interrupted_writes()?;
+        self.blobs().check_packs_present()?;
+        let mut parent = self.choose_parent(&options.parent, &options.host, &absolute_paths)?;
         let parent_root = match &parent {
-            Some((_, snap)) => Some(self.load_tree(&snap.root_id())?),
+            Some((id, snap)) => match self.load_tree(&snap.root_id()) {
+                Ok(tree) => Some(tree),
+                // A damaged parent costs the speed-up, never the backup.
+                Err(e) if e.is_repository_damage() => {
+                    self.note([format!(
+                        "parent snapshot {} is unreadable ({e}); reading every file",
+                        id.to_hex()
+                    )]);
+                    parent = None;
+                    None
+                }
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         let n_threads = match options.threads {
@@ -101,9 +127,9 @@ impl Repository {
         let (root_id, walked, new_index, totals) = std::thread::scope(|scope| {
             let pool = BufferPool::new();
             let packer = Packer::new(
-                repo.store.clone(),
-                repo.keys.metadata.clone(),
-                repo.config.pack_target_size,
+                repo.store().clone(),
+                repo.keys().metadata.clone(),
+                repo.config().pack_target_size,
                 Some(progress),
                 pool.clone(),
             );
@@ -114,8 +140,8 @@ impl Repository {
             let sink = BlobSink::new(
                 scope,
                 packer,
-                repo.keys.data.clone(),
-                repo.keys.metadata.clone(),
+                repo.keys().data.clone(),
+                repo.keys().metadata.clone(),
                 n_threads,
             );
             // File workers read several files at once; they exist only when
@@ -179,24 +205,32 @@ impl Repository {
         };
         // The snapshot's own size counts as stored; its size barely depends on
         // the number, so seal once to measure, then seal the final version.
-        let probe = snapshot.seal(&self.keys.metadata)?;
+        let probe = snapshot.seal(&self.keys().metadata)?;
         snapshot.summary.bytes_stored += probe.len() as u64;
-        let sealed = snapshot.seal(&self.keys.metadata)?;
+        let sealed = snapshot.seal(&self.keys().metadata)?;
         let snapshot_id = SnapshotId::of_bytes(&sealed);
-        self.store.put(
+        self.store().put(
             &object(Namespace::Snapshots, &snapshot_id.to_hex())?,
             &sealed,
         )?;
-        self.index.merge(&new_index);
+        self.blobs().merge(&new_index);
+        // What the repository noticed (skipped index or snapshot files,
+        // distrusted packs) comes first, then what the walk skipped.
+        let mut warnings = self.take_warnings();
+        for w in &warnings {
+            progress.warning(w);
+        }
+        warnings.extend(walked.warnings);
         Ok(BackupReport {
             snapshot_id,
             parent: parent.map(|(id, _)| id),
             summary: snapshot.summary,
             n_files_unchanged: walked.n_files_unchanged,
+            n_skipped: walked.n_skipped,
             n_chunks: walked.n_chunks,
             n_blobs_new: totals.n_blobs_new,
             n_packs_written: totals.n_packs,
-            warnings: walked.warnings,
+            warnings,
         })
     }
 
@@ -270,4 +304,49 @@ fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<(Vec<u8>, PathBuf)>> {
         return Err(Error::InvalidInput("no paths to back up".into()));
     }
     Ok(roots)
+}
+
+/// Writes a snapshot whose root is `root`, bypassing the backup walk (and so
+/// the validation a real backup gets), as a malicious writer could.
+#[cfg(test)]
+pub(crate) fn forge_snapshot(repo: &Repository, root: &Tree) -> SnapshotId {
+    use cairn_crypto::{BlobKind, SealBuffer};
+    let mut packer = Packer::new(
+        repo.store().clone(),
+        repo.keys().metadata.clone(),
+        repo.config().pack_target_size,
+        None,
+        BufferPool::new(),
+    );
+    let bytes = root.encode();
+    let id = repo.keys().blob_ids.id_of(BlobKind::Tree, &bytes);
+    let blob = pipeline::NewBlob {
+        kind: BlobKind::Tree,
+        id,
+        buffer: SealBuffer::from_plaintext(&bytes),
+    };
+    let sealed = pipeline::seal_blob(&repo.keys().data, &repo.keys().metadata, blob).expect("seal");
+    packer
+        .add_sealed(sealed.kind, sealed.id, sealed.sealed, sealed.plain_len)
+        .expect("add tree");
+    let (index, _) = packer.finish().expect("finish");
+    repo.blobs().merge(&index);
+    let snapshot = Snapshot {
+        time_secs: 0,
+        time_nanos: 0,
+        host: String::new(),
+        paths: Vec::new(),
+        tags: Vec::new(),
+        root: *id.as_bytes(),
+        summary: SnapshotSummary::default(),
+    };
+    let sealed = snapshot.seal(&repo.keys().metadata).expect("seal");
+    let snapshot_id = SnapshotId::of_bytes(&sealed);
+    repo.store()
+        .put(
+            &object(Namespace::Snapshots, &snapshot_id.to_hex()).expect("name"),
+            &sealed,
+        )
+        .expect("put");
+    snapshot_id
 }

@@ -13,23 +13,36 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use cairn_crypto::{ChunkId, SealBuffer};
-use cairn_pack::BlobKind;
+use cairn_crypto::{BlobId, BlobKind, SealBuffer};
 
+use crate::backup::pipeline::{BufferPool, NewBlob};
 use crate::error::{Error, Result};
-use crate::pipeline::{BufferPool, NewBlob};
 use crate::progress::Progress;
 use crate::repo::Repository;
 
 /// Reads before giving up on a file that keeps changing.
 pub(crate) const MAX_READ_ATTEMPTS: usize = 3;
 
-/// Blobs sent down the pipeline by this backup, shared by every reader.
-pub(crate) type Claimed = Mutex<HashSet<ChunkId>>;
+/// Blobs sent down the pipeline by this backup, by kind and ID, shared by
+/// every reader.
+pub(crate) type Claimed = Mutex<HashSet<(BlobKind, BlobId)>>;
 
-/// Whether `id` should be stored: not in the repository, not yet claimed.
-pub(crate) fn claim(repo: &Repository, claimed: &Claimed, id: ChunkId) -> bool {
-    !repo.index.contains(&id) && claimed.lock().unwrap_or_else(|e| e.into_inner()).insert(id)
+/// Whether a blob should be stored: not confirmed in the repository (known
+/// to the index, in a pack that exists and lists it), not yet claimed by
+/// this backup.
+pub(crate) fn claim(
+    repo: &Repository,
+    claimed: &Claimed,
+    kind: BlobKind,
+    id: BlobId,
+) -> Result<bool> {
+    if repo.blobs().confirm(kind, &id)? {
+        return Ok(false);
+    }
+    Ok(claimed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((kind, id)))
 }
 
 /// What reading a file produced.
@@ -66,7 +79,7 @@ pub(crate) fn read_file(
     pool: &BufferPool,
     submit: &mut dyn FnMut(NewBlob) -> Result<()>,
 ) -> Result<FileRead> {
-    let chunker = repo.chunkers.for_name(name);
+    let chunker = repo.chunkers().for_name(name);
     let mut bytes_read = 0u64;
     let mut n_chunks = 0u64;
     let mut attempt = 0;
@@ -88,10 +101,10 @@ pub(crate) fn read_file(
                 Err(cairn_chunker::Error::Io(e)) => return Err(Error::io(path)(e)),
                 Err(e) => return Err(e.into()),
             };
-            let id = repo.keys.chunk_id.id_of(chunk);
+            let id = repo.keys().blob_ids.id_of(BlobKind::Data, chunk);
             size += chunk.len() as u64;
             progress.bytes(chunk.len() as u64);
-            if claim(repo, claimed, id) {
+            if claim(repo, claimed, BlobKind::Data, id)? {
                 submit(NewBlob {
                     kind: BlobKind::Data,
                     id,

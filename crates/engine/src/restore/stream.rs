@@ -4,7 +4,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 
-use cairn_crypto::{ChunkId, SnapshotId};
+use cairn_crypto::{BlobId, BlobKind, SnapshotId};
 
 use crate::error::{Error, Result};
 use crate::repo::Repository;
@@ -15,7 +15,7 @@ use crate::tree::NodeKind;
 /// `io::Error`s whose inner error is the engine's [`Error`].
 pub struct FileReader<'a> {
     repo: &'a Repository,
-    chunks: Vec<ChunkId>,
+    chunks: Vec<BlobId>,
     next_idx: usize,
     buf: Vec<u8>,
     pos: usize,
@@ -53,7 +53,11 @@ impl Read for FileReader<'_> {
             let Some(id) = self.chunks.get(self.next_idx) else {
                 return Ok(0);
             };
-            self.buf = self.repo.read_chunk(id).map_err(io::Error::other)?;
+            self.buf = self
+                .repo
+                .blobs()
+                .read(BlobKind::Data, id)
+                .map_err(io::Error::other)?;
             self.pos = 0;
             self.next_idx += 1;
         }

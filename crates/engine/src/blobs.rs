@@ -1,0 +1,406 @@
+//! The blob store: the repository's index together with the packs it names,
+//! and the one path by which every reader (trees, file streams, restores)
+//! gets a blob's plaintext.
+//!
+//! **Invariant: the index is never trusted over the store.** The index is
+//! loaded after one listing of the packs; locations in packs that are not
+//! there are forgotten (an alternate copy elsewhere takes over). The first
+//! time a session uses a pack, its trailer and sealed header are read and
+//! must list the blob exactly as the index does. A pack found missing or
+//! damaged is distrusted for the rest of the session: readers get an error
+//! that names it, and a backup stores the blobs it held again when it meets
+//! their content ([`BlobStore::confirm`]), so it never commits a snapshot
+//! that refers to a blob it has not confirmed.
+//!
+//! **Invariant: one bad index file costs only its own entries.** An index
+//! file that cannot be read or authenticated is skipped with a warning that
+//! names it; its blobs look absent (a backup stores them again, a restore
+//! that needs them reports them missing).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use cairn_crypto::{BlobId, BlobKind, PackId, SealKey, SealKind};
+use cairn_index::{BlobLocation, Index};
+use cairn_pack::{MAX_HEADER_SEALED_LEN, TRAILER_LEN};
+use cairn_store::{Namespace, ObjectName, Store};
+
+use crate::envelope;
+use crate::error::{Error, Result};
+
+pub(crate) const INDEX_MAGIC: &[u8; 8] = b"CAIRNIXF";
+/// Largest index file accepted: a sealed segment of the most entries the
+/// format allows (compression only ever makes it smaller).
+const MAX_INDEX_FILE_LEN: u64 = (cairn_index::MAX_SEGMENT_LEN + 256) as u64;
+
+/// What a session learned about a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PackState {
+    /// Its header was read and matched the index.
+    Verified,
+    /// It is not in the store.
+    Missing,
+    /// Its trailer or header is damaged, or does not list what the index says.
+    Damaged,
+}
+
+/// A repository object that could not be used, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The object's name in the store, e.g. `index/3fa9…`.
+    pub object: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "skipped {}: {}", self.object, self.reason)
+    }
+}
+
+pub(crate) fn object(namespace: Namespace, name: &str) -> Result<ObjectName> {
+    Ok(ObjectName::new(namespace, name)?)
+}
+
+pub(crate) fn pack_object(id: &PackId) -> Result<ObjectName> {
+    object(Namespace::Packs, &id.to_hex())
+}
+
+/// The index, the packs' states, and the keys to open blobs.
+pub(crate) struct BlobStore {
+    store: Arc<dyn Store>,
+    data_key: SealKey,
+    metadata_key: SealKey,
+    index: RwLock<Index>,
+    packs: Mutex<HashMap<PackId, PackState>>,
+    /// Blobs whose only known location was in a missing or damaged pack:
+    /// lets an error name the pack rather than say "in no index".
+    lost: Mutex<HashMap<(BlobKind, BlobId), PackId>>,
+    /// Warnings not yet handed to a caller (distrusted packs).
+    warnings: Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a single insert or lookup: a panic elsewhere
+    // cannot leave the data half-updated.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl BlobStore {
+    /// An empty blob store (a new repository).
+    pub fn new(store: Arc<dyn Store>, data_key: SealKey, metadata_key: SealKey) -> Self {
+        Self {
+            store,
+            data_key,
+            metadata_key,
+            index: RwLock::new(Index::new()),
+            packs: Mutex::new(HashMap::new()),
+            lost: Mutex::new(HashMap::new()),
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads every index file, then forgets locations in packs the store does
+    /// not have. Index files are listed before packs: a pack is always written
+    /// before the index file naming it, so a concurrent backup's new packs are
+    /// never mistaken for lost ones. Returns the index files skipped.
+    pub fn load(&mut self) -> Result<Vec<Unreadable>> {
+        let mut skipped = Vec::new();
+        let mut index = Index::new();
+        for name in self.store.list(Namespace::Index)? {
+            let object_name = object(Namespace::Index, &name)?;
+            match self.read_index_file(&object_name, &name) {
+                Ok(segment) => index.merge(&segment),
+                Err(e) if e.is_repository_damage() => skipped.push(Unreadable {
+                    object: object_name.to_string(),
+                    reason: e.to_string(),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        *self.index.get_mut().unwrap_or_else(|e| e.into_inner()) = index;
+        self.check_packs_present()?;
+        Ok(skipped)
+    }
+
+    /// Lists the packs (one listing) and distrusts every pack the index names
+    /// that is not there. A backup calls this before it deduplicates against
+    /// anything, so a pack lost since the repository was opened is noticed.
+    pub fn check_packs_present(&self) -> Result<()> {
+        let present: HashSet<String> = self.store.list(Namespace::Packs)?.into_iter().collect();
+        let missing: Vec<PackId> = {
+            let index = self.read_index();
+            let mut referenced: HashSet<PackId> = HashSet::new();
+            for location in index.iter() {
+                referenced.insert(location.pack);
+            }
+            referenced
+                .into_iter()
+                .filter(|p| !present.contains(&p.to_hex()))
+                .collect()
+        };
+        for pack in missing {
+            self.distrust(pack, PackState::Missing);
+        }
+        Ok(())
+    }
+
+    fn read_index_file(&self, object_name: &ObjectName, name: &str) -> Result<Index> {
+        let bytes = self.store.get(object_name, MAX_INDEX_FILE_LEN)?;
+        let shown = object_name.to_string();
+        // Files are named by the hash of their bytes.
+        if PackId::of_bytes(&bytes).to_hex() != name {
+            return Err(Error::integrity(&shown));
+        }
+        let plain = envelope::open_file(
+            &self.metadata_key,
+            SealKind::Index,
+            INDEX_MAGIC,
+            &bytes,
+            &shown,
+        )?;
+        Index::decode_segment(&plain).map_err(|_| Error::integrity(&shown))
+    }
+
+    /// Adds the blobs a backup stored.
+    pub fn merge(&self, new: &Index) {
+        self.write_index().merge(new);
+    }
+
+    /// Number of blobs of `kind` known.
+    pub fn count(&self, kind: BlobKind) -> usize {
+        self.read_index().len_of(kind)
+    }
+
+    /// Calls `f` on every known blob.
+    pub fn for_each(&self, mut f: impl FnMut(&BlobLocation)) {
+        for location in self.read_index().iter() {
+            f(&location);
+        }
+    }
+
+    /// Marks a pack missing or damaged, forgets its locations (alternates take
+    /// over) and queues a warning, once per pack.
+    fn distrust(&self, pack: PackId, state: PackState) {
+        if lock(&self.packs).insert(pack, state) == Some(state) {
+            return;
+        }
+        let forgotten = self.write_index().forget_packs(&HashSet::from([pack]));
+        let n_forgotten = forgotten.len();
+        lock(&self.lost).extend(
+            forgotten
+                .into_iter()
+                .map(|l| ((l.entry.kind, l.entry.id), l.pack)),
+        );
+        let what = match state {
+            PackState::Missing => "is missing",
+            _ => "is damaged",
+        };
+        lock(&self.warnings).push(format!(
+            "pack {} {what}: {n_forgotten} blobs only it held are unavailable \
+             (a backup stores them again when it meets their content)",
+            pack.to_hex()
+        ));
+    }
+
+    /// Warnings queued since the last call.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.warnings))
+    }
+
+    /// Where a blob lives, or why it cannot be had.
+    pub fn locate(&self, kind: BlobKind, id: &BlobId) -> Result<BlobLocation> {
+        if let Some(location) = self.read_index().get(kind, id) {
+            return Ok(location);
+        }
+        let lost_in = lock(&self.lost).get(&(kind, *id)).copied();
+        match lost_in {
+            Some(pack) => Err(self.unavailable_pack_error(&pack, kind, id)),
+            None => Err(Error::MissingBlob {
+                kind: kind.name(),
+                blob: id.to_hex(),
+            }),
+        }
+    }
+
+    fn unavailable_pack_error(&self, pack: &PackId, kind: BlobKind, id: &BlobId) -> Error {
+        let state = lock(&self.packs).get(pack).copied();
+        match state {
+            Some(PackState::Damaged) => Error::integrity(format!("packs/{}", pack.to_hex())),
+            _ => Error::MissingPack {
+                pack: pack.to_hex(),
+                kind: kind.name(),
+                blob: id.to_hex(),
+            },
+        }
+    }
+
+    /// Whether a backup may refer to this blob without storing it: the index
+    /// knows it and its pack is confirmed (present, header matching). A pack
+    /// that fails the check is distrusted (its blobs are then stored again);
+    /// only a store failure other than a missing or damaged pack is an error.
+    pub fn confirm(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+        loop {
+            let Some(location) = self.read_index().get(kind, id) else {
+                return Ok(false);
+            };
+            match self.verify_pack(&location) {
+                Ok(()) => return Ok(true),
+                // Distrusted: an alternate copy may have taken over.
+                Err(e) if e.is_repository_damage() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads and opens one blob: the read path of trees and file streams.
+    pub fn read(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
+        loop {
+            let location = self.locate(kind, id)?;
+            let pack = pack_object(&location.pack)?;
+            let sealed = match self.store.get_range(
+                &pack,
+                u64::from(location.entry.offset),
+                u64::from(location.entry.sealed_len),
+            ) {
+                Ok(sealed) => sealed,
+                Err(cairn_store::Error::NotFound(_)) => {
+                    self.distrust(location.pack, PackState::Missing);
+                    continue;
+                }
+                Err(cairn_store::Error::OutOfRange(_)) => {
+                    self.distrust(location.pack, PackState::Damaged);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match self.open(&location, &sealed) {
+                Ok(plain) => return Ok(plain),
+                // The pack was distrusted: try an alternate copy, if any.
+                Err(e) if self.read_index().get(kind, id) != Some(location) => {
+                    let _ = e;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Opens a blob whose sealed bytes the caller fetched from `location`
+    /// (restores fetch many at once): checks the pack's header on first use,
+    /// then authenticates and decrypts. Every blob any reader gets passes here.
+    pub fn open(&self, location: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.verify_pack(location)?;
+        let key = match location.entry.kind {
+            BlobKind::Data => &self.data_key,
+            BlobKind::Tree => &self.metadata_key,
+        };
+        cairn_pack::open_blob(key, &location.entry, sealed)
+            .map_err(|_| Error::integrity(format!("packs/{}", location.pack.to_hex())))
+    }
+
+    /// The error for a read of `location` that the store refused.
+    pub fn read_error(&self, error: cairn_store::Error, location: &BlobLocation) -> Error {
+        let (kind, id) = (location.entry.kind, location.entry.id);
+        match error {
+            cairn_store::Error::NotFound(_) => {
+                self.distrust(location.pack, PackState::Missing);
+                self.unavailable_pack_error(&location.pack, kind, &id)
+            }
+            cairn_store::Error::OutOfRange(name) => {
+                self.distrust(location.pack, PackState::Damaged);
+                Error::integrity(name)
+            }
+            other => other.into(),
+        }
+    }
+
+    /// On first use of a pack in this session, reads its trailer and sealed
+    /// header and checks that the header lists the blob exactly as the index
+    /// does. Blob reads are ranged, so without this a damaged header or
+    /// trailer would go unnoticed until the pack is needed whole; with it,
+    /// every byte of a pack a restore touches is authenticated.
+    fn verify_pack(&self, location: &BlobLocation) -> Result<()> {
+        let state = lock(&self.packs).get(&location.pack).copied();
+        match state {
+            Some(PackState::Verified) => return Ok(()),
+            Some(_) => {
+                return Err(self.unavailable_pack_error(
+                    &location.pack,
+                    location.entry.kind,
+                    &location.entry.id,
+                ));
+            }
+            None => {}
+        }
+        match self.check_header(location) {
+            Ok(true) => {
+                lock(&self.packs).insert(location.pack, PackState::Verified);
+                Ok(())
+            }
+            Ok(false) => {
+                self.distrust(location.pack, PackState::Damaged);
+                Err(Error::integrity(pack_object(&location.pack)?))
+            }
+            Err(cairn_store::Error::NotFound(_)) => {
+                self.distrust(location.pack, PackState::Missing);
+                Err(self.unavailable_pack_error(
+                    &location.pack,
+                    location.entry.kind,
+                    &location.entry.id,
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the pack's header authenticates and lists the blob as the
+    /// index does. Store errors other than a short pack pass through.
+    fn check_header(&self, location: &BlobLocation) -> Result<bool, cairn_store::Error> {
+        let pack = pack_object(&location.pack).map_err(|_| cairn_store::Error::InvalidName)?;
+        let size = self.store.size(&pack)?;
+        let Some(trailer_at) = size.checked_sub(TRAILER_LEN as u64) else {
+            return Ok(false);
+        };
+        let tail = match self.store.get_range(&pack, trailer_at, TRAILER_LEN as u64) {
+            Err(cairn_store::Error::OutOfRange(_)) => return Ok(false),
+            other => other?,
+        };
+        // The trailer is not authenticated: its header length is bounded
+        // before anything is allocated for it.
+        let Ok(trailer) = cairn_pack::decode_trailer(&tail) else {
+            return Ok(false);
+        };
+        let Some(header_at) = trailer_at.checked_sub(u64::from(trailer.header_len)) else {
+            return Ok(false);
+        };
+        debug_assert!(trailer.header_len <= MAX_HEADER_SEALED_LEN);
+        let sealed_header =
+            match self
+                .store
+                .get_range(&pack, header_at, u64::from(trailer.header_len))
+            {
+                Err(cairn_store::Error::OutOfRange(_)) => return Ok(false),
+                other => other?,
+            };
+        let Ok(blobs_len) = u32::try_from(header_at) else {
+            return Ok(false);
+        };
+        Ok(cairn_pack::open_header(
+            &self.metadata_key,
+            trailer.header_compression,
+            &sealed_header,
+            blobs_len,
+        )
+        .is_ok_and(|entries| entries.contains(&location.entry)))
+    }
+}

@@ -1,0 +1,276 @@
+//! The data phase of a restore: every needed chunk is fetched once, pack by
+//! pack, on several threads, and written with positional writes into files that
+//! the plan already created at their final size (so all-zero chunks are simply
+//! not written and stay holes).
+//!
+//! Nearby blobs of one pack are read with one ranged get (gaps up to
+//! [`MAX_GAP`]), so a restore of whole packs reads each pack once. A range
+//! whose pack turns out missing or damaged falls back to reading its blobs one
+//! by one through the blob store (which uses another copy when the index
+//! knows one); a chunk no copy provides costs the files that need it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cairn_crypto::{BlobId, BlobKind, PackId};
+use cairn_index::BlobLocation;
+
+use crate::blobs::pack_object;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::restore::PlannedFile;
+use crate::restore::target::{DirCache, Target};
+
+/// Largest gap between two needed blobs that is read through rather than
+/// skipped with a second request.
+const MAX_GAP: u64 = 1024 * 1024;
+/// Largest single ranged read.
+const MAX_RANGE: u64 = 32 * 1024 * 1024;
+/// Open files a worker keeps.
+const MAX_OPEN_FILES: usize = 64;
+
+/// Where the bytes of one chunk go.
+pub(crate) struct Destination {
+    pub file_idx: usize,
+    pub offset: u64,
+}
+
+/// Everything the data phase needs: the files (already created at their final
+/// size) and, for each chunk, where it is and where it goes.
+#[derive(Default)]
+pub(crate) struct DataPlan {
+    pub files: Vec<PlannedFile>,
+    pub chunks: HashMap<BlobId, (BlobLocation, Vec<Destination>)>,
+}
+
+impl DataPlan {
+    /// Adds one use of the chunk at `location`.
+    pub fn add(&mut self, location: BlobLocation, dest: Destination) {
+        self.chunks
+            .entry(location.entry.id)
+            .or_insert_with(|| (location, Vec::new()))
+            .1
+            .push(dest);
+    }
+}
+
+/// One ranged read: a pack, a byte range, and the blobs in it.
+struct Range<'p> {
+    pack: PackId,
+    start: u64,
+    end: u64,
+    blobs: Vec<&'p (BlobLocation, Vec<Destination>)>,
+}
+
+fn ranges(plan: &DataPlan) -> Vec<Range<'_>> {
+    let mut by_pack: BTreeMap<PackId, Vec<&(BlobLocation, Vec<Destination>)>> = BTreeMap::new();
+    for item in plan.chunks.values() {
+        by_pack.entry(item.0.pack).or_default().push(item);
+    }
+    let mut out = Vec::new();
+    for (pack, mut items) in by_pack {
+        items.sort_by_key(|(loc, _)| loc.entry.offset);
+        let mut current: Option<Range<'_>> = None;
+        for item in items {
+            let start = u64::from(item.0.entry.offset);
+            let end = start + u64::from(item.0.entry.sealed_len);
+            match &mut current {
+                Some(r) if start <= r.end + MAX_GAP && end - r.start <= MAX_RANGE => {
+                    r.end = r.end.max(end);
+                    r.blobs.push(item);
+                }
+                _ => {
+                    out.extend(current.take());
+                    current = Some(Range {
+                        pack,
+                        start,
+                        end,
+                        blobs: vec![item],
+                    });
+                }
+            }
+        }
+        out.extend(current);
+    }
+    // Largest first: keeps both threads busy to the end.
+    out.sort_by_key(|r| std::cmp::Reverse(r.end - r.start));
+    out
+}
+
+/// What one worker holds open.
+struct Worker<'a> {
+    repo: &'a Repository,
+    target: &'a Target,
+    plan: &'a DataPlan,
+    progress: &'a dyn Progress,
+    files: HashMap<usize, File>,
+    dirs: DirCache,
+    /// One read buffer, reused for every range.
+    buffer: Vec<u8>,
+    /// Files that cannot be completed, with the reason.
+    failed: &'a Mutex<HashMap<usize, String>>,
+}
+
+/// Fetches and writes every chunk of the plan on `n_threads` threads. Returns
+/// the files that could not be completed (missing or damaged data), with the
+/// reason; any other failure stops every thread and is returned.
+pub(crate) fn fetch_and_write(
+    repo: &Repository,
+    target: &Target,
+    plan: &DataPlan,
+    n_threads: usize,
+    progress: &dyn Progress,
+) -> Result<HashMap<usize, String>> {
+    let work = Mutex::new(ranges(plan));
+    let stop = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let failed = Mutex::new(HashMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..n_threads.max(1) {
+            scope.spawn(|| {
+                let mut worker = Worker {
+                    repo,
+                    target,
+                    plan,
+                    progress,
+                    files: HashMap::new(),
+                    dirs: DirCache::default(),
+                    buffer: Vec::new(),
+                    failed: &failed,
+                };
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let next = work.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                    let Some(range) = next else { return };
+                    let result = if progress.is_cancelled() {
+                        Err(Error::Cancelled)
+                    } else {
+                        worker.fetch_range(&range)
+                    };
+                    if let Err(e) = result {
+                        stop.store(true, Ordering::Relaxed);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(failed.into_inner().unwrap_or_else(|e| e.into_inner())),
+    }
+}
+
+impl Worker<'_> {
+    fn fetch_range(&mut self, range: &Range<'_>) -> Result<()> {
+        let pack = pack_object(&range.pack)?;
+        let len = (range.end - range.start) as usize;
+        if self.buffer.len() < len {
+            self.buffer.resize(len, 0);
+        }
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let result = self.fetch_range_into(range, &pack, &mut buffer);
+        self.buffer = buffer;
+        result
+    }
+
+    fn fetch_range_into(
+        &mut self,
+        range: &Range<'_>,
+        pack: &cairn_store::ObjectName,
+        buffer: &mut [u8],
+    ) -> Result<()> {
+        let len = (range.end - range.start) as usize;
+        let bytes = buffer.get_mut(..len).ok_or(Error::PipelineStopped)?;
+        if let Err(e) = self.repo.store().read_range_into(pack, range.start, bytes) {
+            let Some((first, _)) = range.blobs.first() else {
+                return Err(e.into());
+            };
+            let e = self.repo.blobs().read_error(e, first);
+            if !e.is_repository_damage() {
+                return Err(e);
+            }
+            for (location, dests) in &range.blobs {
+                self.fallback(location, dests)?;
+            }
+            return Ok(());
+        }
+        let bytes = &*bytes;
+        for (location, dests) in &range.blobs {
+            let from = (u64::from(location.entry.offset) - range.start) as usize;
+            let sealed = bytes
+                .get(from..from + location.entry.sealed_len as usize)
+                .ok_or_else(|| Error::integrity(pack))?;
+            match self.repo.blobs().open(location, sealed) {
+                Ok(plain) => self.write(&plain, dests)?,
+                Err(e) if e.is_repository_damage() => self.fallback(location, dests)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one blob through the blob store (another copy, if the index
+    /// knows one); if none can be had, its files are marked failed.
+    fn fallback(&mut self, location: &BlobLocation, dests: &[Destination]) -> Result<()> {
+        match self.repo.blobs().read(BlobKind::Data, &location.entry.id) {
+            Ok(plain) => self.write(&plain, dests),
+            Err(e) if e.is_repository_damage() => {
+                let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                for dest in dests {
+                    failed.entry(dest.file_idx).or_insert_with(|| e.to_string());
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write(&mut self, plain: &[u8], dests: &[Destination]) -> Result<()> {
+        let hole = plain.iter().all(|&b| b == 0);
+        for dest in dests {
+            if !hole {
+                self.write_at(dest, plain)?;
+            }
+            self.progress.bytes(plain.len() as u64);
+        }
+        Ok(())
+    }
+
+    fn write_at(&mut self, dest: &Destination, data: &[u8]) -> Result<()> {
+        let file = self
+            .plan
+            .files
+            .get(dest.file_idx)
+            .ok_or(Error::PipelineStopped)?;
+        let shown = || self.target.display_path(file.dir_idx, &file.node.name);
+        if !self.files.contains_key(&dest.file_idx) {
+            if self.files.len() >= MAX_OPEN_FILES {
+                self.files.clear();
+            }
+            let opened = self
+                .target
+                .dir(&mut self.dirs, file.dir_idx)
+                .and_then(|dir| Target::open_for_writing(&dir, &file.tmp_name))
+                .map_err(Error::io(shown()))?;
+            self.files.insert(dest.file_idx, opened);
+        }
+        let handle = self
+            .files
+            .get(&dest.file_idx)
+            .ok_or(Error::PipelineStopped)?;
+        handle
+            .write_all_at(data, dest.offset)
+            .map_err(Error::io(shown()))
+    }
+}
