@@ -26,7 +26,7 @@ const ENTRY_LEN: usize = 46;
 /// Largest plaintext blob a pack may declare (bounds decompression).
 pub const MAX_BLOB_PLAIN_LEN: u32 = 64 * 1024 * 1024;
 /// Most blobs one pack may hold; writers close a pack when it has this many.
-pub const MAX_PACK_ENTRIES: usize = 1 << 20;
+pub const MAX_PACK_ENTRIES: usize = 1 << 18;
 /// Largest header plaintext accepted (bounds decompression and allocation).
 const MAX_HEADER_PLAIN_LEN: usize = 5 + ENTRY_LEN * MAX_PACK_ENTRIES;
 /// Largest sealed header a trailer may announce: checked before anything is
@@ -419,6 +419,37 @@ mod tests {
             let _ = decode_header(&bytes, blobs_len);
             let _ = decode_trailer(&bytes);
         }
+    }
+
+    /// Regression: the trailer's header length was believed before
+    /// authentication, so a 12-byte lie could ask for a 4 GiB allocation.
+    #[test]
+    fn trailer_header_length_is_bounded_before_use() {
+        let k = keys();
+        let pack = build(&k, &[b"blob".to_vec()]);
+        let bytes = pack.to_bytes();
+        let mut tail: Vec<u8> = bytes[bytes.len() - TRAILER_LEN..].to_vec();
+        assert!(decode_trailer(&tail).is_ok());
+        for lie in [u32::MAX, MAX_HEADER_SEALED_LEN + 1, 0, 27] {
+            tail[..4].copy_from_slice(&lie.to_le_bytes());
+            assert_eq!(decode_trailer(&tail), Err(Error::Integrity), "{lie}");
+        }
+    }
+
+    #[test]
+    fn a_header_mixing_kinds_is_corrupt() {
+        let entry = |kind, offset| PackEntry {
+            id: BlobId::from_bytes([offset as u8; 32]),
+            kind,
+            compression: Compression::None,
+            offset,
+            sealed_len: 30,
+            plain_len: 2,
+        };
+        let header = encode_header(&[entry(BlobKind::Data, 0), entry(BlobKind::Tree, 30)]);
+        assert_eq!(decode_header(&header, 60), Err(Error::Integrity));
+        let header = encode_header(&[entry(BlobKind::Tree, 0), entry(BlobKind::Tree, 30)]);
+        assert!(decode_header(&header, 60).is_ok());
     }
 
     #[test]

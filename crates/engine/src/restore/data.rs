@@ -207,6 +207,9 @@ impl Worker<'_> {
         }
         let bytes = &*bytes;
         for (location, dests) in &range.blobs {
+            if self.progress.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
             let from = (u64::from(location.entry.offset) - range.start) as usize;
             let sealed = bytes
                 .get(from..from + location.entry.sealed_len as usize)

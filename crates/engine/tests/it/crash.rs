@@ -153,3 +153,19 @@ fn dropping_the_engine_mid_backup_loses_nothing() {
     let target = restore(&repo, &next, dir.path()).expect("restore");
     assert_same_tree(&src, &target.join("src"));
 }
+
+/// Regression: a crash during a pack write left its temporary file in `tmp/`
+/// for ever (after 173 kills: 61 files, 92 MB). The next backup removes them.
+#[test]
+fn the_next_backup_removes_what_interrupted_puts_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    write(&src.join("a"), b"data");
+    let root = dir.path().join("repo");
+    let store = Arc::new(cairn_store::LocalStore::create(&root).expect("create"));
+    let (mut repo, _key) = Repository::init(store, &InitOptions::default()).expect("init");
+    // What a writer killed mid-put leaves: an unlocked temporary file.
+    std::fs::write(root.join("tmp/4242-0-deadbeef"), vec![0u8; 100_000]).expect("write");
+    backup(&mut repo, &src);
+    assert_eq!(std::fs::read_dir(root.join("tmp")).expect("tmp").count(), 0);
+}

@@ -7,10 +7,12 @@ mod architecture;
 mod blob_kinds;
 
 mod crash;
+mod damaged_objects;
 mod dedup;
 mod incremental;
 mod integrity;
 mod keys;
 mod lost_packs;
+mod restore_safety;
 mod roundtrip;
 mod secrecy;

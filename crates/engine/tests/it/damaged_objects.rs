@@ -1,0 +1,182 @@
+//! One damaged, missing or garbage object costs what depends on it, never the
+//! repository: listing, stats, backups and unrelated restores go on, with a
+//! warning that names the object (issue 6, item 6).
+
+use cairn::{NoProgress, Repository};
+use cairn_store::{MemoryStore, Namespace, ObjectName, Store};
+
+use crate::support::*;
+
+fn names(store: &MemoryStore, ns: Namespace) -> Vec<ObjectName> {
+    store
+        .list(ns)
+        .expect("list")
+        .into_iter()
+        .map(|n| ObjectName::new(ns, &n).expect("name"))
+        .collect()
+}
+
+fn flip_middle(store: &MemoryStore, name: &ObjectName) {
+    store
+        .tamper(name, |b| {
+            let at = b.len() / 2;
+            b[at] ^= 0x20;
+        })
+        .expect("tamper");
+}
+
+/// Regression: one damaged index file made every command fail; one garbage
+/// file in `index/` made the repository unopenable.
+#[test]
+fn a_damaged_index_file_costs_only_its_own_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    write(&src.join("day1.bin"), &Rng(1).bytes(600_000));
+    let (store, mut repo, key) = memory_repo();
+    backup(&mut repo, &src);
+    let first_index = names(&store, Namespace::Index);
+    assert_eq!(first_index.len(), 1, "one index file per backup");
+    write(&src.join("day2.bin"), &Rng(2).bytes(600_000));
+    let second = backup(&mut repo, &src).snapshot_id;
+    let damaged = first_index[0].clone();
+    flip_middle(&store, &damaged);
+    store
+        .put(
+            &ObjectName::new(Namespace::Index, "garbage").expect("name"),
+            b"not an index file",
+        )
+        .expect("put");
+
+    let mut repo = Repository::open(store.clone(), &key).expect("open despite the damage");
+    let warnings = repo.take_warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains(damaged.name())),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("index/garbage")),
+        "{warnings:?}"
+    );
+    assert_eq!(repo.snapshots().expect("list").len(), 2);
+    repo.stats().expect("stats");
+    // The blobs only the damaged file named look absent: a backup stores them
+    // again, and its snapshot restores whole.
+    let report = repo
+        .backup(std::slice::from_ref(&src), &options(), &NoProgress)
+        .expect("backup");
+    assert!(report.n_blobs_new > 0, "{report:?}");
+    let target = restore(&repo, &report.snapshot_id, &dir.path().join("a")).expect("restore");
+    assert_same_tree(&src, &target.join("src"));
+    // The second snapshot's own blobs were never in doubt.
+    let listing = repo.list(&second, None).expect("list");
+    assert!(listing.iter().any(|e| e.path == "src/day2.bin"));
+}
+
+/// Regression: one damaged snapshot file (even the oldest) broke `snapshots`,
+/// `latest` and every plain backup; one garbage file in `snapshots/` made
+/// every backup fail.
+#[test]
+fn a_damaged_snapshot_file_is_skipped_with_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    write(&src.join("a.txt"), b"first");
+    let (store, mut repo, key) = memory_repo();
+    let first = backup(&mut repo, &src).snapshot_id;
+    write(&src.join("b.txt"), b"second");
+    let second = backup(&mut repo, &src).snapshot_id;
+    let damaged = ObjectName::new(Namespace::Snapshots, &first.to_hex()).expect("name");
+    flip_middle(&store, &damaged);
+    store
+        .put(
+            &ObjectName::new(Namespace::Snapshots, "garbage").expect("name"),
+            b"junk",
+        )
+        .expect("put");
+    // Larger than any snapshot may be: refused without being read whole.
+    store
+        .put(
+            &ObjectName::new(Namespace::Snapshots, &"e".repeat(64)).expect("name"),
+            &vec![0u8; 5 * 1024 * 1024],
+        )
+        .expect("put");
+
+    let mut repo = Repository::open(store.clone(), &key).expect("open");
+    let listed = repo.snapshots().expect("snapshots");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].0, second);
+    let warnings = repo.take_warnings();
+    for expected in [damaged.name(), "snapshots/garbage", "more than"] {
+        assert!(
+            warnings.iter().any(|w| w.contains(expected)),
+            "{expected}: {warnings:?}"
+        );
+    }
+    assert_eq!(repo.find_snapshot("latest").expect("latest").0, second);
+    let report = repo
+        .backup(std::slice::from_ref(&src), &options(), &NoProgress)
+        .expect("a plain backup still works");
+    assert_eq!(report.parent, Some(second));
+    assert!(report.warnings.iter().any(|w| w.contains(damaged.name())));
+}
+
+/// A key slot or config larger than the format allows is refused, not read.
+#[test]
+fn oversized_key_slots_and_configs_are_refused() {
+    let (store, _repo, key) = memory_repo();
+    let slot = names(&store, Namespace::Keys).remove(0);
+    store
+        .tamper(&slot, |b| b.resize(50 * 1024 * 1024, 0))
+        .expect("tamper");
+    let err = Repository::open(store.clone(), &key).unwrap_err();
+    assert!(err.is_integrity(), "{err}");
+    assert!(err.to_string().contains(slot.name()), "{err}");
+
+    let (store, _repo, key) = memory_repo();
+    let config = ObjectName::new(Namespace::Config, "config").expect("name");
+    store
+        .tamper(&config, |b| b.resize(10 * 1024 * 1024, 0))
+        .expect("tamper");
+    let err = Repository::open(store.clone(), &key).unwrap_err();
+    assert!(err.to_string().contains("more than"), "{err}");
+}
+
+/// A damaged tree costs the entries below it: a listing and a restore go on
+/// with the rest and say what they left out.
+#[test]
+fn a_damaged_subtree_costs_only_its_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    write(&src.join("keep/a.txt"), b"kept");
+    write(&src.join("lost/b.txt"), b"lost with its tree");
+    // Tree packs are small: put every tree in its own pack by backing up the
+    // subdirectory first, then the parent (whose backup reuses it).
+    let (store, mut repo, key) = memory_repo();
+    backup(&mut repo, &src.join("lost"));
+    let lost_tree_packs = names(&store, Namespace::Packs);
+    let report = backup(&mut repo, &src);
+    for pack in &lost_tree_packs {
+        store.delete(pack).expect("delete");
+    }
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let listing = repo.list(&report.snapshot_id, None).expect("list");
+    assert!(listing.iter().any(|e| e.path == "src/keep/a.txt"));
+    assert!(!listing.iter().any(|e| e.path == "src/lost/b.txt"));
+    let warnings = repo.take_warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("src/lost")),
+        "{warnings:?}"
+    );
+    match restore(&repo, &report.snapshot_id, &dir.path().join("out")) {
+        Err(RestoreFailed::Incomplete(failed)) => {
+            assert_eq!(failed.len(), 1, "{failed:?}");
+            assert!(failed[0].path.ends_with("src/lost"));
+            let kept = dir
+                .path()
+                .join("out")
+                .join(format!("restore-{}", &report.snapshot_id.to_hex()[..12]))
+                .join("src/keep/a.txt");
+            assert_eq!(std::fs::read(kept).expect("kept file"), b"kept");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,164 @@
+//! Restore is private until done, works through descriptors, and never leaves
+//! a file that looks complete when it is not (issue 6, items 3 and 9).
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use cairn::{Error, Progress};
+
+use crate::support::*;
+
+/// Every directory and regular file under `root` (not following symlinks).
+fn walk(root: &Path) -> Vec<(PathBuf, fs::Metadata)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).expect("meta");
+        if meta.is_dir() {
+            stack.extend(
+                fs::read_dir(&path)
+                    .expect("dir")
+                    .map(|e| e.expect("e").path()),
+            );
+        }
+        out.push((path, meta));
+    }
+    out
+}
+
+/// Cancels once `after` bytes were written.
+struct CancelAfter {
+    after: u64,
+    written: AtomicU64,
+}
+
+impl Progress for CancelAfter {
+    fn bytes(&self, bytes: u64) {
+        self.written.fetch_add(bytes, Ordering::Relaxed);
+    }
+    fn is_cancelled(&self) -> bool {
+        self.written.load(Ordering::Relaxed) >= self.after
+    }
+}
+
+/// Regression: a restore that failed left a 0600 file as 0644 inside its 0700
+/// directory as 0755, at full size with zero-filled holes that looked complete.
+#[test]
+fn an_interrupted_restore_leaves_only_private_directories() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let mut rng = Rng(9);
+    for i in 0..12 {
+        write(
+            &src.join(format!("private/f{i}.bin")),
+            &rng.bytes(300_000 + i * 1000),
+        );
+        write(&src.join(format!("public/g{i}.bin")), &rng.bytes(200_000));
+    }
+    fs::set_permissions(src.join("private"), fs::Permissions::from_mode(0o700)).expect("chmod");
+    fs::set_permissions(src.join("public"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (_store, mut repo, _key) = memory_repo();
+    let report = backup(&mut repo, &src);
+
+    let target = dir.path().join("out");
+    let progress = CancelAfter {
+        after: 1_000_000,
+        written: AtomicU64::new(0),
+    };
+    let err = repo
+        .restore(&report.snapshot_id, None, &target, &progress)
+        .unwrap_err();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+    let left = walk(&target);
+    assert!(left.len() > 2);
+    for (path, meta) in left {
+        assert!(
+            !meta.is_file(),
+            "{} was left behind after a failed restore",
+            path.display()
+        );
+        if meta.is_dir() {
+            assert_eq!(meta.mode() & 0o777, 0o700, "{}", path.display());
+        }
+    }
+}
+
+/// Swaps a restored directory for a symlink to `outside` when the planner
+/// reaches `trigger`.
+struct SwapOnFile {
+    trigger: &'static str,
+    victim: Mutex<Option<PathBuf>>,
+    outside: PathBuf,
+    swapped: AtomicBool,
+}
+
+impl Progress for SwapOnFile {
+    fn file(&self, path: &Path, _size: u64) {
+        if path.ends_with(self.trigger) && !self.swapped.swap(true, Ordering::SeqCst) {
+            let victim = self.victim.lock().expect("lock").take().expect("victim");
+            let moved = victim.with_extension("moved");
+            fs::rename(&victim, &moved).expect("move the restored directory away");
+            std::os::unix::fs::symlink(&self.outside, &victim).expect("plant the symlink");
+        }
+    }
+}
+
+/// Regression: restore re-resolved paths, so swapping a restored directory
+/// for a symlink redirected later writes and chmods through it.
+#[test]
+fn a_directory_swapped_for_a_symlink_redirects_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    for i in 0..5 {
+        write(&src.join(format!("a_sub/f{i}")), &Rng(i).bytes(50_000));
+    }
+    write(&src.join("z_last.txt"), b"planned after a_sub is filled");
+    fs::set_permissions(src.join("a_sub/f0"), fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (_store, mut repo, _key) = memory_repo();
+    let report = backup(&mut repo, &src);
+
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).expect("mkdir");
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o751)).expect("chmod");
+    let target = dir.path().join("out");
+    let progress = SwapOnFile {
+        trigger: "z_last.txt",
+        victim: Mutex::new(Some(target.join("src/a_sub"))),
+        outside: outside.clone(),
+        swapped: AtomicBool::new(false),
+    };
+    let result = repo.restore(&report.snapshot_id, None, &target, &progress);
+    assert!(progress.swapped.load(Ordering::SeqCst));
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(
+        fs::read_dir(&outside).expect("outside").count(),
+        0,
+        "nothing written through the symlink"
+    );
+    assert_eq!(
+        fs::metadata(&outside).expect("meta").mode() & 0o7777,
+        0o751,
+        "no chmod through the symlink"
+    );
+}
+
+/// A complete restore widens every mode to the recorded one, and a
+/// temporary name never shadows a real one.
+#[test]
+fn a_complete_restore_has_recorded_modes_and_no_temporary_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    write(&src.join("open/readme"), b"hello");
+    // A snapshot may hold names like the restore's temporary ones.
+    write(&src.join("open/.cairn-partial-0"), b"a real file");
+    write(&src.join("open/.cairn-partial-1"), b"another");
+    fs::set_permissions(src.join("open/readme"), fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::set_permissions(src.join("open"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (_store, mut repo, _key) = memory_repo();
+    let report = backup(&mut repo, &src);
+    let target = restore(&repo, &report.snapshot_id, dir.path()).expect("restore");
+    assert_same_tree(&src, &target.join("src"));
+}
