@@ -23,6 +23,7 @@ use crate::tree::Tree;
 mod packer;
 mod pipeline;
 mod read;
+mod source;
 mod walk;
 
 /// Which earlier snapshot a backup compares files against.

@@ -8,14 +8,15 @@
 //! silently stored as a torn mix.
 
 use std::collections::HashSet;
-use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use cairn_crypto::{BlobId, BlobKind, SealBuffer};
 
 use crate::backup::pipeline::{BufferPool, NewBlob};
+use crate::backup::source::{Location, Status, fstatus};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -52,7 +53,7 @@ pub(crate) struct FileRead {
     /// Bytes read in the attempt kept.
     pub size: u64,
     /// The descriptor's status after the attempt kept.
-    pub metadata: fs::Metadata,
+    pub status: Status,
     /// Bytes read over all attempts.
     pub bytes_read: u64,
     /// Chunks read over all attempts.
@@ -61,19 +62,25 @@ pub(crate) struct FileRead {
     pub warning: Option<String>,
 }
 
-/// One file for a worker: where it is, its name (which picks the chunker),
-/// and where the answer goes.
+/// One file for a worker: where it is (opened by the worker, and only if it
+/// is still `expected`), its path for messages, its name (which picks the
+/// chunker), and where the answer goes.
 pub(crate) struct FileJob {
+    pub location: Location,
     pub path: PathBuf,
+    pub expected: Status,
     pub name: Vec<u8>,
     pub reply: crossbeam_channel::Sender<Result<FileRead>>,
 }
 
-/// Reads and chunks `path`; new chunks go to `submit`.
+/// Reads and chunks an open file (`path` for messages); new chunks go to
+/// `submit`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn read_file(
     repo: &Repository,
     claimed: &Claimed,
     progress: &dyn Progress,
+    mut file: File,
     path: &Path,
     name: &[u8],
     pool: &BufferPool,
@@ -85,9 +92,11 @@ pub(crate) fn read_file(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let file = fs::File::open(path).map_err(Error::io(path))?;
-        let before = file.metadata().map_err(Error::io(path))?;
-        progress.file(path, before.len());
+        if attempt > 1 {
+            file.seek(SeekFrom::Start(0)).map_err(Error::io(path))?;
+        }
+        let before = fstatus(&file).map_err(Error::io(path))?;
+        progress.file(path, before.size);
         let mut stream = chunker.stream(&file);
         let mut content = Vec::new();
         let mut size = 0u64;
@@ -115,11 +124,11 @@ pub(crate) fn read_file(
             content.push(*id.as_bytes());
         }
         bytes_read += size;
-        let after = file.metadata().map_err(Error::io(path))?;
-        let stable = after.len() == size
-            && before.len() == size
-            && (before.mtime(), before.mtime_nsec()) == (after.mtime(), after.mtime_nsec())
-            && (before.ctime(), before.ctime_nsec()) == (after.ctime(), after.ctime_nsec());
+        let after = fstatus(&file).map_err(Error::io(path))?;
+        let stable = after.size == size
+            && before.size == size
+            && before.mtime == after.mtime
+            && before.ctime == after.ctime;
         if stable || attempt == MAX_READ_ATTEMPTS {
             let warning = (!stable).then(|| {
                 format!(
@@ -130,7 +139,7 @@ pub(crate) fn read_file(
             return Ok(FileRead {
                 content,
                 size,
-                metadata: after,
+                status: after,
                 bytes_read,
                 n_chunks,
                 warning,

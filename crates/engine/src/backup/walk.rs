@@ -1,24 +1,30 @@
 //! The backup walk: turns paths into tree nodes, reading only files that
 //! changed since the parent snapshot, and decides which blobs are new.
 //!
-//! The walk visits entries in a fixed order. Files to read go to file workers
-//! (several files are read at once: a VM disk or an SSD serves parallel
-//! streams much faster than one), and a directory's tree is built once all its
-//! files are back, in name order, so the snapshot does not depend on timing.
+//! The walk visits entries in a fixed order, through directory descriptors
+//! (see `source.rs`). Files to read go to file workers (several files are
+//! read at once: a VM disk or an SSD serves parallel streams much faster than
+//! one), and a directory's tree is built once all its files are back, in name
+//! order, so the snapshot does not depend on timing.
+//!
+//! FIFOs, sockets and devices are left out with a warning and counted as
+//! skipped (cairn backs up content; a chat app's data holds none of them);
+//! given as a top-level path, one is an error rather than an empty snapshot.
+//! A top-level symlink is stored as the link, not followed (as restic does).
 
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use cairn_crypto::{BlobId, BlobKind, SealBuffer};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::backup::pipeline::{BlobSink, BufferPool, NewBlob};
 use crate::backup::read::{Claimed, FileJob, FileRead, claim, read_file};
+use crate::backup::source::{EntryKind, Location, Status, join, read_names};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::restore::MAX_TREE_DEPTH;
 use crate::snapshot::SnapshotSummary;
 use crate::tree::{Node, NodeKind, Tree};
 
@@ -43,6 +49,8 @@ pub(crate) struct Walk<'a, 's> {
     files: Option<Sender<FileJob>>,
     /// Recycled blob buffers.
     pool: BufferPool,
+    /// Directories open above the current entry.
+    depth: usize,
     outcome: WalkOutcome,
 }
 
@@ -53,18 +61,18 @@ enum Child {
     Skipped,
 }
 
-fn node_from_metadata(name: Vec<u8>, meta: &fs::Metadata) -> Node {
+fn node_from_status(name: Vec<u8>, status: &Status) -> Node {
     Node {
         name,
         kind: NodeKind::File,
-        mode: meta.mode() & 0o7777,
-        mtime_secs: meta.mtime(),
-        mtime_nanos: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
-        ctime_secs: meta.ctime(),
-        ctime_nanos: u32::try_from(meta.ctime_nsec()).unwrap_or(0),
-        inode: meta.ino(),
-        uid: meta.uid(),
-        gid: meta.gid(),
+        mode: status.mode,
+        mtime_secs: status.mtime.0,
+        mtime_nanos: status.mtime.1,
+        ctime_secs: status.ctime.0,
+        ctime_nanos: status.ctime.1,
+        inode: status.ino,
+        uid: status.uid,
+        gid: status.gid,
         size: 0,
         link_target: Vec::new(),
         content: Vec::new(),
@@ -95,15 +103,22 @@ pub(crate) fn file_worker(
 ) {
     for job in jobs {
         let mut submit = |blob| blobs.send(blob).map_err(|_| Error::PipelineStopped);
-        let result = read_file(
-            repo,
-            claimed,
-            progress,
-            &job.path,
-            &job.name,
-            &pool,
-            &mut submit,
-        );
+        let result = job
+            .location
+            .open_file(&job.expected)
+            .map_err(Error::io(&job.path))
+            .and_then(|file| {
+                read_file(
+                    repo,
+                    claimed,
+                    progress,
+                    file,
+                    &job.path,
+                    &job.name,
+                    &pool,
+                    &mut submit,
+                )
+            });
         // The walk hung up: it failed and is unwinding.
         if job.reply.send(result).is_err() {
             return;
@@ -127,6 +142,7 @@ impl<'a, 's> Walk<'a, 's> {
             progress,
             claimed,
             files,
+            depth: 0,
             outcome: WalkOutcome::default(),
         }
     }
@@ -180,7 +196,8 @@ impl<'a, 's> Walk<'a, 's> {
         name: Vec<u8>,
         parent: Option<&Node>,
     ) -> Result<Option<Node>> {
-        let child = self.child(path, name, parent, true)?;
+        let location = Location::Path(path.to_path_buf());
+        let child = self.child(location, path, name, parent, true)?;
         self.finish_child(child, true)
     }
 
@@ -225,7 +242,7 @@ impl<'a, 's> Walk<'a, 's> {
     /// so the next backup compares against what was actually stored.
     fn apply_read(&mut self, node: &mut Node, read: FileRead) {
         let name = std::mem::take(&mut node.name);
-        *node = node_from_metadata(name, &read.metadata);
+        *node = node_from_status(name, &read.status);
         node.size = read.size;
         node.content = read.content;
         self.outcome.summary.bytes_read += read.bytes_read;
@@ -239,58 +256,79 @@ impl<'a, 's> Walk<'a, 's> {
     /// Starts on one entry: directories are walked now, unchanged files reuse
     /// the parent's chunks, other files are read (by a worker when there are
     /// workers). Local I/O errors below the top level become warnings;
-    /// repository errors always propagate.
+    /// repository errors always propagate. `path` is for messages only.
     fn child(
         &mut self,
+        location: Location,
         path: &Path,
         name: Vec<u8>,
         parent: Option<&Node>,
         top_level: bool,
     ) -> Result<Child> {
         self.check_cancelled()?;
-        let meta = match fs::symlink_metadata(path) {
-            Ok(m) => m,
+        let status = match location.status() {
+            Ok(status) => status,
             Err(e) => {
                 self.skip_unreadable(Error::io(path)(e), top_level)?;
                 return Ok(Child::Skipped);
             }
         };
-        let file_type = meta.file_type();
-        let mut node = node_from_metadata(name, &meta);
-        let result = if file_type.is_dir() {
-            node.kind = NodeKind::Dir;
-            self.dir_tree(path, parent).map(|id| {
-                node.subtree = Some(*id.as_bytes());
-                self.outcome.summary.n_dirs += 1;
-            })
-        } else if file_type.is_file() {
-            node.size = meta.len();
-            if let Some(parent) = parent
-                && unchanged_since(parent, &node)
-                && self.all_confirmed(parent)?
-            {
-                node.content.clone_from(&parent.content);
-                self.progress.unchanged(node.size);
-                self.outcome.n_files_unchanged += 1;
-                self.count_file(node.size);
-                return Ok(Child::Ready(node));
+        let mut node = node_from_status(name, &status);
+        let result = match status.kind {
+            EntryKind::Dir if self.depth >= MAX_TREE_DEPTH => Err(Error::io(path)(
+                std::io::Error::other(format!("nested deeper than {MAX_TREE_DEPTH} directories")),
+            )),
+            EntryKind::Dir => {
+                node.kind = NodeKind::Dir;
+                self.depth += 1;
+                let walked = location
+                    .open_dir(&status)
+                    .map_err(Error::io(path))
+                    .and_then(|dir| self.dir_tree(&dir, path, parent));
+                self.depth -= 1;
+                walked.map(|id| {
+                    node.subtree = Some(*id.as_bytes());
+                    self.outcome.summary.n_dirs += 1;
+                })
             }
-            return self.start_read(path, node);
-        } else if file_type.is_symlink() {
-            match fs::read_link(path) {
-                Ok(target) if !target.as_os_str().is_empty() => {
+            EntryKind::File => {
+                node.size = status.size;
+                if let Some(parent) = parent
+                    && unchanged_since(parent, &node)
+                    && self.all_confirmed(parent)?
+                {
+                    node.content.clone_from(&parent.content);
+                    self.progress.unchanged(node.size);
+                    self.outcome.n_files_unchanged += 1;
+                    self.count_file(node.size);
+                    return Ok(Child::Ready(node));
+                }
+                return self.start_read(location, path, status, node);
+            }
+            EntryKind::Symlink => match location.read_link() {
+                Ok(target) if !target.is_empty() => {
                     node.kind = NodeKind::Symlink;
-                    node.link_target = target.as_os_str().as_bytes().to_vec();
+                    node.link_target = target;
                     self.outcome.summary.n_symlinks += 1;
                     Ok(())
                 }
                 Ok(_) => Err(Error::InvalidInput("empty symlink target".into())),
                 Err(e) => Err(Error::io(path)(e)),
+            },
+            EntryKind::Special if top_level => {
+                return Err(Error::InvalidInput(format!(
+                    "{} is not a regular file, directory or symbolic link",
+                    path.display()
+                )));
             }
-        } else {
-            self.outcome.n_skipped += 1;
-            self.warn(format!("skipped special file {}", path.display()));
-            return Ok(Child::Skipped);
+            EntryKind::Special => {
+                self.outcome.n_skipped += 1;
+                self.warn(format!(
+                    "skipped {}: not a regular file, directory or symbolic link",
+                    path.display()
+                ));
+                return Ok(Child::Skipped);
+            }
         };
         match result {
             Ok(()) => Ok(Child::Ready(node)),
@@ -310,36 +348,56 @@ impl<'a, 's> Walk<'a, 's> {
     }
 
     /// Reads a file: hands it to a worker, or reads it here without workers.
-    fn start_read(&mut self, path: &Path, node: Node) -> Result<Child> {
+    /// The file is opened by whoever reads it, and must still be `expected`.
+    fn start_read(
+        &mut self,
+        location: Location,
+        path: &Path,
+        expected: Status,
+        node: Node,
+    ) -> Result<Child> {
         let (reply, answer) = bounded(1);
+        let job = FileJob {
+            location,
+            path: path.to_path_buf(),
+            expected,
+            name: node.name.clone(),
+            reply,
+        };
         match &self.files {
-            Some(files) => {
-                let job = FileJob {
-                    path: path.to_path_buf(),
-                    name: node.name.clone(),
-                    reply,
-                };
-                files.send(job).map_err(|_| Error::PipelineStopped)?;
-            }
+            Some(files) => files.send(job).map_err(|_| Error::PipelineStopped)?,
             None => {
                 let sink = &mut self.sink;
                 let mut submit = |blob| sink.submit(blob);
-                let read = read_file(
-                    self.repo,
-                    self.claimed,
-                    self.progress,
-                    path,
-                    &node.name,
-                    &self.pool,
-                    &mut submit,
-                );
-                reply.send(read).map_err(|_| Error::PipelineStopped)?;
+                let read = job
+                    .location
+                    .open_file(&job.expected)
+                    .map_err(Error::io(&job.path))
+                    .and_then(|file| {
+                        read_file(
+                            self.repo,
+                            self.claimed,
+                            self.progress,
+                            file,
+                            &job.path,
+                            &job.name,
+                            &self.pool,
+                            &mut submit,
+                        )
+                    });
+                job.reply.send(read).map_err(|_| Error::PipelineStopped)?;
             }
         }
         Ok(Child::Reading(node, answer))
     }
 
-    fn dir_tree(&mut self, path: &Path, parent: Option<&Node>) -> Result<BlobId> {
+    /// Walks an open directory (`path` for messages) and stores its tree.
+    fn dir_tree(
+        &mut self,
+        dir: &Arc<std::os::fd::OwnedFd>,
+        path: &Path,
+        parent: Option<&Node>,
+    ) -> Result<BlobId> {
         let parent_id = parent
             .filter(|p| p.kind == NodeKind::Dir)
             .and_then(Node::subtree_id);
@@ -358,16 +416,13 @@ impl<'a, 's> Walk<'a, 's> {
             },
             None => None,
         };
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
-        for entry in fs::read_dir(path).map_err(Error::io(path))? {
-            let entry = entry.map_err(Error::io(path))?;
-            entries.push((entry.file_name().as_bytes().to_vec(), entry.path()));
-        }
-        entries.sort();
-        let mut children = Vec::with_capacity(entries.len());
-        for (name, entry_path) in entries {
+        let names = read_names(dir).map_err(Error::io(path))?;
+        let mut children = Vec::with_capacity(names.len());
+        for name in names {
             let parent_child = parent_tree.as_ref().and_then(|t| t.find(&name));
-            children.push(self.child(&entry_path, name, parent_child, false)?);
+            let child_path = join(path, &name);
+            let location = Location::At(dir.clone(), name.clone());
+            children.push(self.child(location, &child_path, name, parent_child, false)?);
         }
         let mut tree = Tree::default();
         for child in children {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cairn::{Error, InitOptions, NoProgress, NodeKind, Progress, Repository};
-use cairn_store::LocalStore;
+use cairn_store::{LocalStore, Store};
 
 use crate::support::*;
 
@@ -127,14 +127,22 @@ fn special_files_are_skipped_with_a_warning() {
     let src = dir.path().join("src");
     write(&src.join("regular"), b"r");
     let _socket = std::os::unix::net::UnixListener::bind(src.join("socket")).expect("bind");
+    // Regression: a FIFO was opened and blocked the backup for ever.
+    mkfifo(&src.join("fifo"));
     let (_store, mut repo, _key) = memory_repo();
     let progress = Warnings::default();
     let report = repo
         .backup(std::slice::from_ref(&src), &options(), &progress)
         .expect("backup");
-    assert_eq!(report.warnings.len(), 1);
-    assert!(report.warnings[0].contains("special file"));
-    assert_eq!(progress.0.lock().expect("lock").len(), 1);
+    assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .all(|w| w.contains("not a regular file"))
+    );
+    assert_eq!(report.n_skipped, 2);
+    assert_eq!(progress.0.lock().expect("lock").len(), 2);
     let listing = repo.list(&report.snapshot_id, None).expect("list");
     let paths: Vec<_> = listing.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["src", "src/regular"]);
@@ -208,4 +216,35 @@ fn snapshots_are_listed_oldest_first_and_found_by_prefix() {
         repo.find_snapshot("zzzz"),
         Err(Error::SnapshotNotFound(_))
     ));
+}
+
+fn mkfifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+}
+
+/// Regression: backing up `/dev/null` or a top-level FIFO saved an empty
+/// snapshot silently.
+#[test]
+fn a_top_level_special_file_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let (store, mut repo, _key) = memory_repo();
+    for path in [fifo, "/dev/null".into()] {
+        let err = repo
+            .backup(std::slice::from_ref(&path), &options(), &NoProgress)
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+    assert!(
+        store
+            .list(cairn_store::Namespace::Snapshots)
+            .expect("list")
+            .is_empty()
+    );
 }
