@@ -2,8 +2,8 @@
 #![no_main]
 use std::sync::LazyLock;
 
-use cairn::decode::RepoConfig;
 use cairn_crypto::{MasterSecret, WorkingKeys};
+use cairn_meta::RepoConfig;
 use libfuzzer_sys::fuzz_target;
 
 static KEYS: LazyLock<WorkingKeys> =

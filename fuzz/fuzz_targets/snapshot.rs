@@ -2,8 +2,8 @@
 #![no_main]
 use std::sync::LazyLock;
 
-use cairn::decode::Snapshot;
 use cairn_crypto::{MasterSecret, WorkingKeys};
+use cairn_meta::Snapshot;
 use libfuzzer_sys::fuzz_target;
 
 static KEYS: LazyLock<WorkingKeys> =
@@ -11,5 +11,5 @@ static KEYS: LazyLock<WorkingKeys> =
 
 fuzz_target!(|data: &[u8]| {
     let _ = Snapshot::decode(data);
-    let _ = Snapshot::open(&KEYS.metadata, data, "fuzz");
+    let _ = Snapshot::open(&KEYS.metadata, data);
 });

@@ -25,8 +25,7 @@ use cairn_index::{BlobLocation, Index};
 use cairn_pack::{MAX_HEADER_SEALED_LEN, TRAILER_LEN};
 use cairn_store::{Namespace, ObjectName, Store};
 
-use crate::envelope;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, from_meta};
 
 pub(crate) const INDEX_MAGIC: &[u8; 8] = b"CAIRNIXF";
 /// Largest index file accepted: a sealed segment of the most entries the
@@ -161,13 +160,8 @@ impl BlobStore {
         if PackId::of_bytes(&bytes).to_hex() != name {
             return Err(Error::integrity(&shown));
         }
-        let plain = envelope::open_file(
-            &self.metadata_key,
-            SealKind::Index,
-            INDEX_MAGIC,
-            &bytes,
-            &shown,
-        )?;
+        let plain = cairn_meta::open_file(&self.metadata_key, SealKind::Index, INDEX_MAGIC, &bytes)
+            .map_err(from_meta(&shown))?;
         Index::decode_segment(&plain).map_err(|_| Error::integrity(&shown))
     }
 

@@ -126,6 +126,16 @@ impl Error {
     }
 }
 
+/// Maps a metadata codec error for the object `object`.
+pub(crate) fn from_meta(object: impl ToString) -> impl FnOnce(cairn_meta::Error) -> Error {
+    move |e| match e {
+        cairn_meta::Error::UnsupportedVersion(v) => Error::UnsupportedVersion(v),
+        cairn_meta::Error::Invalid(message) => Error::InvalidInput(message),
+        cairn_meta::Error::Seal(e) => from_crypto(object)(e),
+        _ => Error::integrity(object),
+    }
+}
+
 /// Maps a crypto error for the object `object`.
 pub(crate) fn from_crypto(object: impl ToString) -> impl FnOnce(cairn_crypto::Error) -> Error {
     move |e| match e {

@@ -21,41 +21,23 @@
 
 mod backup;
 mod blobs;
-mod config;
-mod envelope;
+mod chunking;
 mod error;
 mod progress;
 mod repo;
 mod restore;
-mod snapshot;
-mod tree;
 
 pub use backup::{BackupOptions, BackupReport, Parent};
 pub use blobs::Unreadable;
 pub use cairn_chunker::ChunkerParams;
 pub use cairn_crypto::{BlobId, BlobKind, RecoveryKey, SnapshotId};
-pub use config::{ChunkingRules, DEFAULT_PACK_TARGET, RepoConfig};
+pub use cairn_meta::{
+    ChunkingRules, DEFAULT_PACK_TARGET, Node, NodeKind, RepoConfig, Snapshot, SnapshotSummary, Tree,
+};
 pub use error::{Error, KeyProblem, Result};
 pub use progress::{NoProgress, Progress};
 pub use repo::{InitOptions, RepoStats, Repository};
 pub use restore::{FileReader, ListEntry, Resolved, RestoreFailure, RestoreReport};
-pub use snapshot::{Snapshot, SnapshotSummary};
-pub use tree::{Node, NodeKind, Tree};
-
-/// Decoders of repository bytes, exposed for the fuzz targets. Each takes
-/// untrusted bytes and must never panic.
-pub mod decode {
-    pub use crate::config::RepoConfig;
-    pub use crate::envelope::open_file;
-    pub use crate::snapshot::Snapshot;
-    pub use crate::tree::Tree;
-}
-
-/// Whether a tree entry name is safe to create inside a directory (non-empty,
-/// not `.` or `..`, no `/` or NUL). Every decoded tree satisfies it.
-pub fn tree_name_is_safe(name: &[u8]) -> bool {
-    tree::is_valid_name(name)
-}
 
 /// Parses a recovery key as typed by a person (see [`RecoveryKey::parse`]).
 pub fn parse_recovery_key(text: &str) -> Result<RecoveryKey> {

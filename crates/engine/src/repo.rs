@@ -9,14 +9,14 @@ use cairn_crypto::{
 };
 use cairn_store::{Namespace, Store};
 
-use crate::blobs::{BlobStore, Unreadable, object};
-use crate::config::{
-    Chunkers, ChunkingRules, DEFAULT_PACK_TARGET, MAX_CONFIG_FILE_LEN, MAX_PACK_TARGET,
-    MIN_PACK_TARGET, RepoConfig,
+use cairn_meta::{
+    ChunkingRules, DEFAULT_PACK_TARGET, MAX_CONFIG_FILE_LEN, MAX_SNAPSHOT_FILE_LEN, RepoConfig,
+    Snapshot, Tree,
 };
-use crate::error::{Error, Result, from_crypto};
-use crate::snapshot::{MAX_SNAPSHOT_FILE_LEN, Snapshot};
-use crate::tree::Tree;
+
+use crate::blobs::{BlobStore, Unreadable, object};
+use crate::chunking::Chunkers;
+use crate::error::{Error, Result, from_crypto, from_meta};
 
 /// Options of [`Repository::init`].
 #[derive(Clone, Debug)]
@@ -104,28 +104,23 @@ impl Repository {
         key: &RecoveryKey,
         options: &InitOptions,
     ) -> Result<Self> {
-        options.chunking.validate()?;
-        if !(MIN_PACK_TARGET..=MAX_PACK_TARGET).contains(&options.pack_target_size) {
-            return Err(Error::InvalidInput(format!(
-                "pack target size must be {MIN_PACK_TARGET} to {MAX_PACK_TARGET} bytes"
-            )));
-        }
+        let config = RepoConfig {
+            repo_id: [0; 16],
+            chunking: options.chunking.clone(),
+            pack_target_size: options.pack_target_size,
+        };
+        config.validate().map_err(from_meta("config"))?;
         if !store.list(Namespace::Config)?.is_empty() {
             return Err(Error::AlreadyInitialized);
         }
         let master = MasterSecret::generate().map_err(|_| Error::Random)?;
         let slot = KeySlot::wrap(key, &master).map_err(from_crypto("key slot"))?;
         let keys = WorkingKeys::derive(&master);
-        let mut repo_id = [0u8; 16];
-        cairn_crypto::random_bytes(&mut repo_id).map_err(|_| Error::Random)?;
-        let config = RepoConfig {
-            repo_id,
-            chunking: options.chunking.clone(),
-            pack_target_size: options.pack_target_size,
-        };
+        let mut config = config;
+        cairn_crypto::random_bytes(&mut config.repo_id).map_err(|_| Error::Random)?;
         // Validate what we are about to write the same way `open` will.
-        let sealed_config = config.seal(&keys.metadata)?;
-        RepoConfig::open(&keys.metadata, &sealed_config)?;
+        let sealed_config = config.seal(&keys.metadata).map_err(from_meta("config"))?;
+        RepoConfig::open(&keys.metadata, &sealed_config).map_err(from_meta("config"))?;
         store.put(&object(Namespace::Keys, &random_name()?)?, &slot.encode())?;
         // The commit point: a second init racing this one fails here.
         match store.put(&object(Namespace::Config, "config")?, &sealed_config) {
@@ -186,7 +181,8 @@ impl Repository {
             Err(cairn_store::Error::NotFound(_)) => return Err(Error::NotARepository),
             other => other?,
         };
-        let config = RepoConfig::open(&keys.metadata, &config_bytes)?;
+        let config =
+            RepoConfig::open(&keys.metadata, &config_bytes).map_err(from_meta(&config_name))?;
         let mut repo = Self::assemble(store, keys, config)?;
         let skipped = repo.blobs.load()?;
         repo.note(skipped.iter().map(ToString::to_string));
@@ -255,7 +251,7 @@ impl Repository {
         if SnapshotId::of_bytes(&bytes) != *id {
             return Err(Error::integrity(&name));
         }
-        Snapshot::open(&self.keys.metadata, &bytes, &name.to_string())
+        Snapshot::open(&self.keys.metadata, &bytes).map_err(from_meta(&name))
     }
 
     /// Every readable snapshot, oldest first, and the snapshot files that

@@ -14,11 +14,10 @@ use crate::backup::pipeline::{BlobSink, BufferPool};
 use crate::backup::read::{Claimed, FileJob};
 use crate::backup::walk::{Walk, file_worker};
 use crate::blobs::object;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, from_meta};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::snapshot::{Snapshot, SnapshotSummary};
-use crate::tree::Tree;
+use cairn_meta::{Snapshot, SnapshotSummary, Tree};
 
 mod packer;
 mod pipeline;
@@ -201,14 +200,18 @@ impl Repository {
             host: options.host.clone(),
             paths: absolute_paths,
             tags: options.tags.clone(),
-            root: *root_id.as_bytes(),
+            root: root_id,
             summary,
         };
         // The snapshot's own size counts as stored; its size barely depends on
         // the number, so seal once to measure, then seal the final version.
-        let probe = snapshot.seal(&self.keys().metadata)?;
+        let probe = snapshot
+            .seal(&self.keys().metadata)
+            .map_err(from_meta("snapshot"))?;
         snapshot.summary.bytes_stored += probe.len() as u64;
-        let sealed = snapshot.seal(&self.keys().metadata)?;
+        let sealed = snapshot
+            .seal(&self.keys().metadata)
+            .map_err(from_meta("snapshot"))?;
         let snapshot_id = SnapshotId::of_bytes(&sealed);
         self.store().put(
             &object(Namespace::Snapshots, &snapshot_id.to_hex())?,
@@ -338,7 +341,7 @@ pub(crate) fn forge_snapshot(repo: &Repository, root: &Tree) -> SnapshotId {
         host: String::new(),
         paths: Vec::new(),
         tags: Vec::new(),
-        root: *id.as_bytes(),
+        root: id,
         summary: SnapshotSummary::default(),
     };
     let sealed = snapshot.seal(&repo.keys().metadata).expect("seal");

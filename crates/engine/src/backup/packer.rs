@@ -10,8 +10,7 @@ use cairn_store::{Namespace, Store};
 
 use crate::backup::pipeline::BufferPool;
 use crate::blobs::{INDEX_MAGIC, object, pack_object};
-use crate::envelope;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, from_meta};
 use crate::progress::Progress;
 
 /// Counters of what the packer wrote.
@@ -141,7 +140,8 @@ impl<'p> Packer<'p> {
             .encode_segment()
             .map_err(|_| Error::InvalidInput("index segment too large".into()))?;
         let sealed =
-            envelope::seal_file(&self.metadata_key, SealKind::Index, INDEX_MAGIC, &segment)?;
+            cairn_meta::seal_file(&self.metadata_key, SealKind::Index, INDEX_MAGIC, &segment)
+                .map_err(from_meta("index file"))?;
         let name = cairn_crypto::PackId::of_bytes(&sealed).to_hex();
         self.store.put(&object(Namespace::Index, &name)?, &sealed)?;
         self.totals.bytes_stored += sealed.len() as u64;

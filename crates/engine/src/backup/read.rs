@@ -49,7 +49,7 @@ pub(crate) fn claim(
 /// What reading a file produced.
 pub(crate) struct FileRead {
     /// Chunk IDs in order.
-    pub content: Vec<[u8; 32]>,
+    pub content: Vec<BlobId>,
     /// Bytes read in the attempt kept.
     pub size: u64,
     /// The descriptor's status after the attempt kept.
@@ -121,7 +121,7 @@ pub(crate) fn read_file(
                 })?;
             }
             n_chunks += 1;
-            content.push(*id.as_bytes());
+            content.push(id);
         }
         bytes_read += size;
         let after = fstatus(&file).map_err(Error::io(path))?;

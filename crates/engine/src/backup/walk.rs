@@ -25,8 +25,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::MAX_TREE_DEPTH;
-use crate::snapshot::SnapshotSummary;
-use crate::tree::{Node, NodeKind, Tree};
+use cairn_meta::{Node, NodeKind, SnapshotSummary, Tree};
 
 /// What the walk counted.
 #[derive(Default)]
@@ -287,7 +286,7 @@ impl<'a, 's> Walk<'a, 's> {
                     .and_then(|dir| self.dir_tree(&dir, path, parent));
                 self.depth -= 1;
                 walked.map(|id| {
-                    node.subtree = Some(*id.as_bytes());
+                    node.subtree = Some(id);
                     self.outcome.summary.n_dirs += 1;
                 })
             }

@@ -25,7 +25,7 @@ use cairn_crypto::{BlobKind, SnapshotId};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::tree::{Node, NodeKind, Tree};
+use cairn_meta::{Node, NodeKind, Tree};
 
 mod data;
 mod resolve;
@@ -238,7 +238,7 @@ impl Planner<'_> {
         }
         // Names come from validated trees; checked again here because this is
         // the line that keeps restore inside its target.
-        if !crate::tree::is_valid_name(&node.name) {
+        if !cairn_meta::is_valid_name(&node.name) {
             return Err(Error::integrity("tree blob"));
         }
         let shown = || self.target.display_path(dir_idx, &node.name);

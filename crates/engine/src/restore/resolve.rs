@@ -7,7 +7,7 @@ use cairn_crypto::SnapshotId;
 
 use crate::error::{Error, Result};
 use crate::repo::Repository;
-use crate::tree::{Node, NodeKind, Tree};
+use cairn_meta::{Node, NodeKind, Tree};
 
 /// Deepest directory nesting walked (listing, restore, backup): deeper trees
 /// are refused rather than risk the thread's stack. Real trees stay far below.

@@ -9,7 +9,7 @@ use cairn_crypto::{BlobId, BlobKind, SnapshotId};
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::restore::Resolved;
-use crate::tree::NodeKind;
+use cairn_meta::NodeKind;
 
 /// A [`Read`] over one file of a snapshot. Integrity failures surface as
 /// `io::Error`s whose inner error is the engine's [`Error`].

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
-use crate::tree::Node;
+use cairn_meta::Node;
 
 /// Mode of directories and files while the restore runs.
 const PRIVATE_DIR: u32 = 0o700;

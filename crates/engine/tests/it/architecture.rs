@@ -33,12 +33,14 @@ fn dependencies_point_one_way() {
         ("store", &[]),
         ("pack", &["cairn-crypto"]),
         ("index", &["cairn-crypto", "cairn-pack"]),
+        ("meta", &["cairn-chunker", "cairn-crypto"]),
         (
             "engine",
             &[
                 "cairn-chunker",
                 "cairn-crypto",
                 "cairn-index",
+                "cairn-meta",
                 "cairn-pack",
                 "cairn-store",
             ],

@@ -2,12 +2,11 @@
 //! change for the life of a repository (the chunking rules, above all). Stored
 //! as `config/config` in a sealed envelope (see `docs/format.md`).
 
-use cairn_chunker::{Chunker, ChunkerParams};
+use cairn_chunker::ChunkerParams;
 use cairn_crypto::{SealKey, SealKind};
 use serde::{Deserialize, Serialize};
 
-use crate::envelope;
-use crate::error::{Error, Result};
+use crate::{Error, corrupt, envelope};
 
 const MAGIC: &[u8; 8] = b"CAIRNCFG";
 /// Default pack size target: 16 MiB keeps the number of objects of a 100 GB
@@ -18,7 +17,7 @@ pub const MIN_PACK_TARGET: u32 = 64 * 1024;
 /// Largest pack size target a config may hold.
 pub const MAX_PACK_TARGET: u32 = 1024 * 1024 * 1024;
 /// Largest config file accepted (the largest valid config is under 8 KiB).
-pub(crate) const MAX_CONFIG_FILE_LEN: u64 = 64 * 1024;
+pub const MAX_CONFIG_FILE_LEN: u64 = 64 * 1024;
 const MAX_SUFFIXES: usize = 64;
 const MAX_SUFFIX_LEN: usize = 64;
 
@@ -65,51 +64,23 @@ impl Default for ChunkingRules {
 
 impl ChunkingRules {
     /// Checks both profiles and the suffix list.
-    pub fn validate(&self) -> Result<()> {
-        self.default.validate()?;
-        self.in_place.validate()?;
+    pub fn validate(&self) -> Result<(), Error> {
+        self.default
+            .validate()
+            .map_err(|e| Error::Invalid(format!("default chunker: {e}")))?;
+        self.in_place
+            .validate()
+            .map_err(|e| Error::Invalid(format!("in-place chunker: {e}")))?;
         let bad_suffix =
             |s: &String| s.is_empty() || s.len() > MAX_SUFFIX_LEN || *s != s.to_lowercase();
         if self.in_place_suffixes.len() > MAX_SUFFIXES
             || self.in_place_suffixes.iter().any(bad_suffix)
         {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::Invalid(format!(
                 "in-place suffixes: at most {MAX_SUFFIXES}, each 1 to {MAX_SUFFIX_LEN} lower-case bytes"
             )));
         }
         Ok(())
-    }
-}
-
-/// The chunkers of an open repository, keyed by the chunker seed.
-#[derive(Clone, Debug)]
-pub(crate) struct Chunkers {
-    default: Chunker,
-    in_place: Chunker,
-    in_place_suffixes: Vec<Vec<u8>>,
-}
-
-impl Chunkers {
-    pub fn new(rules: &ChunkingRules, seed: u64) -> Result<Self> {
-        Ok(Self {
-            default: Chunker::new(rules.default, seed)?,
-            in_place: Chunker::new(rules.in_place, seed)?,
-            in_place_suffixes: rules
-                .in_place_suffixes
-                .iter()
-                .map(|s| s.as_bytes().to_vec())
-                .collect(),
-        })
-    }
-
-    /// The chunker for a file named `name`.
-    pub fn for_name(&self, name: &[u8]) -> &Chunker {
-        let lower = name.to_ascii_lowercase();
-        if self.in_place_suffixes.iter().any(|s| lower.ends_with(s)) {
-            &self.in_place
-        } else {
-            &self.default
-        }
     }
 }
 
@@ -164,8 +135,25 @@ struct Wire {
 }
 
 impl RepoConfig {
+    /// Checks every parameter against the format's limits.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.chunking.validate()?;
+        if !(MIN_PACK_TARGET..=MAX_PACK_TARGET).contains(&self.pack_target_size) {
+            return Err(Error::Invalid(format!(
+                "pack target size must be {MIN_PACK_TARGET} to {MAX_PACK_TARGET} bytes"
+            )));
+        }
+        Ok(())
+    }
+
     /// Encodes and seals the config.
-    pub(crate) fn seal(&self, key: &SealKey) -> Result<Vec<u8>> {
+    pub fn seal(&self, key: &SealKey) -> Result<Vec<u8>, Error> {
+        self.validate()?;
+        envelope::seal_file(key, SealKind::Config, MAGIC, &self.encode())
+    }
+
+    /// The config's plaintext (postcard of the wire struct).
+    pub fn encode(&self) -> Vec<u8> {
         let wire = Wire {
             repo_id: self.repo_id,
             default_chunker: self.chunking.default.into(),
@@ -173,20 +161,19 @@ impl RepoConfig {
             in_place_suffixes: self.chunking.in_place_suffixes.clone(),
             pack_target_size: self.pack_target_size,
         };
-        let plain = postcard::to_stdvec(&wire).map_err(|_| Error::integrity("config"))?;
-        envelope::seal_file(key, SealKind::Config, MAGIC, &plain)
+        // Serializing plain structs into a Vec cannot fail.
+        postcard::to_stdvec(&wire).unwrap_or_default()
     }
 
-    /// Opens and validates a sealed config.
-    pub fn open(key: &SealKey, bytes: &[u8]) -> Result<Self> {
-        let plain = envelope::open_file(key, SealKind::Config, MAGIC, bytes, "config/config")?;
+    /// Opens and validates a sealed config. Never panics.
+    pub fn open(key: &SealKey, bytes: &[u8]) -> Result<Self, Error> {
+        let plain = envelope::open_file(key, SealKind::Config, MAGIC, bytes)?;
         Self::decode(&plain)
     }
 
     /// Decodes the config's plaintext and validates every parameter. Never panics.
-    pub fn decode(plain: &[u8]) -> Result<Self> {
-        let corrupt = || Error::integrity("config/config");
-        let wire: Wire = postcard::from_bytes(plain).map_err(|_| corrupt())?;
+    pub fn decode(plain: &[u8]) -> Result<Self, Error> {
+        let wire: Wire = postcard::from_bytes(plain).map_err(|_| corrupt("config"))?;
         let config = Self {
             repo_id: wire.repo_id,
             chunking: ChunkingRules {
@@ -196,38 +183,14 @@ impl RepoConfig {
             },
             pack_target_size: wire.pack_target_size,
         };
-        config.chunking.validate().map_err(|_| corrupt())?;
-        if !(MIN_PACK_TARGET..=MAX_PACK_TARGET).contains(&config.pack_target_size) {
-            return Err(corrupt());
-        }
+        config.validate().map_err(|_| corrupt("config"))?;
         Ok(config)
     }
 }
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn databases_get_small_chunks_and_media_large_ones() {
-        let chunkers = Chunkers::new(&ChunkingRules::default(), 1).expect("chunkers");
-        let small = ChunkingRules::default().in_place;
-        for name in [
-            &b"msgstore.db"[..],
-            b"MSGSTORE.DB",
-            b"x.sqlite3",
-            b"wal.db-wal",
-        ] {
-            assert_eq!(chunkers.for_name(name).params(), small, "{name:?}");
-        }
-        for name in [&b"IMG_0001.jpg"[..], b"db", b"video.mp4", b"notes.dbx"] {
-            assert_eq!(
-                chunkers.for_name(name).params(),
-                ChunkerParams::default(),
-                "{name:?}"
-            );
-        }
-    }
 
     #[test]
     fn rules_are_validated() {
@@ -238,5 +201,22 @@ mod tests {
         rules.in_place.max_size = 1;
         assert!(rules.validate().is_err());
         assert!(ChunkingRules::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_config_outside_the_limits_is_corrupt() {
+        let config = RepoConfig {
+            repo_id: [7; 16],
+            chunking: ChunkingRules::default(),
+            pack_target_size: DEFAULT_PACK_TARGET,
+        };
+        let mut wire: Wire = postcard::from_bytes(&config.encode()).unwrap();
+        assert_eq!(RepoConfig::decode(&config.encode()).unwrap(), config);
+        wire.pack_target_size = 1;
+        let bytes = postcard::to_stdvec(&wire).unwrap();
+        assert_eq!(
+            RepoConfig::decode(&bytes),
+            Err(Error::Corrupt { what: "config" })
+        );
     }
 }
