@@ -9,6 +9,7 @@ mod blob_kinds;
 mod crash;
 mod damaged_objects;
 mod dedup;
+mod fixture;
 mod incremental;
 mod integrity;
 mod keys;

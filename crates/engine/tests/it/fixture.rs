@@ -1,0 +1,111 @@
+//! The format fixture: a repository written by format version 1 (see
+//! `examples/write_fixture.rs`) that every later cairn must still open,
+//! list, restore byte for byte, and add to. A format change is a version
+//! bump with a new fixture beside this one, never an edit of it.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use cairn::{NoProgress, Repository};
+use cairn_store::LocalStore;
+
+use crate::support::*;
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for entry in fs::read_dir(from).expect("dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Same rendering as `examples/write_fixture.rs`.
+fn describe(root: &Path) -> String {
+    let mut lines = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).expect("meta");
+        let rel = path
+            .strip_prefix(root)
+            .expect("prefix")
+            .display()
+            .to_string();
+        let line = if rel.is_empty() {
+            stack.extend(
+                fs::read_dir(&path)
+                    .expect("dir")
+                    .map(|e| e.expect("e").path()),
+            );
+            continue;
+        } else if meta.is_symlink() {
+            let target = fs::read_link(&path).expect("link");
+            format!("l {} -> {}", rel, target.display())
+        } else if meta.is_dir() {
+            stack.extend(
+                fs::read_dir(&path)
+                    .expect("dir")
+                    .map(|e| e.expect("e").path()),
+            );
+            format!("d {:o} {} {}", meta.mode() & 0o7777, meta.mtime(), rel)
+        } else {
+            let digest = blake3::hash(&fs::read(&path).expect("read"));
+            format!(
+                "f {:o} {} {} {} {}",
+                meta.mode() & 0o7777,
+                meta.len(),
+                meta.mtime(),
+                &digest.to_hex()[..16],
+                rel
+            )
+        };
+        lines.push(line);
+    }
+    lines.sort();
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn the_version_1_fixture_still_reads_restores_and_grows() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A copy: opening a local store may create `tmp/`, and the test adds to it.
+    let root = dir.path().join("repo");
+    copy_dir(&fixture.join("repo"), &root);
+    let key_text = fs::read_to_string(fixture.join("key.txt")).expect("key");
+    let key = cairn::parse_recovery_key(&key_text).expect("key parses");
+    let store = Arc::new(LocalStore::open(&root).expect("open store"));
+    let mut repo = Repository::open(store, &key).expect("open");
+    assert!(repo.take_warnings().is_empty());
+
+    let snapshots = repo.snapshots().expect("snapshots");
+    let tags: Vec<_> = snapshots.iter().map(|(_, s)| s.tags.clone()).collect();
+    assert_eq!(tags, [["day0"], ["day1"]]);
+    assert!(snapshots.iter().all(|(_, s)| s.host == "fixture-host"));
+    let (first, latest) = (snapshots[0].0, snapshots[1].0);
+
+    let restored = restore(&repo, &latest, &dir.path().join("out")).expect("restore latest");
+    let expected = fs::read_to_string(fixture.join("latest.txt")).expect("expected");
+    assert_eq!(describe(&restored), expected);
+    let listing = repo.list(&first, None).expect("list first");
+    assert!(listing.iter().any(|e| e.path == "chat/messages.db"));
+    assert!(!listing.iter().any(|e| e.path.ends_with("voice.opus")));
+    restore(&repo, &first, &dir.path().join("out")).expect("restore first");
+
+    // This version can add to it, deduplicating against what is there.
+    let report = repo
+        .backup(&[restored.join("chat")], &options(), &NoProgress)
+        .expect("backup into the fixture");
+    assert_eq!(report.n_skipped, 0);
+    // Only the four directories' trees are new (their inodes differ); no
+    // file content is stored again.
+    assert!(report.summary.bytes_new < 4096, "{report:?}");
+    let again = restore(&repo, &report.snapshot_id, &dir.path().join("again")).expect("restore");
+    assert_same_tree(&restored.join("chat"), &again.join("chat"));
+}
