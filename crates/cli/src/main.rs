@@ -94,6 +94,13 @@ enum Command {
     },
     /// Show repository totals.
     Stats,
+    /// Check the repository: every index file, snapshot and pack header, and
+    /// everything each snapshot needs. Exits 1 if anything is wrong.
+    Check {
+        /// Also read every pack whole and authenticate every blob.
+        #[arg(long)]
+        read_data: bool,
+    },
     /// Run a self-contained demonstration: daily backups of a generated chat
     /// history, then a verified restore.
     Demo {
@@ -219,6 +226,7 @@ fn run(cli: Cli) -> Result<Done> {
             Ok(Done::Complete)
         }
         Command::Stats => stats(&cli),
+        Command::Check { read_data } => check(&cli, *read_data),
         Command::Demo { dir, days } => {
             demo::run(dir.as_deref(), *days)?;
             Ok(Done::Complete)
@@ -469,6 +477,62 @@ fn restore(
         );
     }
     Ok(done)
+}
+
+fn check(cli: &Cli, read_data: bool) -> Result<Done> {
+    let repo = open_repo(cli)?;
+    // What opening skipped is reported by the check itself.
+    repo.take_warnings();
+    let progress = CliProgress::start(false);
+    let report = repo.check(&cairn::CheckOptions { read_data }, &progress);
+    progress.finish();
+    let report = report?;
+    if cli.json {
+        let problems: Vec<_> = report
+            .problems
+            .iter()
+            .map(|p| serde_json::json!({"object": p.object, "problem": p.what}))
+            .collect();
+        let summary = serde_json::json!({
+            "ok": report.is_ok(),
+            "n_snapshots": report.n_snapshots,
+            "n_index_files": report.n_index_files,
+            "n_packs": report.n_packs,
+            "n_trees": report.n_trees,
+            "n_blobs_read": report.n_blobs_read,
+            "n_unreferenced_packs": report.n_unreferenced_packs,
+            "unreferenced_bytes": report.unreferenced_bytes,
+            "problems": problems,
+        });
+        println!("{summary}");
+    } else {
+        println!(
+            "checked {} snapshots, {} index files, {} packs, {} trees{}",
+            report.n_snapshots,
+            report.n_index_files,
+            report.n_packs,
+            report.n_trees,
+            if read_data {
+                format!(", {} blobs read", report.n_blobs_read)
+            } else {
+                String::new()
+            }
+        );
+        if report.n_unreferenced_packs > 0 {
+            println!(
+                "{} packs ({:.1} MiB) are named by no index file (left by interrupted backups)",
+                report.n_unreferenced_packs,
+                mib(report.unreferenced_bytes)
+            );
+        }
+        for problem in &report.problems {
+            println!("problem: {problem}");
+        }
+    }
+    if !report.is_ok() {
+        anyhow::bail!("check found {} problems", report.problems.len());
+    }
+    Ok(Done::Complete)
 }
 
 fn stats(cli: &Cli) -> Result<Done> {

@@ -428,6 +428,8 @@ fn partial_results_exit_with_status_three() {
         ("CAIRN_KEY_FILE", p(&key_file)),
     ];
     ok(&cairn(&["backup", p(&src)], &env));
+    let out = ok(&cairn(&["check", "--read-data"], &env));
+    assert!(out.contains("checked 1 snapshots"), "{out}");
     // Lose every pack holding data (tree packs are smaller).
     let mut packs: Vec<(u64, std::path::PathBuf)> = Vec::new();
     for sub in std::fs::read_dir(repo.join("packs")).expect("packs") {
@@ -447,6 +449,16 @@ fn partial_results_exit_with_status_three() {
         "{stderr}"
     );
     assert!(!target.join("chat/photo.jpg").exists());
+    // `check` names the pack and the file, and fails.
+    let out = cairn(&["check"], &env);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("missing") && stdout.contains("chat/photo.jpg"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("check found"), "{stderr}");
 
     // A FIFO inside the tree is left out (never opened: it would block).
     let fifo = src.join("pipe");

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use cairn_crypto::{BlobId, BlobKind, PackId, SealKey, SealKind};
 use cairn_index::{BlobLocation, Index};
-use cairn_pack::{MAX_HEADER_SEALED_LEN, TRAILER_LEN};
+use cairn_pack::{MAX_HEADER_SEALED_LEN, PackEntry, TRAILER_LEN};
 use cairn_store::{Namespace, ObjectName, Store};
 
 use crate::error::{Error, Result, from_meta};
@@ -153,7 +153,8 @@ impl BlobStore {
         Ok(())
     }
 
-    fn read_index_file(&self, object_name: &ObjectName, name: &str) -> Result<Index> {
+    /// Reads, authenticates and decodes one index file.
+    pub fn read_index_file(&self, object_name: &ObjectName, name: &str) -> Result<Index> {
         let bytes = self.store.get(object_name, MAX_INDEX_FILE_LEN)?;
         let shown = object_name.to_string();
         // Files are named by the hash of their bytes.
@@ -360,22 +361,34 @@ impl BlobStore {
     /// Whether the pack's header authenticates and lists the blob as the
     /// index does. Store errors other than a short pack pass through.
     fn check_header(&self, location: &BlobLocation) -> Result<bool, cairn_store::Error> {
-        let pack = pack_object(&location.pack).map_err(|_| cairn_store::Error::InvalidName)?;
+        Ok(self
+            .read_header(&location.pack)?
+            .is_some_and(|entries| entries.contains(&location.entry)))
+    }
+
+    /// Reads and authenticates a pack's trailer and header: its entries, or
+    /// `None` when they are damaged. Store errors other than a short pack
+    /// pass through.
+    pub fn read_header(
+        &self,
+        pack_id: &PackId,
+    ) -> Result<Option<Vec<PackEntry>>, cairn_store::Error> {
+        let pack = pack_object(pack_id).map_err(|_| cairn_store::Error::InvalidName)?;
         let size = self.store.size(&pack)?;
         let Some(trailer_at) = size.checked_sub(TRAILER_LEN as u64) else {
-            return Ok(false);
+            return Ok(None);
         };
         let tail = match self.store.get_range(&pack, trailer_at, TRAILER_LEN as u64) {
-            Err(cairn_store::Error::OutOfRange(_)) => return Ok(false),
+            Err(cairn_store::Error::OutOfRange(_)) => return Ok(None),
             other => other?,
         };
         // The trailer is not authenticated: its header length is bounded
-        // before anything is allocated for it.
+        // (by `decode_trailer`) before anything is allocated for it.
         let Ok(trailer) = cairn_pack::decode_trailer(&tail) else {
-            return Ok(false);
+            return Ok(None);
         };
         let Some(header_at) = trailer_at.checked_sub(u64::from(trailer.header_len)) else {
-            return Ok(false);
+            return Ok(None);
         };
         debug_assert!(trailer.header_len <= MAX_HEADER_SEALED_LEN);
         let sealed_header =
@@ -383,11 +396,11 @@ impl BlobStore {
                 .store
                 .get_range(&pack, header_at, u64::from(trailer.header_len))
             {
-                Err(cairn_store::Error::OutOfRange(_)) => return Ok(false),
+                Err(cairn_store::Error::OutOfRange(_)) => return Ok(None),
                 other => other?,
             };
         let Ok(blobs_len) = u32::try_from(header_at) else {
-            return Ok(false);
+            return Ok(None);
         };
         Ok(cairn_pack::open_header(
             &self.metadata_key,
@@ -395,6 +408,6 @@ impl BlobStore {
             &sealed_header,
             blobs_len,
         )
-        .is_ok_and(|entries| entries.contains(&location.entry)))
+        .ok())
     }
 }

@@ -23,6 +23,7 @@ mod backup;
 mod blobs;
 mod chunking;
 mod error;
+mod maintenance;
 mod progress;
 mod repo;
 mod restore;
@@ -35,6 +36,7 @@ pub use cairn_meta::{
     ChunkingRules, DEFAULT_PACK_TARGET, Node, NodeKind, RepoConfig, Snapshot, SnapshotSummary, Tree,
 };
 pub use error::{Error, KeyProblem, Result};
+pub use maintenance::{CheckOptions, CheckReport, Problem};
 pub use progress::{NoProgress, Progress};
 pub use repo::{InitOptions, RepoStats, Repository};
 pub use restore::{FileReader, ListEntry, Resolved, RestoreFailure, RestoreReport};

@@ -58,7 +58,7 @@ impl From<cairn_crypto::Error> for Error {
 }
 
 /// One blob's entry in a pack header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PackEntry {
     /// The blob's ID.
     pub id: BlobId,

@@ -180,3 +180,92 @@ fn a_damaged_subtree_costs_only_its_entries() {
         other => panic!("{other:?}"),
     }
 }
+
+fn check(repo: &Repository, read_data: bool) -> cairn::CheckReport {
+    repo.check(&cairn::CheckOptions { read_data }, &NoProgress)
+        .expect("check runs")
+}
+
+/// `check` reports each kind of damage, naming the object and what needs it;
+/// a sound repository checks clean, with and without reading the data.
+#[test]
+fn check_names_every_damaged_object() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    write(&src.join("media/photo.jpg"), &Rng(3).bytes(700_000));
+    write(&src.join("notes.txt"), b"notes");
+    let (store, mut repo, key) = memory_repo();
+    backup(&mut repo, &src);
+    write(&src.join("media/video.mp4"), &Rng(4).bytes(900_000));
+    backup(&mut repo, &src);
+    for read_data in [false, true] {
+        let report = check(&repo, read_data);
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!((report.n_snapshots, report.n_index_files), (2, 2));
+        assert!(report.n_packs >= 3);
+    }
+    assert!(check(&repo, true).n_blobs_read >= 4);
+
+    // A blob's bytes flipped: only reading the data finds it.
+    let packs = names(&store, Namespace::Packs);
+    let biggest = packs
+        .iter()
+        .max_by_key(|p| store.size(p).expect("size"))
+        .expect("a pack")
+        .clone();
+    store.tamper(&biggest, |b| b[100] ^= 1).expect("tamper");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    assert!(check(&repo, false).is_ok());
+    let report = check(&repo, true);
+    // The pack, and the one file whose chunk it was.
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(report.problems[0].object.contains(biggest.name()));
+    assert!(report.problems[0].what.contains("1 blobs fail"));
+    assert!(report.problems[1].object.ends_with("src/media/video.mp4"));
+    store.tamper(&biggest, |b| b[100] ^= 1).expect("untamper");
+
+    // A missing pack: named, and so is every file that needed it.
+    let original = store.get(&biggest, u64::MAX).expect("get");
+    store.delete(&biggest).expect("delete");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let report = check(&repo, false);
+    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|p| p.contains(biggest.name()) && p.contains("missing")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(|p| p.contains("src/media/video.mp4")),
+        "{text:#?}"
+    );
+    store.put(&biggest, &original).expect("put back");
+
+    // A damaged index file, a garbage snapshot, an orphan pack.
+    let index = names(&store, Namespace::Index).remove(0);
+    flip_middle(&store, &index);
+    store
+        .put(
+            &ObjectName::new(Namespace::Snapshots, "garbage").expect("name"),
+            b"junk",
+        )
+        .expect("put");
+    store
+        .put(
+            &ObjectName::new(Namespace::Packs, &"0".repeat(64)).expect("name"),
+            b"orphan",
+        )
+        .expect("put");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let report = check(&repo, false);
+    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    for expected in [index.name(), "snapshots/garbage"] {
+        assert!(
+            text.iter().any(|p| p.contains(expected)),
+            "{expected}: {text:#?}"
+        );
+    }
+    // The packs only the damaged index file named are now unreferenced.
+    assert!(report.n_unreferenced_packs >= 1);
+    assert!(report.unreferenced_bytes >= 6);
+}

@@ -1,0 +1,341 @@
+//! `check`: finds every damaged, missing or unreadable object and says what
+//! depends on it, without changing anything.
+//!
+//! It reads every index file and snapshot file, lists the packs, reads every
+//! referenced pack's header and compares it with the index, then walks every
+//! snapshot's trees and locates every chunk. With `read_data`, it also reads
+//! every referenced pack whole, checks its name (the hash of its bytes) and
+//! authenticates every blob in it. Packs no index names (left by interrupted
+//! backups) are counted, not reported as problems: prune removes them.
+
+use std::collections::{HashMap, HashSet};
+
+use cairn_crypto::{BlobId, BlobKind, PackId};
+use cairn_index::BlobLocation;
+use cairn_meta::{NodeKind, Tree};
+use cairn_pack::PackEntry;
+use cairn_store::Namespace;
+
+use crate::blobs::{object, pack_object};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::restore::MAX_TREE_DEPTH;
+
+/// Options of [`Repository::check`].
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Also read every pack whole and authenticate every blob (reads the
+    /// whole repository; without it, only metadata and pack headers are read).
+    pub read_data: bool,
+}
+
+/// One thing `check` found wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The object or snapshot path concerned.
+    pub object: String,
+    /// What is wrong with it.
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.object, self.what)
+    }
+}
+
+/// What `check` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Snapshot files read.
+    pub n_snapshots: usize,
+    /// Index files read.
+    pub n_index_files: usize,
+    /// Packs the index names (and whose headers were checked).
+    pub n_packs: usize,
+    /// Distinct trees walked.
+    pub n_trees: usize,
+    /// Blobs authenticated by reading them (with `read_data`).
+    pub n_blobs_read: u64,
+    /// Packs no index file names, and their bytes.
+    pub n_unreferenced_packs: usize,
+    /// Bytes of those packs.
+    pub unreferenced_bytes: u64,
+    /// Everything found wrong. Empty means the repository is sound.
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// Whether nothing was found wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, object: impl ToString, what: impl ToString) {
+        self.problems.push(Problem {
+            object: object.to_string(),
+            what: what.to_string(),
+        });
+    }
+}
+
+/// What the check decided about a pack.
+enum PackVerdict {
+    Sound,
+    /// Nothing in it can be used (missing, or its header is damaged).
+    Bad(String),
+    /// Readable, but these blobs fail authentication.
+    Damaged {
+        what: String,
+        blobs: HashSet<(BlobKind, BlobId)>,
+    },
+}
+
+impl Repository {
+    /// Checks the whole repository and reports every problem found; changes
+    /// nothing. Errors only for failures of the check itself (the store
+    /// failing, cancellation), never for what it finds.
+    pub fn check(&self, options: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+
+        // Index files: each must read, authenticate and decode.
+        let mut by_pack: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+        for name in self.store().list(Namespace::Index)? {
+            let object_name = object(Namespace::Index, &name)?;
+            match self.blobs().read_index_file(&object_name, &name) {
+                Ok(segment) => {
+                    report.n_index_files += 1;
+                    for location in segment.iter() {
+                        by_pack
+                            .entry(location.pack)
+                            .or_default()
+                            .push(location.entry);
+                    }
+                }
+                Err(e) if e.is_repository_damage() => report.problem(object_name, e),
+                Err(e) => return Err(e),
+            }
+        }
+
+        // Packs: every named pack must exist and its header must list exactly
+        // what the index says it holds.
+        let present: HashSet<String> = self.store().list(Namespace::Packs)?.into_iter().collect();
+        let mut verdicts: HashMap<PackId, PackVerdict> = HashMap::new();
+        let mut packs: Vec<_> = by_pack.into_iter().collect();
+        packs.sort_by_key(|(pack, _)| *pack);
+        for (pack, entries) in &packs {
+            if progress.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            report.n_packs += 1;
+            let verdict = self.check_pack(pack, entries, &present, options, &mut report)?;
+            match &verdict {
+                PackVerdict::Bad(what) | PackVerdict::Damaged { what, .. } => {
+                    report.problem(pack_object(pack)?, what);
+                }
+                PackVerdict::Sound => {}
+            }
+            verdicts.insert(*pack, verdict);
+        }
+        for name in &present {
+            if PackId::from_hex(name).is_none_or(|id| !verdicts.contains_key(&id)) {
+                report.n_unreferenced_packs += 1;
+                report.unreferenced_bytes += self.store().size(&object(Namespace::Packs, name)?)?;
+            }
+        }
+
+        // Snapshots: each must read, and everything it reaches must be there.
+        let (snapshots, unreadable) = self.list_snapshots()?;
+        for u in unreadable {
+            report.problem(u.object, u.reason);
+        }
+        report.n_snapshots = snapshots.len();
+        let mut walk = SnapshotWalk {
+            repo: self,
+            verdicts: &verdicts,
+            seen_trees: HashSet::new(),
+            seen_chunks: HashSet::new(),
+            report: &mut report,
+            progress,
+        };
+        for (id, snapshot) in &snapshots {
+            let prefix = format!("snapshot {}", &id.to_hex()[..16]);
+            walk.tree(&snapshot.root_id(), &prefix, 0)?;
+        }
+        report.n_trees = walk.seen_trees.len();
+        Ok(report)
+    }
+
+    fn check_pack(
+        &self,
+        pack: &PackId,
+        entries: &[PackEntry],
+        present: &HashSet<String>,
+        options: &CheckOptions,
+        report: &mut CheckReport,
+    ) -> Result<PackVerdict> {
+        if !present.contains(&pack.to_hex()) {
+            return Ok(PackVerdict::Bad(format!(
+                "missing ({} blobs named by the index)",
+                entries.len()
+            )));
+        }
+        let header = match self.blobs().read_header(pack) {
+            Ok(Some(header)) => header,
+            Ok(None) => return Ok(PackVerdict::Bad("trailer or header is damaged".into())),
+            Err(cairn_store::Error::NotFound(_)) => {
+                return Ok(PackVerdict::Bad("vanished while checked".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let listed: HashSet<&PackEntry> = header.iter().collect();
+        let n_unlisted = entries.iter().filter(|e| !listed.contains(e)).count();
+        if n_unlisted > 0 {
+            return Ok(PackVerdict::Bad(format!(
+                "header does not list {n_unlisted} blobs the index places in it"
+            )));
+        }
+        if options.read_data {
+            return self.read_pack_whole(pack, &header, report);
+        }
+        Ok(PackVerdict::Sound)
+    }
+
+    /// Reads a pack whole: its name must be the hash of its bytes and every
+    /// blob must authenticate.
+    fn read_pack_whole(
+        &self,
+        pack: &PackId,
+        header: &[PackEntry],
+        report: &mut CheckReport,
+    ) -> Result<PackVerdict> {
+        let name = pack_object(pack)?;
+        let size = self.store().size(&name)?;
+        let bytes = self.store().get_range(&name, 0, size)?;
+        let name_matches = PackId::of_bytes(&bytes) == *pack;
+        let mut damaged = HashSet::new();
+        for entry in header {
+            let range = entry.offset as usize..(entry.offset as usize + entry.sealed_len as usize);
+            let location = BlobLocation {
+                pack: *pack,
+                entry: *entry,
+            };
+            let opened = bytes
+                .get(range)
+                .ok_or_else(|| Error::integrity(&name))
+                .and_then(|sealed| self.blobs().open(&location, sealed));
+            match opened {
+                Ok(_) => report.n_blobs_read += 1,
+                Err(e) if e.is_repository_damage() => {
+                    damaged.insert((entry.kind, entry.id));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(match (name_matches, damaged.is_empty()) {
+            (true, true) => PackVerdict::Sound,
+            // Bytes outside every blob (the header was checked before).
+            (false, true) => PackVerdict::Damaged {
+                what: "bytes do not match its name, though every blob authenticates".into(),
+                blobs: damaged,
+            },
+            _ => PackVerdict::Damaged {
+                what: format!("{} blobs fail authentication", damaged.len()),
+                blobs: damaged,
+            },
+        })
+    }
+}
+
+/// Walks snapshots' trees once each, recording what is missing.
+struct SnapshotWalk<'a> {
+    repo: &'a Repository,
+    verdicts: &'a HashMap<PackId, PackVerdict>,
+    seen_trees: HashSet<BlobId>,
+    seen_chunks: HashSet<BlobId>,
+    report: &'a mut CheckReport,
+    progress: &'a dyn Progress,
+}
+
+impl SnapshotWalk<'_> {
+    /// Whether a blob can be had: located, in a pack found sound.
+    fn available(&self, kind: BlobKind, id: &BlobId) -> std::result::Result<(), String> {
+        let location = self
+            .repo
+            .blobs()
+            .locate(kind, id)
+            .map_err(|e| e.to_string())?;
+        let unusable = |what: &str| {
+            Err(format!(
+                "{} blob {} is unusable (pack {}: {what})",
+                kind.name(),
+                id.to_hex(),
+                location.pack.to_hex()
+            ))
+        };
+        match self.verdicts.get(&location.pack) {
+            Some(PackVerdict::Sound) => Ok(()),
+            Some(PackVerdict::Bad(what)) => unusable(what),
+            Some(PackVerdict::Damaged { what, blobs }) if blobs.contains(&(kind, *id)) => {
+                unusable(what)
+            }
+            Some(PackVerdict::Damaged { .. }) => Ok(()),
+            None => Err(format!(
+                "{} blob {} is in no index file",
+                kind.name(),
+                id.to_hex()
+            )),
+        }
+    }
+
+    fn tree(&mut self, id: &BlobId, path: &str, depth: usize) -> Result<()> {
+        if self.progress.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        if !self.seen_trees.insert(*id) {
+            return Ok(());
+        }
+        if depth > MAX_TREE_DEPTH {
+            self.report.problem(
+                path,
+                format!("nested deeper than {MAX_TREE_DEPTH} directories"),
+            );
+            return Ok(());
+        }
+        if let Err(what) = self.available(BlobKind::Tree, id) {
+            self.report.problem(path, what);
+            return Ok(());
+        }
+        let tree: Tree = match self.repo.load_tree(id) {
+            Ok(tree) => tree,
+            Err(e) if e.is_repository_damage() => {
+                self.report.problem(path, e);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for node in &tree.nodes {
+            let child = format!("{path}/{}", node.name_lossy());
+            match node.kind {
+                NodeKind::Dir => {
+                    if let Some(sub) = node.subtree_id() {
+                        self.tree(&sub, &child, depth + 1)?;
+                    }
+                }
+                NodeKind::File => {
+                    for chunk in node.chunks() {
+                        if !self.seen_chunks.insert(chunk) {
+                            continue;
+                        }
+                        if let Err(what) = self.available(BlobKind::Data, &chunk) {
+                            self.report.problem(&child, what);
+                        }
+                    }
+                }
+                NodeKind::Symlink => {}
+            }
+        }
+        Ok(())
+    }
+}
