@@ -3,21 +3,41 @@
 //! (it would show in `ps` and shell history).
 
 use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use cairn::RecoveryKey;
 use zeroize::Zeroizing;
 
+/// Most bytes read from a key file: a key with any spacing fits many times
+/// over, and `--key-file /dev/zero` must not exhaust memory.
+const MAX_KEY_FILE_LEN: u64 = 4096;
+
+fn read_key_file(path: &Path) -> Result<String> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_KEY_FILE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    if bytes.len() as u64 > MAX_KEY_FILE_LEN {
+        bail!(
+            "key file {} is larger than {MAX_KEY_FILE_LEN} bytes: not a key file",
+            path.display()
+        );
+    }
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => Ok(text.to_owned()),
+        Err(_) => bail!("key file {} is not text", path.display()),
+    }
+}
+
 /// Loads the key for opening a repository.
 pub fn load(key_file: Option<&Path>) -> Result<RecoveryKey> {
     let text = match key_file {
-        Some(path) => Zeroizing::new(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading key file {}", path.display()))?,
-        ),
+        Some(path) => Zeroizing::new(read_key_file(path)?),
         None => match std::env::var("CAIRN_RECOVERY_KEY") {
             Ok(text) => Zeroizing::new(text),
             Err(_) => bail!(
@@ -28,7 +48,9 @@ pub fn load(key_file: Option<&Path>) -> Result<RecoveryKey> {
     Ok(cairn::parse_recovery_key(&text)?)
 }
 
-/// Writes a new key file readable by the owner only; refuses to overwrite.
+/// Writes a new key file readable by the owner only (0600 whatever the
+/// umask); refuses to overwrite. A file that could not be written whole is
+/// removed again: a truncated key file must never look like a key.
 pub fn write_new(path: &Path, key: &RecoveryKey) -> Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -36,9 +58,15 @@ pub fn write_new(path: &Path, key: &RecoveryKey) -> Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating key file {}", path.display()))?;
-    file.write_all(key.to_grouped_string().as_bytes())
+    let written = file
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(key.to_grouped_string().as_bytes()))
         .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing key file {}", path.display()))?;
+        .and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(e).with_context(|| format!("writing key file {}", path.display()));
+    }
     Ok(())
 }

@@ -129,6 +129,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(Done::Complete) => ExitCode::SUCCESS,
         Ok(Done::Partial) => ExitCode::from(EXIT_PARTIAL),
+        // The reader of our output went away (`cairn ls | head`): not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cairn: error: {}", one_line(&e));
             ExitCode::FAILURE
@@ -154,6 +156,14 @@ fn one_line(error: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Prints what the repository skipped (damaged or missing objects).
 fn print_warnings(repo: &Repository) {
     for warning in repo.take_warnings() {
@@ -172,6 +182,11 @@ fn open_repo(cli: &Cli) -> Result<Repository> {
     let key = keys::load(cli.key_file.as_deref())?;
     let store = LocalStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
     Ok(Repository::open(Arc::new(store), &key)?)
+}
+
+/// "1 entry", "2 entries".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -219,10 +234,14 @@ fn run(cli: Cli) -> Result<Done> {
             let mut out = std::io::stdout().lock();
             let copied = std::io::copy(&mut reader, &mut out);
             print_warnings(&repo);
-            copied.map_err(|e| match e.into_inner() {
-                Some(inner) => anyhow::anyhow!(inner),
-                None => anyhow::anyhow!("writing to standard output failed"),
-            })?;
+            match copied {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Err(e) => match e.into_inner() {
+                    Some(inner) => return Err(anyhow::anyhow!(inner)),
+                    None => anyhow::bail!("writing to standard output failed"),
+                },
+            }
             Ok(Done::Complete)
         }
         Command::Stats => stats(&cli),
@@ -243,7 +262,8 @@ fn init(cli: &Cli) -> Result<Done> {
         && key_file.exists()
     {
         anyhow::bail!(
-            "key file {} already exists; not overwriting it",
+            "key file {} already exists; not overwriting it (if an interrupted init \
+             left it, `cairn snapshots` with it says whether it opens a repository)",
             key_file.display()
         );
     }
@@ -320,8 +340,8 @@ fn backup(
     );
     if report.n_skipped > 0 {
         eprintln!(
-            "cairn: warning: {} entries could not be backed up (see the warnings above); the snapshot is incomplete",
-            report.n_skipped
+            "cairn: warning: {} could not be backed up (see the warnings above); the snapshot is incomplete",
+            count(report.n_skipped as usize, "entry", "entries")
         );
     }
     Ok(done)
@@ -329,8 +349,18 @@ fn backup(
 
 fn snapshots(cli: &Cli) -> Result<Done> {
     let repo = open_repo(cli)?;
-    let snapshots = repo.snapshots()?;
+    let listing = repo.list_snapshots()?;
     print_warnings(&repo);
+    for u in &listing.unreadable {
+        eprintln!("cairn: warning: {u}");
+    }
+    // The list is incomplete when a snapshot file could not be read.
+    let done = if listing.unreadable.is_empty() {
+        Done::Complete
+    } else {
+        Done::Partial
+    };
+    let snapshots = listing.snapshots;
     if cli.json {
         let list: Vec<_> = snapshots
             .iter()
@@ -347,7 +377,7 @@ fn snapshots(cli: &Cli) -> Result<Done> {
             })
             .collect();
         println!("{}", serde_json::Value::Array(list));
-        return Ok(Done::Complete);
+        return Ok(done);
     }
     for (id, snap) in snapshots {
         println!(
@@ -360,19 +390,22 @@ fn snapshots(cli: &Cli) -> Result<Done> {
             snap.paths.join(" ")
         );
     }
-    Ok(Done::Complete)
+    Ok(done)
 }
 
 fn ls(cli: &Cli, snapshot: &str, path: Option<&std::path::Path>) -> Result<Done> {
     let repo = open_repo(cli)?;
     let (id, _) = repo.find_snapshot(snapshot)?;
-    let entries = repo.list(&id, path)?;
-    let warnings = repo.take_warnings();
-    for warning in &warnings {
-        eprintln!("cairn: warning: {warning}");
+    let listing = repo.list(&id, path)?;
+    print_warnings(&repo);
+    for gap in &listing.unlisted {
+        eprintln!(
+            "cairn: warning: contents of {} not listed: {}",
+            gap.object, gap.reason
+        );
     }
     let mut out = std::io::stdout().lock();
-    for entry in entries {
+    for entry in listing.iter() {
         let n = &entry.node;
         let kind = match n.kind {
             NodeKind::Dir => 'd',
@@ -411,7 +444,7 @@ fn ls(cli: &Cli, snapshot: &str, path: Option<&std::path::Path>) -> Result<Done>
         }
         writeln!(out, "{line}")?;
     }
-    Ok(if warnings.is_empty() {
+    Ok(if listing.is_complete() {
         Done::Complete
     } else {
         Done::Partial
@@ -429,8 +462,8 @@ fn restore(
     let progress = CliProgress::start(cli.json);
     let report = repo.restore(&id, path, target, &progress);
     progress.finish();
-    let report = report?;
     print_warnings(&repo);
+    let report = report?;
     let done = if report.is_complete() {
         Done::Complete
     } else {
@@ -472,8 +505,8 @@ fn restore(
     }
     if !report.is_complete() {
         eprintln!(
-            "cairn: warning: restore incomplete: {} entries could not be restored",
-            report.failed.len()
+            "cairn: warning: restore incomplete: {} could not be restored",
+            count(report.failed.len(), "entry", "entries")
         );
     }
     Ok(done)

@@ -361,47 +361,55 @@ fn a_failed_init_loses_no_key_and_can_be_retried() {
 }
 
 /// Regression: under umask 000 repository objects were 0666 and directories
-/// 0777, so any local user could plant or delete objects.
+/// 0777, so any local user could plant or delete objects; under umask 0277
+/// init failed, leaving a directory its owner could not write.
 #[test]
 fn repository_files_are_private_under_any_umask() {
     use std::os::unix::fs::MetadataExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let repo = dir.path().join("repo");
-    let key_file = dir.path().join("key.txt");
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).expect("mkdir");
-    std::fs::write(src.join("f"), vec![1u8; 10_000]).expect("write");
-    let script = format!(
-        "umask 000 && {bin} init --repo {repo} --key-file {key} && {bin} backup --repo {repo} --key-file {key} {src}",
-        bin = env!("CARGO_BIN_EXE_cairn"),
-        repo = p(&repo),
-        key = p(&key_file),
-        src = p(&src),
-    );
-    let status = Command::new("sh")
-        .args(["-c", &script])
-        .env_remove("CAIRN_REPOSITORY")
-        .output()
-        .expect("sh");
-    assert!(status.status.success(), "{status:?}");
-    let mut stack = vec![repo.clone()];
-    let mut n_checked = 0;
-    while let Some(path) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&path).expect("meta");
-        let expected = if meta.is_dir() { 0o700 } else { 0o600 };
-        assert_eq!(meta.mode() & 0o777, expected, "{}", path.display());
-        n_checked += 1;
-        if meta.is_dir() {
-            stack.extend(
-                std::fs::read_dir(&path)
-                    .expect("dir")
-                    .map(|e| e.expect("e").path()),
+    for umask in ["000", "0277"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        let key_file = dir.path().join("key.txt");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("f"), vec![1u8; 10_000]).expect("write");
+        let script = format!(
+            "umask {umask} && {bin} init --repo {repo} --key-file {key} && {bin} backup --repo {repo} --key-file {key} {src}",
+            bin = env!("CARGO_BIN_EXE_cairn"),
+            repo = p(&repo),
+            key = p(&key_file),
+            src = p(&src),
+        );
+        let status = Command::new("sh")
+            .args(["-c", &script])
+            .env_remove("CAIRN_REPOSITORY")
+            .output()
+            .expect("sh");
+        assert!(status.status.success(), "umask {umask}: {status:?}");
+        let mut stack = vec![repo.clone()];
+        let mut n_checked = 0;
+        while let Some(path) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&path).expect("meta");
+            let expected = if meta.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(
+                meta.mode() & 0o777,
+                expected,
+                "umask {umask}: {}",
+                path.display()
             );
+            n_checked += 1;
+            if meta.is_dir() {
+                stack.extend(
+                    std::fs::read_dir(&path)
+                        .expect("dir")
+                        .map(|e| e.expect("e").path()),
+                );
+            }
         }
+        assert!(n_checked > 10);
+        let meta = std::fs::metadata(&key_file).expect("key");
+        assert_eq!(meta.mode() & 0o777, 0o600, "umask {umask}");
     }
-    assert!(n_checked > 10);
-    let meta = std::fs::metadata(&key_file).expect("key");
-    assert_eq!(meta.mode() & 0o777, 0o600);
 }
 
 /// A restore that had to leave files out exits 3 and names them; a backup
@@ -468,4 +476,82 @@ fn partial_results_exit_with_status_three() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("pipe"), "{stderr}");
+}
+
+/// Regression: a file name holding a newline forged a line of `ls`, escape
+/// sequences reached the terminal, and names differing only in bytes that
+/// are not UTF-8 printed the same.
+#[test]
+fn ls_prints_every_name_unambiguously() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, key_file) = init_repo(dir.path());
+    let src = dir.path().join("chat");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    for name in [
+        &b"evil\n-0644      9999999 2026-11-27 18:30:04  fake-entry"[..],
+        b"\x1b[31mred",
+        b"bad\xffname",
+        b"bad\xfename",
+    ] {
+        std::fs::write(src.join(std::ffi::OsStr::from_bytes(name)), b"x").expect("write");
+    }
+    let env = [
+        ("CAIRN_REPOSITORY", p(&repo)),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+    ];
+    ok(&cairn(&["backup", p(&src)], &env));
+    let out = ok(&cairn(&["ls", "latest"], &env));
+    assert_eq!(out.lines().count(), 5, "{out}");
+    assert!(!out.contains('\x1b'));
+    assert!(out.contains("chat/evil\\x0a-0644"), "{out}");
+    assert!(out.contains("chat/bad\\xffname") && out.contains("chat/bad\\xfename"));
+    let out = ok(&cairn(&["ls", "--json", "latest"], &env));
+    let paths: std::collections::BTreeSet<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["path"].as_str().expect("path").to_owned()
+        })
+        .collect();
+    assert_eq!(paths.len(), 5, "distinct names stay distinct: {paths:?}");
+}
+
+/// Regression: `cairn ls | head -1` ended with "error: Broken pipe".
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, key_file) = init_repo(dir.path());
+    let src = dir.path().join("many");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    // Far more output than a pipe holds.
+    for i in 0..3000 {
+        std::fs::write(src.join(format!("file-with-a-long-name-{i:06}")), b"").expect("write");
+    }
+    let env = [
+        ("CAIRN_REPOSITORY", p(&repo)),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+    ];
+    ok(&cairn(&["backup", p(&src)], &env));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["ls", "latest"])
+        .envs(env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read");
+    // The pipe closes here: the rest of the listing has nowhere to go.
+    let out = child.wait_with_output().expect("wait");
+    assert!(first.contains("many"));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -43,6 +43,15 @@ enum PackState {
     Damaged,
 }
 
+/// Why a blob's only known location was forgotten.
+#[derive(Clone, Copy, Debug)]
+enum Lost {
+    /// Its pack is missing or its pack's header is damaged.
+    InPack(PackId),
+    /// Its own bytes in this pack failed authentication.
+    Damaged(PackId),
+}
+
 /// A repository object that could not be used, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unreadable {
@@ -73,9 +82,10 @@ pub(crate) struct BlobStore {
     metadata_key: SealKey,
     index: RwLock<Index>,
     packs: Mutex<HashMap<PackId, PackState>>,
-    /// Blobs whose only known location was in a missing or damaged pack:
-    /// lets an error name the pack rather than say "in no index".
-    lost: Mutex<HashMap<(BlobKind, BlobId), PackId>>,
+    /// Blobs whose only known location was lost: in a missing or damaged
+    /// pack, or bytes that failed authentication. Lets an error name the
+    /// pack rather than say "in no index".
+    lost: Mutex<HashMap<(BlobKind, BlobId), Lost>>,
     /// Warnings not yet handed to a caller (distrusted packs).
     warnings: Mutex<Vec<String>>,
 }
@@ -133,8 +143,11 @@ impl BlobStore {
 
     /// Lists the packs (one listing) and distrusts every pack the index names
     /// that is not there. A backup calls this before it deduplicates against
-    /// anything, so a pack lost since the repository was opened is noticed.
+    /// anything, so a pack lost since the repository was opened is noticed;
+    /// and packs verified earlier are verified again on first use (a
+    /// long-lived process must not trust a header it read yesterday).
     pub fn check_packs_present(&self) -> Result<()> {
+        lock(&self.packs).retain(|_, state| *state != PackState::Verified);
         let present: HashSet<String> = self.store.list(Namespace::Packs)?.into_iter().collect();
         let missing: Vec<PackId> = {
             let index = self.read_index();
@@ -184,7 +197,7 @@ impl BlobStore {
     }
 
     /// Marks a pack missing or damaged, forgets its locations (alternates take
-    /// over) and queues a warning, once per pack.
+    /// over) and queues a warning, once per pack, if it cost anything.
     fn distrust(&self, pack: PackId, state: PackState) {
         if lock(&self.packs).insert(pack, state) == Some(state) {
             return;
@@ -194,8 +207,13 @@ impl BlobStore {
         lock(&self.lost).extend(
             forgotten
                 .into_iter()
-                .map(|l| ((l.entry.kind, l.entry.id), l.pack)),
+                .map(|l| ((l.entry.kind, l.entry.id), Lost::InPack(l.pack))),
         );
+        // A pack whose every blob has another copy costs nothing: `check`
+        // reports it, but every command warning about it would be noise.
+        if n_forgotten == 0 {
+            return;
+        }
         let what = match state {
             PackState::Missing => "is missing",
             _ => "is damaged",
@@ -204,6 +222,27 @@ impl BlobStore {
             "pack {} {what}: {n_forgotten} blobs only it held are unavailable \
              (a backup stores them again when it meets their content)",
             pack.to_hex()
+        ));
+    }
+
+    /// Forgets one blob's location whose bytes failed authentication (an
+    /// alternate copy takes over) and queues a warning.
+    fn distrust_blob(&self, location: &BlobLocation) {
+        let still_known = self.write_index().forget_location(location);
+        let (kind, id) = (location.entry.kind, location.entry.id);
+        if !still_known {
+            lock(&self.lost).insert((kind, id), Lost::Damaged(location.pack));
+        }
+        lock(&self.warnings).push(format!(
+            "{} blob {} in pack {} fails authentication{}",
+            kind.name(),
+            id.to_hex(),
+            location.pack.to_hex(),
+            if still_known {
+                "; another copy is used"
+            } else {
+                " (a backup in this session stores it again when it meets its content)"
+            }
         ));
     }
 
@@ -217,9 +256,10 @@ impl BlobStore {
         if let Some(location) = self.read_index().get(kind, id) {
             return Ok(location);
         }
-        let lost_in = lock(&self.lost).get(&(kind, *id)).copied();
-        match lost_in {
-            Some(pack) => Err(self.unavailable_pack_error(&pack, kind, id)),
+        let lost = lock(&self.lost).get(&(kind, *id)).copied();
+        match lost {
+            Some(Lost::InPack(pack)) => Err(self.unavailable_pack_error(&pack, kind, id)),
+            Some(Lost::Damaged(pack)) => Err(Error::integrity(format!("packs/{}", pack.to_hex()))),
             None => Err(Error::MissingBlob {
                 kind: kind.name(),
                 blob: id.to_hex(),
@@ -280,11 +320,11 @@ impl BlobStore {
             };
             match self.open(&location, &sealed) {
                 Ok(plain) => return Ok(plain),
-                // The pack was distrusted: try an alternate copy, if any.
-                Err(e) if self.read_index().get(kind, id) != Some(location) => {
-                    let _ = e;
-                    continue;
-                }
+                // The location was forgotten (its pack or its bytes): try
+                // another copy, if the index knows one.
+                Err(e)
+                    if e.is_repository_damage()
+                        && self.read_index().get(kind, id) != Some(location) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -292,15 +332,19 @@ impl BlobStore {
 
     /// Opens a blob whose sealed bytes the caller fetched from `location`
     /// (restores fetch many at once): checks the pack's header on first use,
-    /// then authenticates and decrypts. Every blob any reader gets passes here.
+    /// then authenticates and decrypts. Every blob any reader gets passes
+    /// here; one that fails authentication is forgotten at that location, so
+    /// another copy takes over and a backup stores it again.
     pub fn open(&self, location: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
         self.verify_pack(location)?;
         let key = match location.entry.kind {
             BlobKind::Data => &self.data_key,
             BlobKind::Tree => &self.metadata_key,
         };
-        cairn_pack::open_blob(key, &location.entry, sealed)
-            .map_err(|_| Error::integrity(format!("packs/{}", location.pack.to_hex())))
+        cairn_pack::open_blob(key, &location.entry, sealed).map_err(|_| {
+            self.distrust_blob(location);
+            Error::integrity(format!("packs/{}", location.pack.to_hex()))
+        })
     }
 
     /// The error for a read of `location` that the store refused.

@@ -85,6 +85,15 @@ pub enum Error {
     /// A backup worker thread stopped without saying why (a bug: please report).
     #[error("backup pipeline stopped unexpectedly")]
     PipelineStopped,
+    /// A directory nests deeper than cairn walks: a backup leaves it out, a
+    /// listing or restore skips it (never written by cairn itself).
+    #[error("{path}: nested deeper than {max} directories")]
+    TooDeep {
+        /// Where, inside the snapshot.
+        path: String,
+        /// The limit.
+        max: usize,
+    },
     /// The caller asked to stop.
     #[error("cancelled")]
     Cancelled,

@@ -38,8 +38,10 @@ pub use cairn_meta::{
 pub use error::{Error, KeyProblem, Result};
 pub use maintenance::{CheckOptions, CheckReport, Problem};
 pub use progress::{NoProgress, Progress};
-pub use repo::{InitOptions, RepoStats, Repository};
-pub use restore::{FileReader, ListEntry, Resolved, RestoreFailure, RestoreReport};
+pub use repo::{InitOptions, RepoStats, Repository, SnapshotListing};
+pub use restore::{
+    FileReader, ListEntry, Listing, Resolved, RestoreFailure, RestoreReport, escape_name,
+};
 
 /// Parses a recovery key as typed by a person (see [`RecoveryKey::parse`]).
 pub fn parse_recovery_key(text: &str) -> Result<RecoveryKey> {

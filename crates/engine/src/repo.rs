@@ -55,8 +55,14 @@ pub struct RepoStats {
     pub repo_bytes: u64,
 }
 
-/// Snapshots with their IDs, oldest first.
-pub(crate) type SnapshotList = Vec<(SnapshotId, Snapshot)>;
+/// Every readable snapshot, and the snapshot files that could not be read.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotListing {
+    /// Readable snapshots with their IDs, oldest first.
+    pub snapshots: Vec<(SnapshotId, Snapshot)>,
+    /// Snapshot files skipped, and why.
+    pub unreadable: Vec<Unreadable>,
+}
 
 /// An open repository.
 pub struct Repository {
@@ -113,6 +119,8 @@ impl Repository {
         if !store.list(Namespace::Config)?.is_empty() {
             return Err(Error::AlreadyInitialized);
         }
+        // What an interrupted init left in flight goes first.
+        store.clean_interrupted_writes()?;
         let master = MasterSecret::generate().map_err(|_| Error::Random)?;
         let slot = KeySlot::wrap(key, &master).map_err(from_crypto("key slot"))?;
         let keys = WorkingKeys::derive(&master);
@@ -256,7 +264,7 @@ impl Repository {
 
     /// Every readable snapshot, oldest first, and the snapshot files that
     /// could not be read.
-    pub(crate) fn list_snapshots(&self) -> Result<(SnapshotList, Vec<Unreadable>)> {
+    pub fn list_snapshots(&self) -> Result<SnapshotListing> {
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
         for name in self.store.list(Namespace::Snapshots)? {
@@ -275,15 +283,18 @@ impl Repository {
         out.sort_by(|a, b| {
             (a.1.time_secs, a.1.time_nanos, a.0).cmp(&(b.1.time_secs, b.1.time_nanos, b.0))
         });
-        Ok((out, unreadable))
+        Ok(SnapshotListing {
+            snapshots: out,
+            unreadable,
+        })
     }
 
     /// Every readable snapshot, oldest first. A snapshot file that cannot be
     /// read is skipped with a warning naming it ([`Repository::take_warnings`]).
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let (snapshots, unreadable) = self.list_snapshots()?;
-        self.note(unreadable.iter().map(ToString::to_string));
-        Ok(snapshots)
+        let listing = self.list_snapshots()?;
+        self.note(listing.unreadable.iter().map(ToString::to_string));
+        Ok(listing.snapshots)
     }
 
     /// Finds a snapshot by `latest` (the newest readable one), full ID or

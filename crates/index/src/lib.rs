@@ -227,6 +227,46 @@ impl Index {
             .collect()
     }
 
+    /// Forgets one location (a blob whose bytes there fail authentication):
+    /// an alternate copy takes over if there is one. Returns whether the
+    /// blob is still known (at another location).
+    pub fn forget_location(&mut self, location: &BlobLocation) -> bool {
+        let Some(&pack_idx) = self.pack_idx.get(&location.pack) else {
+            return self.contains(location.entry.kind, &location.entry.id);
+        };
+        let e = location.entry;
+        let slot = Slot {
+            pack_idx,
+            compression: e.compression,
+            offset: e.offset,
+            sealed_len: e.sealed_len,
+            plain_len: e.plain_len,
+        };
+        let key = (e.kind, e.id);
+        if let Some(alternates) = self.alternates.get_mut(&key) {
+            alternates.retain(|s| *s != slot);
+        }
+        let alternate = self.alternates.get_mut(&key).and_then(Vec::pop);
+        if self.alternates.get(&key).is_some_and(Vec::is_empty) {
+            self.alternates.remove(&key);
+        }
+        let map = self.map_mut(e.kind);
+        if map.get(&e.id) == Some(&slot) {
+            match alternate {
+                Some(alternate) => {
+                    map.insert(e.id, alternate);
+                }
+                None => {
+                    map.remove(&e.id);
+                }
+            }
+        } else if let Some(alternate) = alternate {
+            // The forgotten slot was itself an alternate: keep the other one.
+            self.alternates.entry(key).or_default().push(alternate);
+        }
+        self.contains(e.kind, &e.id)
+    }
+
     /// All blobs, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = BlobLocation> + '_ {
         BlobKind::ALL.into_iter().flat_map(move |kind| {
@@ -470,6 +510,26 @@ mod tests {
         let decoded = Index::decode_segment(&index.encode_segment().unwrap()).unwrap();
         assert_eq!(decoded.len(), 1);
         assert!(!decoded.packs().contains(&first.pack));
+    }
+
+    #[test]
+    fn forgetting_a_location_promotes_an_alternate() {
+        let mut index = Index::new();
+        let first = location(1, BlobKind::Data, 1, 0);
+        let second = location(1, BlobKind::Data, 2, 500);
+        index.insert(first);
+        index.insert(second);
+        assert!(index.forget_location(&first));
+        assert_eq!(index.get(BlobKind::Data, &first.entry.id), Some(second));
+        assert!(!index.forget_location(&second));
+        assert_eq!(index.get(BlobKind::Data, &first.entry.id), None);
+        // Forgetting an alternate keeps the first location.
+        let mut index = Index::new();
+        index.insert(first);
+        index.insert(second);
+        assert!(index.forget_location(&second));
+        assert_eq!(index.get(BlobKind::Data, &first.entry.id), Some(first));
+        assert!(!index.forget_location(&first));
     }
 
     #[test]

@@ -16,13 +16,19 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{Error, Namespace, ObjectName, Store};
 
 const TMP_DIR: &str = "tmp";
+
+/// `open(2)` flags for reading an object: never block on a FIFO, never
+/// follow a symlink (both planted by someone else, not written by cairn).
+fn read_flags() -> i32 {
+    (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32
+}
 const FILE_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
 
@@ -40,10 +46,13 @@ fn io_error(name: impl ToString) -> impl FnOnce(io::Error) -> Error {
     }
 }
 
+/// Creates a directory 0700. The mode is set again after creation: a umask
+/// such as 0277 would otherwise leave the owner unable to write.
 fn create_private_dir(path: &Path) -> io::Result<()> {
     match DirBuilder::new().mode(DIR_MODE).create(path) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        other => other,
+        Err(e) => Err(e),
+        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)),
     }
 }
 
@@ -136,14 +145,28 @@ impl LocalStore {
         self.dir_of(name).join(name.name())
     }
 
+    /// Opens an object for reading. Never blocks (a FIFO planted in the
+    /// repository would otherwise hang every command) and never follows a
+    /// symlink; anything but a regular file is refused.
     fn open_existing(&self, name: &ObjectName) -> Result<File, Error> {
-        File::open(self.path_of(name)).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::NotFound(name.clone()),
-            _ => Error::Io {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(read_flags())
+            .open(self.path_of(name))
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => Error::NotFound(name.clone()),
+                _ => Error::Io {
+                    name: name.to_string(),
+                    source: e,
+                },
+            })?;
+        if !file.metadata().map_err(io_error(name))?.is_file() {
+            return Err(Error::Io {
                 name: name.to_string(),
-                source: e,
-            },
-        })
+                source: io::Error::other("not a regular file"),
+            });
+        }
+        Ok(file)
     }
 
     /// Creates and locks a fresh temporary file for a put of `name`. If a
@@ -162,6 +185,9 @@ impl LocalStore {
                 .create_new(true)
                 .mode(FILE_MODE)
                 .open(&tmp)
+                .map_err(io_error(name))?;
+            // Exactly 0600, whatever the umask took away.
+            file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
                 .map_err(io_error(name))?;
             file.lock().map_err(io_error(name))?;
             if file.metadata().map_err(io_error(name))?.nlink() > 0 {
@@ -332,9 +358,18 @@ impl Store for LocalStore {
         let err = || io_error(dir.display());
         let mut n_removed = 0;
         for entry in fs::read_dir(&dir).map_err(err())? {
-            let path = entry.map_err(err())?.path();
+            let entry = entry.map_err(err())?;
+            // Only regular files are ours (a planted FIFO must not block us).
+            if !entry.file_type().map_err(err())?.is_file() {
+                continue;
+            }
+            let path = entry.path();
             // Vanished meanwhile, or not a file we can open: not ours to judge.
-            let Ok(file) = File::open(&path) else {
+            let Ok(file) = OpenOptions::new()
+                .read(true)
+                .custom_flags(read_flags())
+                .open(&path)
+            else {
                 continue;
             };
             match file.try_lock() {
@@ -438,6 +473,31 @@ mod tests {
             }
         }
         assert!(n_checked > 9);
+    }
+
+    /// Regression: a FIFO planted in the repository hung every command that
+    /// read it, and one in `tmp/` hung every backup.
+    #[test]
+    fn planted_fifos_are_refused_not_waited_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::create(dir.path()).expect("create");
+        for path in [
+            dir.path().join("config/config"),
+            dir.path().join("tmp/1-0-x"),
+        ] {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &path,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )
+            .expect("mkfifo");
+        }
+        let config = ObjectName::new(Namespace::Config, "config").expect("name");
+        assert!(matches!(store.get(&config, 1024), Err(Error::Io { .. })));
+        assert!(store.size(&config).is_err());
+        assert_eq!(store.clean_interrupted_writes().expect("clean"), 0);
     }
 
     /// Regression: a put interrupted by a crash left its temporary file in

@@ -171,7 +171,11 @@ impl Repository {
                         .extend(walk.top_level(path, name.clone(), parent_node)?);
                 }
                 root.sort();
-                walk.store_tree(&root, parent_root.as_ref().map(|t| (t, None)))
+                walk.store_tree(
+                    &root,
+                    parent_root.as_ref().map(|t| (t, None)),
+                    std::path::Path::new("the snapshot's root"),
+                )
             })();
             let (sink, outcome) = walk.into_parts();
             match walked {

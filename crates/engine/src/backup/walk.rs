@@ -79,6 +79,22 @@ fn node_from_status(name: Vec<u8>, status: &Status) -> Node {
     }
 }
 
+/// A directory's tree blob, if it fits the format's limit on a blob; a larger
+/// directory (hundreds of thousands of entries) is a local error naming it,
+/// so the walk leaves it out with a warning instead of failing the backup.
+fn encode_tree(tree: &Tree, path: &Path) -> Result<Vec<u8>> {
+    let bytes = tree.encode();
+    if bytes.len() > cairn_pack::MAX_BLOB_PLAIN_LEN as usize {
+        return Err(Error::io(path)(std::io::Error::other(format!(
+            "directory too large to store: {} entries, a {} MiB tree (the limit is {} MiB)",
+            tree.nodes.len(),
+            bytes.len() >> 20,
+            cairn_pack::MAX_BLOB_PLAIN_LEN >> 20
+        ))));
+    }
+    Ok(bytes)
+}
+
 /// Whether a file may reuse its parent's chunk list without being read: same
 /// size, modification time, status-change time and inode (restic's rule; ctime
 /// catches writes that restore the mtime).
@@ -169,6 +185,7 @@ impl<'a, 's> Walk<'a, 's> {
         &mut self,
         tree: &Tree,
         parent: Option<(&Tree, Option<BlobId>)>,
+        path: &Path,
     ) -> Result<BlobId> {
         if let Some((parent_tree, Some(parent_id))) = parent
             && parent_tree == tree
@@ -176,7 +193,7 @@ impl<'a, 's> Walk<'a, 's> {
         {
             return Ok(parent_id);
         }
-        let bytes = tree.encode();
+        let bytes = encode_tree(tree, path)?;
         let id = self.repo.keys().blob_ids.id_of(BlobKind::Tree, &bytes);
         if claim(self.repo, self.claimed, BlobKind::Tree, id)? {
             self.sink.submit(NewBlob {
@@ -274,9 +291,13 @@ impl<'a, 's> Walk<'a, 's> {
         };
         let mut node = node_from_status(name, &status);
         let result = match status.kind {
-            EntryKind::Dir if self.depth >= MAX_TREE_DEPTH => Err(Error::io(path)(
-                std::io::Error::other(format!("nested deeper than {MAX_TREE_DEPTH} directories")),
-            )),
+            // Listing and restore walk no deeper: what they could not reach
+            // is not stored.
+            EntryKind::Dir if self.depth >= MAX_TREE_DEPTH => {
+                Err(Error::io(path)(std::io::Error::other(format!(
+                    "nested deeper than {MAX_TREE_DEPTH} directories; left out"
+                ))))
+            }
             EntryKind::Dir => {
                 node.kind = NodeKind::Dir;
                 self.depth += 1;
@@ -427,6 +448,45 @@ impl<'a, 's> Walk<'a, 's> {
         for child in children {
             tree.nodes.extend(self.finish_child(child, false)?);
         }
-        self.store_tree(&tree, parent_tree.as_ref().map(|t| (t, parent_id)))
+        self.store_tree(&tree, parent_tree.as_ref().map(|t| (t, parent_id)), path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: one directory whose tree exceeded the blob limit (about
+    /// 230,000 entries with long names) failed every backup as "blob too large
+    /// for a pack"; now it is a local error naming the directory, which the
+    /// walk turns into a skip with a warning.
+    #[test]
+    fn a_directory_too_large_for_one_tree_is_a_local_error_naming_it() {
+        let node = |i: usize| Node {
+            name: format!("{}{i:08}", "n".repeat(240)).into_bytes(),
+            kind: NodeKind::File,
+            mode: 0o644,
+            mtime_secs: 0,
+            mtime_nanos: 0,
+            ctime_secs: 0,
+            ctime_nanos: 0,
+            inode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            link_target: Vec::new(),
+            content: Vec::new(),
+            subtree: None,
+        };
+        let small = Tree {
+            nodes: (0..10).map(node).collect(),
+        };
+        assert!(encode_tree(&small, Path::new("/x")).is_ok());
+        let huge = Tree {
+            nodes: (0..260_000).map(node).collect(),
+        };
+        let err = encode_tree(&huge, Path::new("/data/cache")).unwrap_err();
+        assert!(matches!(&err, Error::Io { path, .. } if path == Path::new("/data/cache")));
+        assert!(err.to_string().contains("too large"), "{err}");
     }
 }

@@ -146,8 +146,9 @@ impl Repository {
         }
 
         // Snapshots: each must read, and everything it reaches must be there.
-        let (snapshots, unreadable) = self.list_snapshots()?;
-        for u in unreadable {
+        let listing = self.list_snapshots()?;
+        let snapshots = listing.snapshots;
+        for u in listing.unreadable {
             report.problem(u.object, u.reason);
         }
         report.n_snapshots = snapshots.len();

@@ -34,7 +34,7 @@ mod target;
 
 use data::{DataPlan, Destination};
 pub(crate) use resolve::MAX_TREE_DEPTH;
-pub use resolve::{ListEntry, Resolved};
+pub use resolve::{ListEntry, Listing, Resolved, escape_name};
 pub use stream::FileReader;
 use target::{DirCache, Target};
 
@@ -91,6 +91,7 @@ impl Repository {
         progress: &dyn Progress,
     ) -> Result<RestoreReport> {
         let resolved = self.resolve(snapshot, sub_path)?;
+        let target_path = target;
         let target = Target::prepare(target)?;
         let root = target.root().clone();
         let mut planner = Planner {
@@ -100,6 +101,11 @@ impl Repository {
             plan: DataPlan::default(),
             dirs: Vec::new(),
             report: RestoreReport::default(),
+            token: {
+                let mut bytes = [0u8; 8];
+                cairn_crypto::random_bytes(&mut bytes).map_err(|_| Error::Random)?;
+                u64::from_le_bytes(bytes)
+            },
         };
         let planned = match resolved {
             Resolved::Root(tree) => tree
@@ -134,6 +140,7 @@ impl Repository {
         finish(&target, &plan.files, &failed_files, &dirs, &mut report).inspect_err(|_| {
             remove_incomplete(&target, &plan.files);
         })?;
+        target.finish().map_err(Error::io(target_path))?;
         report.n_files = (plan.files.len() - failed_files.len()) as u64;
         report.n_dirs = dirs.len() as u64;
         Ok(report)
@@ -199,23 +206,28 @@ struct Planner<'a> {
     /// Directories in creation order (parents first), with their metadata.
     dirs: Vec<(usize, Node)>,
     report: RestoreReport,
+    /// Random per restore: part of every temporary name.
+    token: u64,
 }
 
-/// A temporary name for a file: never one of its directory's names in the
-/// snapshot (those are all its directory will hold).
-fn temporary_name(file_idx: usize, taken: impl Fn(&[u8]) -> bool) -> Vec<u8> {
-    let mut name = format!(".cairn-partial-{file_idx}").into_bytes();
-    while taken(&name) {
-        name.push(b'~');
+/// A temporary name for a file: `.cairn-partial-<token>-<index>`, where the
+/// token is random per restore, so a sender who planted names in the
+/// snapshot cannot predict (or exhaust) it; never one of its directory's
+/// names in the snapshot (those are all its directory will hold).
+fn temporary_name(token: u64, file_idx: usize, taken: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut attempt = 0u32;
+    loop {
+        let name = format!(".cairn-partial-{token:016x}-{file_idx}-{attempt}").into_bytes();
+        if !taken(&name) {
+            return name;
+        }
+        attempt += 1;
     }
-    name
 }
 
 impl Planner<'_> {
     fn fail(&mut self, dir_idx: usize, name: &[u8], error: &Error) {
         let path = self.target.display_path(dir_idx, name);
-        self.progress
-            .warning(&format!("{}: not restored: {error}", path.display()));
         self.report.failed.push(RestoreFailure {
             path,
             reason: error.to_string(),
@@ -247,10 +259,10 @@ impl Planner<'_> {
                 let subtree = node
                     .subtree_id()
                     .ok_or_else(|| Error::integrity("tree blob"))
-                    .and_then(|id| self.load_subtree(&id, depth + 1));
+                    .and_then(|id| self.load_subtree(&id, depth + 1, &shown()));
                 let tree = match subtree {
                     Ok(tree) => tree,
-                    Err(e) if e.is_repository_damage() => {
+                    Err(e) if e.is_repository_damage() || matches!(e, Error::TooDeep { .. }) => {
                         self.fail(dir_idx, &node.name, &e);
                         return Ok(());
                     }
@@ -289,7 +301,7 @@ impl Planner<'_> {
                     return Ok(());
                 }
                 self.progress.file(&shown(), node.size);
-                let tmp_name = temporary_name(file_idx, |n| siblings.find(n).is_some());
+                let tmp_name = temporary_name(self.token, file_idx, |n| siblings.find(n).is_some());
                 Target::create_file(dir, &tmp_name, node.size).map_err(Error::io(shown()))?;
                 for (location, offset) in destinations {
                     self.plan.add(location, Destination { file_idx, offset });
@@ -309,12 +321,12 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn load_subtree(&self, id: &cairn_crypto::BlobId, depth: usize) -> Result<Tree> {
+    fn load_subtree(&self, id: &cairn_crypto::BlobId, depth: usize, path: &Path) -> Result<Tree> {
         if depth > MAX_TREE_DEPTH {
-            return Err(Error::integrity(format!(
-                "tree {} (nested deeper than {MAX_TREE_DEPTH})",
-                id.to_hex()
-            )));
+            return Err(Error::TooDeep {
+                path: path.display().to_string(),
+                max: MAX_TREE_DEPTH,
+            });
         }
         self.repo.load_tree(id)
     }

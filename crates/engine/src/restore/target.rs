@@ -41,6 +41,10 @@ pub(crate) struct Target {
     root_path: PathBuf,
     root: Arc<OwnedFd>,
     dirs: Vec<DirEntry>,
+    /// The mode an existing target had: it is made 0700 while the restore
+    /// runs (so nobody else can swap what cairn creates in it) and gets this
+    /// mode back when the restore succeeds.
+    original_mode: Option<u32>,
 }
 
 /// Descriptors of directories recently used by one thread.
@@ -79,8 +83,9 @@ pub(crate) fn apply_metadata(fd: &OwnedFd, node: &Node) -> io::Result<()> {
         Some(rustix::fs::Uid::from_raw(node.uid)),
         Some(rustix::fs::Gid::from_raw(node.gid)),
     ) {
-        // Not root: files stay the restoring user's, as with restic and borg.
-        Ok(()) | Err(rustix::io::Errno::PERM) => {}
+        // Not root (or the IDs do not exist in this user namespace): files
+        // stay the restoring user's, as with restic and borg.
+        Ok(()) | Err(rustix::io::Errno::PERM | rustix::io::Errno::INVAL) => {}
         Err(e) => return Err(e.into()),
     }
     rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode & 0o7777))?;
@@ -90,19 +95,17 @@ pub(crate) fn apply_metadata(fd: &OwnedFd, node: &Node) -> io::Result<()> {
 
 impl Target {
     /// Prepares `path`: creates it (0700) if missing, else requires an empty
-    /// directory that is not a symlink; then opens it.
+    /// directory that is not a symlink and makes it 0700 for the duration;
+    /// then opens it.
     pub fn prepare(path: &Path) -> crate::Result<Self> {
         let io_err = crate::Error::io(path);
+        let mut existed = false;
         match std::fs::symlink_metadata(path) {
             Ok(meta) => {
-                let empty = meta.is_dir()
-                    && std::fs::read_dir(path)
-                        .map_err(crate::Error::io(path))?
-                        .next()
-                        .is_none();
-                if !empty {
+                if !meta.is_dir() {
                     return Err(crate::Error::TargetNotEmpty(path.to_path_buf()));
                 }
+                existed = true;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -119,6 +122,32 @@ impl Target {
             Mode::empty(),
         )
         .map_err(|e| crate::Error::io(path)(e.into()))?;
+        let mut original_mode = None;
+        if existed {
+            let mode = rustix::fs::fstat(&root)
+                .map_err(|e| crate::Error::io(path)(e.into()))?
+                .st_mode;
+            rustix::fs::fchmod(&root, Mode::from_raw_mode(PRIVATE_DIR)).map_err(|e| {
+                crate::Error::io(path)(io::Error::other(format!(
+                    "cannot make the restore target private while restoring ({e}); \
+                     restore into a directory you own"
+                )))
+            })?;
+            original_mode = Some(mode & 0o7777);
+            // Empty now that nobody else can add to it.
+            let mut entries =
+                rustix::fs::Dir::read_from(&root).map_err(|e| crate::Error::io(path)(e.into()))?;
+            let has_entries = entries.any(|e| {
+                e.is_ok_and(|e| {
+                    let name = e.file_name().to_bytes();
+                    name != b"." && name != b".."
+                })
+            });
+            if has_entries {
+                let _ = rustix::fs::fchmod(&root, Mode::from_raw_mode(mode & 0o7777));
+                return Err(crate::Error::TargetNotEmpty(path.to_path_buf()));
+            }
+        }
         Ok(Self {
             root_path: path.to_path_buf(),
             root: Arc::new(root),
@@ -126,7 +155,16 @@ impl Target {
                 parent: 0,
                 name: Vec::new(),
             }],
+            original_mode,
         })
+    }
+
+    /// After a successful restore: an existing target gets its mode back.
+    pub fn finish(&self) -> io::Result<()> {
+        if let Some(mode) = self.original_mode {
+            rustix::fs::fchmod(&*self.root, Mode::from_raw_mode(mode))?;
+        }
+        Ok(())
     }
 
     /// The target's own descriptor.
@@ -189,7 +227,7 @@ impl Target {
             Some(rustix::fs::Gid::from_raw(node.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         ) {
-            Ok(()) | Err(rustix::io::Errno::PERM) => {}
+            Ok(()) | Err(rustix::io::Errno::PERM | rustix::io::Errno::INVAL) => {}
             Err(e) => return Err(e.into()),
         }
         rustix::fs::utimensat(dir, name, &timestamps(node), AtFlags::SYMLINK_NOFOLLOW)?;

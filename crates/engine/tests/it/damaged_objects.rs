@@ -161,11 +161,9 @@ fn a_damaged_subtree_costs_only_its_entries() {
     let listing = repo.list(&report.snapshot_id, None).expect("list");
     assert!(listing.iter().any(|e| e.path == "src/keep/a.txt"));
     assert!(!listing.iter().any(|e| e.path == "src/lost/b.txt"));
-    let warnings = repo.take_warnings();
-    assert!(
-        warnings.iter().any(|w| w.contains("src/lost")),
-        "{warnings:?}"
-    );
+    assert!(!listing.is_complete());
+    assert_eq!(listing.unlisted.len(), 1, "{:?}", listing.unlisted);
+    assert_eq!(listing.unlisted[0].object, "src/lost");
     match restore(&repo, &report.snapshot_id, &dir.path().join("out")) {
         Err(RestoreFailed::Incomplete(failed)) => {
             assert_eq!(failed.len(), 1, "{failed:?}");

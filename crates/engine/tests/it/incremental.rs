@@ -44,7 +44,7 @@ fn thread_count_does_not_change_the_snapshot() {
         make_writable_and_remove(&target).expect("cleanup");
         assert_eq!(snap.summary.n_files, report.summary.n_files);
     }
-    let names = |l: &Vec<cairn::ListEntry>| {
+    let names = |l: &[cairn::ListEntry]| {
         l.iter()
             .map(|e| (e.path.clone(), e.node.size))
             .collect::<Vec<_>>()

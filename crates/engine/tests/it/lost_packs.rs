@@ -153,3 +153,83 @@ fn reading_from_a_deleted_pack_names_the_pack() {
         );
     }
 }
+
+/// Regression: a blob whose bytes fail authentication (header intact) was
+/// never distrusted: later backups kept referring to it, and a good copy in
+/// another pack was ignored.
+#[test]
+fn a_damaged_blob_is_stored_again_and_its_other_copy_is_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = source(dir.path());
+    let (store, mut repo, key) = memory_repo();
+    let first = backup(&mut repo, &src).snapshot_id;
+    let data_pack = packs_by_size(&store).remove(0);
+    let flip = |store: &cairn_store::MemoryStore| {
+        store
+            .tamper(&data_pack, |b| b[100] ^= 0xff)
+            .expect("tamper")
+    };
+    flip(&store);
+    // Same process: the restore finds it, the next backup stores it again.
+    let mut repo = Repository::open(store.clone(), &key).expect("open");
+    assert!(matches!(
+        restore(&repo, &first, &dir.path().join("a")),
+        Err(RestoreFailed::Incomplete(_))
+    ));
+    let report = repo
+        .backup(std::slice::from_ref(&src), &force(), &NoProgress)
+        .expect("backup");
+    assert!(report.n_blobs_new > 0, "{report:?}");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("fails authentication")),
+        "{:?}",
+        report.warnings
+    );
+    let target = restore(&repo, &report.snapshot_id, &dir.path().join("b")).expect("restore");
+    assert_same_tree(&src, &target.join("src"));
+
+    // Now two copies exist. Whichever one is damaged, a fresh process
+    // restores from the other.
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let target =
+        restore(&repo, &first, &dir.path().join("c")).expect("the damaged copy is bypassed");
+    assert_same_tree(&src, &target.join("src"));
+    flip(&store); // repair the first copy
+    let second_pack = packs_by_size(&store)
+        .into_iter()
+        .find(|p| *p != data_pack)
+        .expect("the second data pack");
+    store
+        .tamper(&second_pack, |b| b[100] ^= 0xff)
+        .expect("tamper");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    for (i, id) in [first, report.snapshot_id].iter().enumerate() {
+        let target = restore(&repo, id, &dir.path().join(format!("d{i}"))).expect("restore");
+        assert_same_tree(&src, &target.join("src"));
+    }
+}
+
+/// Regression: in a long-lived process, a pack verified by one backup and
+/// damaged afterwards was trusted by every later backup.
+#[test]
+fn a_long_lived_process_verifies_packs_again_for_each_backup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = source(dir.path());
+    let (store, mut repo, key) = memory_repo();
+    backup(&mut repo, &src);
+    backup(&mut repo, &src); // verifies the packs it relies on
+    let data_pack = packs_by_size(&store).remove(0);
+    store
+        .tamper(&data_pack, |b| b.truncate(100))
+        .expect("truncate");
+    let report = repo
+        .backup(std::slice::from_ref(&src), &options(), &NoProgress)
+        .expect("backup");
+    assert!(report.n_blobs_new > 0, "{report:?}");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let target = restore(&repo, &report.snapshot_id, &dir.path().join("out")).expect("restore");
+    assert_same_tree(&src, &target.join("src"));
+}

@@ -162,3 +162,48 @@ fn a_complete_restore_has_recorded_modes_and_no_temporary_names() {
     let target = restore(&repo, &report.snapshot_id, dir.path()).expect("restore");
     assert_same_tree(&src, &target.join("src"));
 }
+
+/// Records the target's mode whenever a file is planned.
+struct ModeProbe {
+    target: PathBuf,
+    seen: Mutex<Vec<u32>>,
+}
+
+impl Progress for ModeProbe {
+    fn file(&self, _path: &Path, _size: u64) {
+        let mode = fs::metadata(&self.target).expect("target").mode() & 0o7777;
+        self.seen.lock().expect("lock").push(mode);
+    }
+}
+
+/// An existing target (which others may be able to write) is private while
+/// the restore runs, so nobody can swap a file cairn created and then reopens;
+/// it gets its own mode back at the end.
+#[test]
+fn an_existing_target_is_private_while_the_restore_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    write(&src.join("a"), b"a");
+    write(&src.join("b"), b"b");
+    let (_store, mut repo, _key) = memory_repo();
+    let report = backup(&mut repo, &src);
+    let target = dir.path().join("shared");
+    fs::create_dir(&target).expect("mkdir");
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let probe = ModeProbe {
+        target: target.clone(),
+        seen: Mutex::new(Vec::new()),
+    };
+    let restored = repo
+        .restore(
+            &report.snapshot_id,
+            Some(Path::new("src/a")),
+            &target,
+            &probe,
+        )
+        .expect("restore");
+    assert!(restored.is_complete());
+    assert_eq!(*probe.seen.lock().expect("lock"), [0o700]);
+    assert_eq!(fs::metadata(&target).expect("meta").mode() & 0o7777, 0o777);
+    assert_eq!(fs::read(target.join("a")).expect("a"), b"a");
+}

@@ -248,3 +248,30 @@ fn a_top_level_special_file_is_an_error() {
             .is_empty()
     );
 }
+
+/// Regression: a backup stored trees nested deeper than listing and restore
+/// walk, which then called them tampered. Backup, listing and restore now
+/// share one limit: what is deeper is left out (and said) at backup time.
+#[test]
+fn nesting_deeper_than_the_limit_is_left_out_at_backup_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("deep");
+    let mut path = src.clone();
+    for _ in 0..600 {
+        path.push("d");
+    }
+    fs::create_dir_all(&path).expect("mkdir");
+    write(&path.join("f"), b"too deep");
+    write(&src.join("top"), b"top");
+    let (_store, mut repo, _key) = memory_repo();
+    let report = repo
+        .backup(std::slice::from_ref(&src), &options(), &NoProgress)
+        .expect("backup");
+    assert_eq!(report.n_skipped, 1, "{:?}", report.warnings);
+    assert!(report.warnings[0].contains("nested deeper"));
+    let listing = repo.list(&report.snapshot_id, None).expect("list");
+    assert!(listing.iter().any(|e| e.path == "deep/top"));
+    assert!(repo.take_warnings().is_empty());
+    let target = restore(&repo, &report.snapshot_id, dir.path()).expect("complete restore");
+    assert_eq!(fs::read(target.join("deep/top")).expect("top"), b"top");
+}
