@@ -7,18 +7,20 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_crypto::SnapshotId;
+use cairn_meta::{Snapshot, SnapshotSummary, Tree};
 use cairn_store::Namespace;
 
+use crate::backup::buffers::BufferPool;
 use crate::backup::packer::Packer;
-use crate::backup::pipeline::{BlobSink, BufferPool};
+use crate::backup::pipeline::BlobSink;
 use crate::backup::read::{Claimed, FileJob};
 use crate::backup::walk::{Walk, file_worker};
 use crate::blobs::object;
 use crate::error::{Error, Result, from_meta};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use cairn_meta::{Snapshot, SnapshotSummary, Tree};
 
+mod buffers;
 mod packer;
 mod pipeline;
 mod read;

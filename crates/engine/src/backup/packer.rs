@@ -8,7 +8,7 @@ use cairn_index::{BlobLocation, Index};
 use cairn_pack::{BlobKind, PackWriter};
 use cairn_store::{Namespace, Store};
 
-use crate::backup::pipeline::BufferPool;
+use crate::backup::buffers::BufferPool;
 use crate::blobs::{INDEX_MAGIC, object, pack_object};
 use crate::error::{Error, Result, from_meta};
 use crate::progress::Progress;

@@ -15,7 +15,8 @@ use std::sync::Mutex;
 
 use cairn_crypto::{BlobId, BlobKind, SealBuffer};
 
-use crate::backup::pipeline::{BufferPool, NewBlob};
+use crate::backup::buffers::BufferPool;
+use crate::backup::pipeline::NewBlob;
 use crate::backup::source::{Location, Status, fstatus};
 use crate::error::{Error, Result};
 use crate::progress::Progress;

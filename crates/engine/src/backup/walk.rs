@@ -16,16 +16,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cairn_crypto::{BlobId, BlobKind, SealBuffer};
+use cairn_meta::{Node, NodeKind, SnapshotSummary, Tree};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::backup::pipeline::{BlobSink, BufferPool, NewBlob};
+use crate::backup::buffers::BufferPool;
+use crate::backup::pipeline::{BlobSink, NewBlob};
 use crate::backup::read::{Claimed, FileJob, FileRead, claim, read_file};
 use crate::backup::source::{EntryKind, Location, Status, join, read_names};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::MAX_TREE_DEPTH;
-use cairn_meta::{Node, NodeKind, SnapshotSummary, Tree};
 
 /// What the walk counted.
 #[derive(Default)]

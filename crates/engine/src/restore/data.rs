@@ -10,8 +10,7 @@
 //! knows one); a chunk no copy provides costs the files that need it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -107,7 +106,7 @@ struct Worker<'a> {
     target: &'a Target,
     plan: &'a DataPlan,
     progress: &'a dyn Progress,
-    files: HashMap<usize, File>,
+    files: HashMap<usize, OwnedFd>,
     dirs: DirCache,
     /// One read buffer, reused for every range.
     buffer: Vec<u8>,
@@ -229,9 +228,16 @@ impl Worker<'_> {
         match self.repo.blobs().read(BlobKind::Data, &location.entry.id) {
             Ok(plain) => self.write(&plain, dests),
             Err(e) if e.is_repository_damage() => {
-                let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                {
+                    let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                    for dest in dests {
+                        failed.entry(dest.file_idx).or_insert_with(|| e.to_string());
+                    }
+                }
+                // Their counts still go down, so the files' other chunks
+                // do not finish them.
                 for dest in dests {
-                    failed.entry(dest.file_idx).or_insert_with(|| e.to_string());
+                    self.chunk_done(dest.file_idx)?;
                 }
                 Ok(())
             }
@@ -246,7 +252,45 @@ impl Worker<'_> {
                 self.write_at(dest, plain)?;
             }
             self.progress.bytes(plain.len() as u64);
+            self.chunk_done(dest.file_idx)?;
         }
+        Ok(())
+    }
+
+    /// Counts one chunk of a file as written; after its last one, the file
+    /// gets its metadata and real name here, on the descriptor this worker
+    /// holds (no reopening, and finishing runs on every worker).
+    fn chunk_done(&mut self, file_idx: usize) -> Result<()> {
+        let file = self
+            .plan
+            .files
+            .get(file_idx)
+            .ok_or(Error::PipelineStopped)?;
+        // AcqRel: every worker's writes to this file happen before whoever
+        // takes the count to zero sets its time.
+        if file.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Ok(());
+        }
+        if self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&file_idx)
+        {
+            return Ok(());
+        }
+        let shown = || self.target.display_path(file.dir_idx, &file.node.name);
+        let dir = self
+            .target
+            .dir(&mut self.dirs, file.dir_idx)
+            .map_err(Error::io(shown()))?;
+        let fd = match self.files.remove(&file_idx) {
+            Some(fd) => fd,
+            // Only holes were written: it was never opened here.
+            None => Target::open_for_writing(&dir, &file.tmp_name).map_err(Error::io(shown()))?,
+        };
+        Target::complete_file(&dir, &fd, &file.tmp_name, &file.node).map_err(Error::io(shown()))?;
+        file.done.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -272,8 +316,22 @@ impl Worker<'_> {
             .files
             .get(&dest.file_idx)
             .ok_or(Error::PipelineStopped)?;
-        handle
-            .write_all_at(data, dest.offset)
-            .map_err(Error::io(shown()))
+        write_all_at(handle, data, dest.offset).map_err(Error::io(shown()))
     }
+}
+
+/// `pwrite` until everything is written.
+fn write_all_at(fd: &OwnedFd, mut data: &[u8], mut offset: u64) -> std::io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::pwrite(fd, data, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = data.get(n..).unwrap_or_default();
+                offset += n as u64;
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

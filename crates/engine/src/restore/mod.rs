@@ -19,13 +19,14 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use cairn_crypto::{BlobKind, SnapshotId};
+use cairn_meta::{Node, NodeKind, Tree};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use cairn_meta::{Node, NodeKind, Tree};
 
 mod data;
 mod resolve;
@@ -70,11 +71,15 @@ pub struct RestoreFailure {
     pub reason: String,
 }
 
-/// A file of the plan: where it goes and its metadata (content list dropped).
+/// A file of the plan: where it goes, its metadata (content list dropped),
+/// and how many of its chunks are still to be written: the data phase
+/// finishes the file (metadata, real name) as soon as that reaches zero.
 pub(crate) struct PlannedFile {
     pub dir_idx: usize,
     pub tmp_name: Vec<u8>,
     pub node: Node,
+    pub remaining: AtomicUsize,
+    pub done: AtomicBool,
 }
 
 impl Repository {
@@ -147,9 +152,9 @@ impl Repository {
     }
 }
 
-/// Gives complete files their metadata and names, removes incomplete ones,
-/// then gives directories their metadata, children before parents (a
-/// read-only directory is closed only once filled).
+/// Removes incomplete files, finishes any complete one the data phase did
+/// not (none, normally), then gives directories their metadata, children
+/// before parents (a read-only directory is closed only once filled).
 fn finish(
     target: &Target,
     files: &[PlannedFile],
@@ -160,10 +165,14 @@ fn finish(
     let mut cache = DirCache::default();
     for (file_idx, file) in files.iter().enumerate() {
         let shown = || target.display_path(file.dir_idx, &file.node.name);
+        let failure = failed.get(&file_idx);
+        if failure.is_none() && file.done.load(Ordering::Acquire) {
+            continue;
+        }
         let dir = target
             .dir(&mut cache, file.dir_idx)
             .map_err(Error::io(shown()))?;
-        match failed.get(&file_idx) {
+        match failure {
             Some(reason) => {
                 Target::remove_file(&dir, &file.tmp_name).map_err(Error::io(shown()))?;
                 report.bytes_written -= file.node.size;
@@ -189,7 +198,7 @@ fn finish(
 /// (best effort: the failure being reported matters more).
 fn remove_incomplete(target: &Target, files: &[PlannedFile]) {
     let mut cache = DirCache::default();
-    for file in files {
+    for file in files.iter().filter(|f| !f.done.load(Ordering::Acquire)) {
         if let Ok(dir) = target.dir(&mut cache, file.dir_idx) {
             let _ = Target::remove_file(&dir, &file.tmp_name);
         }
@@ -302,14 +311,26 @@ impl Planner<'_> {
                 }
                 self.progress.file(&shown(), node.size);
                 let tmp_name = temporary_name(self.token, file_idx, |n| siblings.find(n).is_some());
-                Target::create_file(dir, &tmp_name, node.size).map_err(Error::io(shown()))?;
+                let fd =
+                    Target::create_file(dir, &tmp_name, node.size).map_err(Error::io(shown()))?;
+                let metadata = metadata_only(node);
+                // A file without chunks is complete already.
+                let done = destinations.is_empty();
+                if done {
+                    Target::complete_file(dir, &fd, &tmp_name, &metadata)
+                        .map_err(Error::io(shown()))?;
+                }
+                drop(fd);
+                let remaining = destinations.len();
                 for (location, offset) in destinations {
                     self.plan.add(location, Destination { file_idx, offset });
                 }
                 self.plan.files.push(PlannedFile {
                     dir_idx,
                     tmp_name,
-                    node: metadata_only(node),
+                    node: metadata,
+                    remaining: AtomicUsize::new(remaining),
+                    done: AtomicBool::new(done),
                 });
                 self.report.bytes_written += node.size;
             }

@@ -5,11 +5,11 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use cairn_crypto::{BlobId, BlobKind, SnapshotId};
+use cairn_meta::NodeKind;
 
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::restore::Resolved;
-use cairn_meta::NodeKind;
 
 /// A [`Read`] over one file of a snapshot. Integrity failures surface as
 /// `io::Error`s whose inner error is the engine's [`Error`].

@@ -13,16 +13,14 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
-
 use cairn_meta::Node;
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 /// Mode of directories and files while the restore runs.
 const PRIVATE_DIR: u32 = 0o700;
@@ -206,14 +204,28 @@ impl Target {
     }
 
     /// Creates a new, empty file (0600) of `size` bytes (a hole) at `name`.
-    pub fn create_file(dir: &OwnedFd, name: &[u8], size: u64) -> io::Result<()> {
+    pub fn create_file(dir: &OwnedFd, name: &[u8], size: u64) -> io::Result<OwnedFd> {
         let fd = rustix::fs::openat(
             dir,
             name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(PRIVATE_FILE),
         )?;
-        rustix::fs::ftruncate(&fd, size)?;
+        if size > 0 {
+            rustix::fs::ftruncate(&fd, size)?;
+        }
+        Ok(fd)
+    }
+
+    /// Gives a complete file, open as `fd`, its metadata, then its real name.
+    pub fn complete_file(
+        dir: &OwnedFd,
+        fd: &OwnedFd,
+        tmp_name: &[u8],
+        node: &Node,
+    ) -> io::Result<()> {
+        apply_metadata(fd, node)?;
+        rustix::fs::renameat(dir, tmp_name, dir, node.name.as_slice())?;
         Ok(())
     }
 
@@ -261,17 +273,18 @@ impl Target {
     }
 
     /// Opens a file created by [`Target::create_file`] for writing.
-    pub fn open_for_writing(dir: &OwnedFd, name: &[u8]) -> io::Result<File> {
+    pub fn open_for_writing(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
         let fd = rustix::fs::openat(
             dir,
             name,
             OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(File::from(fd))
+        Ok(fd)
     }
 
-    /// Gives a completed file its metadata, then its real name.
+    /// Gives a completed file its metadata, then its real name (reopening
+    /// it by its temporary name: the target is private while restoring).
     pub fn finish_file(dir: &OwnedFd, tmp_name: &[u8], node: &Node) -> io::Result<()> {
         let fd = rustix::fs::openat(
             dir,
@@ -279,9 +292,7 @@ impl Target {
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        apply_metadata(&fd, node)?;
-        rustix::fs::renameat(dir, tmp_name, dir, node.name.as_slice())?;
-        Ok(())
+        Self::complete_file(dir, &fd, tmp_name, node)
     }
 
     /// Removes an incomplete file.
