@@ -16,6 +16,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use cairn::{BackupOptions, InitOptions, NoProgress, Parent, Repository};
 use cairn_store::LocalStore;
 
+// Shared with `tests/it/fixture.rs`, which renders a restore the same way.
+#[path = "../tests/fixtures/describe.rs"]
+mod describe;
+use describe::describe;
+
 fn xorshift_bytes(len: usize, mut x: u64) -> Vec<u8> {
     (0..len)
         .map(|_| {
@@ -96,55 +101,6 @@ fn write_source(root: &Path, day: u32) {
             );
         }
     }
-}
-
-/// One line per entry under `root`, sorted: kind, mode, size, mtime, BLAKE3
-/// of the content, path (and link target). `tests/it/fixture.rs` renders a
-/// restore the same way and compares.
-fn describe(root: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let mut lines = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let meta = fs::symlink_metadata(&path).expect("meta");
-        let rel = path
-            .strip_prefix(root)
-            .expect("prefix")
-            .display()
-            .to_string();
-        let line = if rel.is_empty() {
-            // The root itself is not part of the snapshot.
-            stack.extend(
-                fs::read_dir(&path)
-                    .expect("dir")
-                    .map(|e| e.expect("e").path()),
-            );
-            continue;
-        } else if meta.is_symlink() {
-            let target = fs::read_link(&path).expect("link");
-            format!("l {} -> {}", rel, target.display())
-        } else if meta.is_dir() {
-            stack.extend(
-                fs::read_dir(&path)
-                    .expect("dir")
-                    .map(|e| e.expect("e").path()),
-            );
-            format!("d {:o} {} {}", meta.mode() & 0o7777, meta.mtime(), rel)
-        } else {
-            let digest = blake3::hash(&fs::read(&path).expect("read"));
-            format!(
-                "f {:o} {} {} {} {}",
-                meta.mode() & 0o7777,
-                meta.len(),
-                meta.mtime(),
-                &digest.to_hex()[..16],
-                rel
-            )
-        };
-        lines.push(line);
-    }
-    lines.sort();
-    lines.join("\n") + "\n"
 }
 
 fn main() {

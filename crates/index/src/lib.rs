@@ -151,18 +151,22 @@ impl Index {
         i
     }
 
-    /// Records a blob. If it is already known, the first location is kept and
-    /// this one becomes an alternate: both copies hold the same plaintext.
-    pub fn insert(&mut self, location: BlobLocation) {
-        let pack_idx = self.intern(location.pack);
-        let e = location.entry;
-        let slot = Slot {
+    fn slot(pack_idx: u32, e: &PackEntry) -> Slot {
+        Slot {
             pack_idx,
             compression: e.compression,
             offset: e.offset,
             sealed_len: e.sealed_len,
             plain_len: e.plain_len,
-        };
+        }
+    }
+
+    /// Records a blob. If it is already known, the first location is kept and
+    /// this one becomes an alternate: both copies hold the same plaintext.
+    pub fn insert(&mut self, location: BlobLocation) {
+        let pack_idx = self.intern(location.pack);
+        let e = location.entry;
+        let slot = Self::slot(pack_idx, &e);
         match self.map_mut(e.kind).entry(e.id) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(slot);
@@ -235,13 +239,7 @@ impl Index {
             return self.contains(location.entry.kind, &location.entry.id);
         };
         let e = location.entry;
-        let slot = Slot {
-            pack_idx,
-            compression: e.compression,
-            offset: e.offset,
-            sealed_len: e.sealed_len,
-            plain_len: e.plain_len,
-        };
+        let slot = Self::slot(pack_idx, &e);
         let key = (e.kind, e.id);
         if let Some(alternates) = self.alternates.get_mut(&key) {
             alternates.retain(|s| *s != slot);

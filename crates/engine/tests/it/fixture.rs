@@ -4,7 +4,6 @@
 //! bump with a new fixture beside this one, never an edit of it.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,6 +11,10 @@ use cairn::{NoProgress, Repository};
 use cairn_store::LocalStore;
 
 use crate::support::*;
+
+#[path = "../fixtures/describe.rs"]
+mod describe;
+use describe::describe;
 
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("mkdir");
@@ -24,51 +27,6 @@ fn copy_dir(from: &Path, to: &Path) {
             fs::copy(entry.path(), &target).expect("copy");
         }
     }
-}
-
-/// Same rendering as `examples/write_fixture.rs`.
-fn describe(root: &Path) -> String {
-    let mut lines = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let meta = fs::symlink_metadata(&path).expect("meta");
-        let rel = path
-            .strip_prefix(root)
-            .expect("prefix")
-            .display()
-            .to_string();
-        let line = if rel.is_empty() {
-            stack.extend(
-                fs::read_dir(&path)
-                    .expect("dir")
-                    .map(|e| e.expect("e").path()),
-            );
-            continue;
-        } else if meta.is_symlink() {
-            let target = fs::read_link(&path).expect("link");
-            format!("l {} -> {}", rel, target.display())
-        } else if meta.is_dir() {
-            stack.extend(
-                fs::read_dir(&path)
-                    .expect("dir")
-                    .map(|e| e.expect("e").path()),
-            );
-            format!("d {:o} {} {}", meta.mode() & 0o7777, meta.mtime(), rel)
-        } else {
-            let digest = blake3::hash(&fs::read(&path).expect("read"));
-            format!(
-                "f {:o} {} {} {} {}",
-                meta.mode() & 0o7777,
-                meta.len(),
-                meta.mtime(),
-                &digest.to_hex()[..16],
-                rel
-            )
-        };
-        lines.push(line);
-    }
-    lines.sort();
-    lines.join("\n") + "\n"
 }
 
 #[test]
