@@ -13,6 +13,8 @@ use anyhow::{Context, Result, bail, ensure};
 use cairn::{BackupOptions, InitOptions, NoProgress, Repository};
 use cairn_store::LocalStore;
 
+use crate::output::out;
+
 /// Deterministic generator (SplitMix64): the demo is the same on every run.
 struct Rng(u64);
 
@@ -217,15 +219,20 @@ pub fn run(dir: Option<&Path>, days: u32) -> Result<()> {
     let restore_dir = base.join("restore");
     let mut rng = Rng(0x0c41_12b0);
 
-    println!("cairn demo in {}", base.display());
+    out!("cairn demo in {}", base.display());
     create_history(&history, &mut rng)?;
     let store = Arc::new(LocalStore::create(&repo_dir)?);
     let (mut repo, _key) = Repository::init(store.clone(), &InitOptions::default())?;
-    println!("repository created; recovery key generated (a real init shows it once)");
-    println!();
-    println!(
+    out!("repository created; recovery key generated (a real init shows it once)");
+    out!();
+    out!(
         "{:>5} {:>10} {:>10} {:>10} {:>8} {:>8}",
-        "day", "read MB", "new MB", "stored MB", "files", "seconds"
+        "day",
+        "read MB",
+        "new MB",
+        "stored MB",
+        "files",
+        "seconds"
     );
     let options = BackupOptions {
         host: "demo".into(),
@@ -239,7 +246,7 @@ pub fn run(dir: Option<&Path>, days: u32) -> Result<()> {
         let started = Instant::now();
         let report = repo.backup(std::slice::from_ref(&history), &options, &NoProgress)?;
         let s = &report.summary;
-        println!(
+        out!(
             "{day:>5} {:>10.1} {:>10.1} {:>10.1} {:>8} {:>8.2}",
             mb(s.bytes_read),
             mb(s.bytes_new),
@@ -251,8 +258,8 @@ pub fn run(dir: Option<&Path>, days: u32) -> Result<()> {
     }
     let last = last.context("no snapshot")?;
     let stats = repo.stats()?;
-    println!();
-    println!(
+    out!();
+    out!(
         "repository: {} snapshots, {} packs, {:.1} MB on disk for {:.1} MB of unique data",
         stats.n_snapshots,
         stats.n_packs,
@@ -261,14 +268,14 @@ pub fn run(dir: Option<&Path>, days: u32) -> Result<()> {
     );
     let started = Instant::now();
     let report = repo.restore(&last, None, &restore_dir, &NoProgress)?;
-    println!(
+    out!(
         "restored {} files ({:.1} MB) in {:.2} s",
         report.n_files,
         mb(report.bytes_written),
         started.elapsed().as_secs_f64()
     );
     let (files, bytes) = verify_same(&history, &restore_dir.join("chat"))?;
-    println!(
+    out!(
         "verified: {files} files, {:.1} MB, byte-identical with modes and times",
         mb(bytes)
     );

@@ -5,6 +5,7 @@
 
 mod demo;
 mod keys;
+mod output;
 mod progress;
 
 use std::io::Write;
@@ -16,6 +17,7 @@ use anyhow::{Context, Result};
 use cairn::{BackupOptions, InitOptions, NodeKind, Parent, RecoveryKey, Repository};
 use cairn_store::LocalStore;
 use clap::{Parser, Subcommand};
+use output::{err, out};
 use progress::CliProgress;
 
 /// cairn: deduplicating, end-to-end encrypted backups.
@@ -132,7 +134,7 @@ fn main() -> ExitCode {
         // The reader of our output went away (`cairn ls | head`): not an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cairn: error: {}", one_line(&e));
+            err!("cairn: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -167,7 +169,7 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 /// Prints what the repository skipped (damaged or missing objects).
 fn print_warnings(repo: &Repository) {
     for warning in repo.take_warnings() {
-        eprintln!("cairn: warning: {warning}");
+        err!("cairn: warning: {warning}");
     }
 }
 
@@ -283,14 +285,14 @@ fn init(cli: &Cli) -> Result<Done> {
         }
         return Err(e);
     }
-    println!("created repository {}", path.display());
+    out!("created repository {}", path.display());
     match &cli.key_file {
-        Some(key_file) => println!("recovery key written to {}", key_file.display()),
+        Some(key_file) => out!("recovery key written to {}", key_file.display()),
         None => {
-            println!("recovery key (shown once; keep it safe, it is not stored anywhere):");
-            println!();
-            println!("    {}", key.to_grouped_string().as_str());
-            println!();
+            out!("recovery key (shown once; keep it safe, it is not stored anywhere):");
+            out!();
+            out!("    {}", key.to_grouped_string().as_str());
+            out!();
         }
     }
     Ok(Done::Complete)
@@ -325,10 +327,10 @@ fn backup(
             ("n_packs_written".into(), report.n_packs_written.into()),
             ("warnings".into(), report.warnings.clone().into()),
         ]);
-        println!("{}", serde_json::Value::Object(summary));
+        out!("{}", serde_json::Value::Object(summary));
         return Ok(done);
     }
-    println!(
+    out!(
         "snapshot {} saved: {} files ({} unchanged), {} dirs, read {:.1} MiB, new {:.1} MiB, stored {:.1} MiB",
         &report.snapshot_id.to_hex()[..16],
         s.n_files,
@@ -339,7 +341,7 @@ fn backup(
         mib(s.bytes_stored),
     );
     if report.n_skipped > 0 {
-        eprintln!(
+        err!(
             "cairn: warning: {} could not be backed up (see the warnings above); the snapshot is incomplete",
             count(report.n_skipped as usize, "entry", "entries")
         );
@@ -352,7 +354,7 @@ fn snapshots(cli: &Cli) -> Result<Done> {
     let listing = repo.list_snapshots()?;
     print_warnings(&repo);
     for u in &listing.unreadable {
-        eprintln!("cairn: warning: {u}");
+        err!("cairn: warning: {u}");
     }
     // The list is incomplete when a snapshot file could not be read.
     let done = if listing.unreadable.is_empty() {
@@ -376,11 +378,11 @@ fn snapshots(cli: &Cli) -> Result<Done> {
                 serde_json::Value::Object(entry)
             })
             .collect();
-        println!("{}", serde_json::Value::Array(list));
+        out!("{}", serde_json::Value::Array(list));
         return Ok(done);
     }
     for (id, snap) in snapshots {
-        println!(
+        out!(
             "{}  {}  {:<12} {:>8} files {:>10.1} MiB  {}",
             &id.to_hex()[..16],
             format_time(snap.time_secs),
@@ -399,9 +401,10 @@ fn ls(cli: &Cli, snapshot: &str, path: Option<&std::path::Path>) -> Result<Done>
     let listing = repo.list(&id, path)?;
     print_warnings(&repo);
     for gap in &listing.unlisted {
-        eprintln!(
+        err!(
             "cairn: warning: contents of {} not listed: {}",
-            gap.object, gap.reason
+            gap.object,
+            gap.reason
         );
     }
     let mut out = std::io::stdout().lock();
@@ -485,10 +488,10 @@ fn restore(
             "complete": report.is_complete(),
             "failed": failed,
         });
-        println!("{summary}");
+        out!("{summary}");
         return Ok(done);
     }
-    println!(
+    out!(
         "restored {} files, {} dirs, {} symlinks, {:.1} MiB into {}",
         report.n_files,
         report.n_dirs,
@@ -497,14 +500,14 @@ fn restore(
         target.display()
     );
     for failure in &report.failed {
-        eprintln!(
+        err!(
             "cairn: not restored: {}: {}",
             failure.path.display(),
             failure.reason
         );
     }
     if !report.is_complete() {
-        eprintln!(
+        err!(
             "cairn: warning: restore incomplete: {} could not be restored",
             count(report.failed.len(), "entry", "entries")
         );
@@ -537,9 +540,9 @@ fn check(cli: &Cli, read_data: bool) -> Result<Done> {
             "unreferenced_bytes": report.unreferenced_bytes,
             "problems": problems,
         });
-        println!("{summary}");
+        out!("{summary}");
     } else {
-        println!(
+        out!(
             "checked {} snapshots, {} index files, {} packs, {} trees{}",
             report.n_snapshots,
             report.n_index_files,
@@ -552,14 +555,14 @@ fn check(cli: &Cli, read_data: bool) -> Result<Done> {
             }
         );
         if report.n_unreferenced_packs > 0 {
-            println!(
+            out!(
                 "{} packs ({:.1} MiB) are named by no index file (left by interrupted backups)",
                 report.n_unreferenced_packs,
                 mib(report.unreferenced_bytes)
             );
         }
         for problem in &report.problems {
-            println!("problem: {problem}");
+            out!("problem: {problem}");
         }
     }
     if !report.is_ok() {
@@ -582,16 +585,16 @@ fn stats(cli: &Cli) -> Result<Done> {
             "data_plain_bytes": s.data_plain_bytes,
             "repo_bytes": s.repo_bytes,
         });
-        println!("{stats}");
+        out!("{stats}");
         return Ok(Done::Complete);
     }
-    println!("snapshots:        {}", s.n_snapshots);
-    println!("packs:            {}", s.n_packs);
-    println!("index files:      {}", s.n_index_files);
-    println!("data blobs:       {}", s.n_data_blobs);
-    println!("tree blobs:       {}", s.n_tree_blobs);
-    println!("unique data:      {:.1} MiB", mib(s.data_plain_bytes));
-    println!("repository size:  {:.1} MiB", mib(s.repo_bytes));
+    out!("snapshots:        {}", s.n_snapshots);
+    out!("packs:            {}", s.n_packs);
+    out!("index files:      {}", s.n_index_files);
+    out!("data blobs:       {}", s.n_data_blobs);
+    out!("tree blobs:       {}", s.n_tree_blobs);
+    out!("unique data:      {:.1} MiB", mib(s.data_plain_bytes));
+    out!("repository size:  {:.1} MiB", mib(s.repo_bytes));
     Ok(Done::Complete)
 }
 

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use cairn::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::output::err;
+
 /// Counters shared with the engine.
 #[derive(Default)]
 struct Counters {
@@ -163,7 +165,7 @@ impl Progress for CliProgress {
         self.counters.total_bytes.store(n_bytes, Ordering::Relaxed);
     }
     fn warning(&self, message: &str) {
-        eprintln!("warning: {message}");
+        err!("warning: {message}");
     }
 }
 

@@ -555,3 +555,61 @@ fn a_reader_that_stops_early_is_not_an_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Regression: names reached the terminal raw in warnings (escape sequences,
+/// forged lines), and a closed standard error made a backup panic (exit 101)
+/// without saving its snapshot.
+#[test]
+fn warnings_are_safe_to_print_and_stderr_may_close() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, key_file) = init_repo(dir.path());
+    let src = dir.path().join("fif");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("kept"), b"kept").expect("write");
+    let evil = std::ffi::OsStr::from_bytes(b"p\x1b[2J\nsnapshot deadbeef saved");
+    let made = Command::new("mkfifo")
+        .arg(src.join(evil))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let env = [
+        ("CAIRN_REPOSITORY", p(&repo)),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+    ];
+    let out = cairn(&["backup", p(&src)], &env);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("snapshot deadbeef")),
+        "{stderr:?}"
+    );
+
+    for i in 0..300 {
+        let name = src.join(format!("fifo-{i:03}"));
+        assert!(
+            Command::new("mkfifo")
+                .arg(&name)
+                .status()
+                .expect("mkfifo")
+                .success()
+        );
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["backup", p(&src)])
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().expect("stderr"))
+        .read_line(&mut first)
+        .expect("read");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(3), "{first}");
+    let out = ok(&cairn(&["snapshots"], &env));
+    assert_eq!(out.lines().count(), 2, "the second snapshot was saved");
+}

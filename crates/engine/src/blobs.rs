@@ -88,6 +88,8 @@ pub(crate) struct BlobStore {
     lost: Mutex<HashMap<(BlobKind, BlobId), Lost>>,
     /// Warnings not yet handed to a caller (distrusted packs).
     warnings: Mutex<Vec<String>>,
+    /// Index files already read (loaded or skipped), by name.
+    seen_index_files: Mutex<HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -107,6 +109,7 @@ impl BlobStore {
             packs: Mutex::new(HashMap::new()),
             lost: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Vec::new()),
+            seen_index_files: Mutex::new(HashSet::new()),
         }
     }
 
@@ -123,22 +126,37 @@ impl BlobStore {
     /// before the index file naming it, so a concurrent backup's new packs are
     /// never mistaken for lost ones. Returns the index files skipped.
     pub fn load(&mut self) -> Result<Vec<Unreadable>> {
+        let skipped = self.load_new_index_files()?;
+        self.check_packs_present()?;
+        Ok(skipped)
+    }
+
+    /// Reads the index files not read yet (another process may have written
+    /// some since): a snapshot committed after this repository was opened
+    /// names blobs only those files know. Returns the files skipped.
+    pub fn load_new_index_files(&self) -> Result<Vec<Unreadable>> {
         let mut skipped = Vec::new();
-        let mut index = Index::new();
         for name in self.store.list(Namespace::Index)? {
+            if lock(&self.seen_index_files).contains(&name) {
+                continue;
+            }
             let object_name = object(Namespace::Index, &name)?;
             match self.read_index_file(&object_name, &name) {
-                Ok(segment) => index.merge(&segment),
+                Ok(segment) => self.write_index().merge(&segment),
                 Err(e) if e.is_repository_damage() => skipped.push(Unreadable {
                     object: object_name.to_string(),
                     reason: e.to_string(),
                 }),
                 Err(e) => return Err(e),
             }
+            lock(&self.seen_index_files).insert(name);
         }
-        *self.index.get_mut().unwrap_or_else(|e| e.into_inner()) = index;
-        self.check_packs_present()?;
         Ok(skipped)
+    }
+
+    /// Whether the index knows a blob of `kind` named `id`.
+    pub fn knows(&self, kind: BlobKind, id: &BlobId) -> bool {
+        self.read_index().contains(kind, id)
     }
 
     /// Lists the packs (one listing) and distrusts every pack the index names
@@ -223,6 +241,11 @@ impl BlobStore {
              (a backup stores them again when it meets their content)",
             pack.to_hex()
         ));
+    }
+
+    /// Distrusts a pack that `check` found missing or damaged.
+    pub fn forget_pack(&self, pack: PackId) {
+        self.distrust(pack, PackState::Damaged);
     }
 
     /// Forgets one blob's location whose bytes failed authentication (an

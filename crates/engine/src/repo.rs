@@ -259,7 +259,15 @@ impl Repository {
         if SnapshotId::of_bytes(&bytes) != *id {
             return Err(Error::integrity(&name));
         }
-        Snapshot::open(&self.keys.metadata, &bytes).map_err(from_meta(&name))
+        let snapshot = Snapshot::open(&self.keys.metadata, &bytes).map_err(from_meta(&name))?;
+        // Committed after this repository was opened (by another process):
+        // its index files are newer than ours. A backup writes them before
+        // its snapshot, so they are there to read.
+        if !self.blobs.knows(BlobKind::Tree, &snapshot.root_id()) {
+            let skipped = self.blobs.load_new_index_files()?;
+            self.note(skipped.iter().map(ToString::to_string));
+        }
+        Ok(snapshot)
     }
 
     /// Every readable snapshot, oldest first, and the snapshot files that

@@ -9,6 +9,7 @@
 //! backups) are counted, not reported as problems: prune removes them.
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use cairn_crypto::{BlobId, BlobKind, PackId};
 use cairn_index::BlobLocation;
@@ -21,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::MAX_TREE_DEPTH;
+use crate::restore::escape_name;
 
 /// Options of [`Repository::check`].
 #[derive(Clone, Debug, Default)]
@@ -131,9 +133,13 @@ impl Repository {
             report.n_packs += 1;
             let verdict = self.check_pack(pack, entries, &present, options, &mut report)?;
             match &verdict {
-                PackVerdict::Bad(what) | PackVerdict::Damaged { what, .. } => {
+                PackVerdict::Bad(what) => {
                     report.problem(pack_object(pack)?, what);
+                    // Its blobs' other copies, if any, take over (what is
+                    // lost is then what only this pack held).
+                    self.blobs().forget_pack(*pack);
                 }
+                PackVerdict::Damaged { what, .. } => report.problem(pack_object(pack)?, what),
                 PackVerdict::Sound => {}
             }
             verdicts.insert(*pack, verdict);
@@ -155,16 +161,17 @@ impl Repository {
         let mut walk = SnapshotWalk {
             repo: self,
             verdicts: &verdicts,
-            seen_trees: HashSet::new(),
-            seen_chunks: HashSet::new(),
-            report: &mut report,
+            trees: HashMap::new(),
+            chunks: HashMap::new(),
             progress,
         };
         for (id, snapshot) in &snapshots {
             let prefix = format!("snapshot {}", &id.to_hex()[..16]);
-            walk.tree(&snapshot.root_id(), &prefix, 0)?;
+            for (path, what) in walk.tree(&snapshot.root_id(), 0)?.iter() {
+                report.problem(join(&prefix, path), what);
+            }
         }
-        report.n_trees = walk.seen_trees.len();
+        report.n_trees = walk.trees.len();
         Ok(report)
     }
 
@@ -249,18 +256,31 @@ impl Repository {
     }
 }
 
-/// Walks snapshots' trees once each, recording what is missing.
+/// Problems found below a tree: (path relative to it, what is wrong).
+type Found = Rc<Vec<(String, String)>>;
+
+/// Walks snapshots' trees, each distinct tree once, remembering what was
+/// found below it so every snapshot that reaches it gets it reported with
+/// its own paths.
 struct SnapshotWalk<'a> {
     repo: &'a Repository,
     verdicts: &'a HashMap<PackId, PackVerdict>,
-    seen_trees: HashSet<BlobId>,
-    seen_chunks: HashSet<BlobId>,
-    report: &'a mut CheckReport,
+    trees: HashMap<BlobId, Found>,
+    chunks: HashMap<BlobId, Option<String>>,
     progress: &'a dyn Progress,
 }
 
+fn join(name: &str, below: &str) -> String {
+    if below.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}/{below}")
+    }
+}
+
 impl SnapshotWalk<'_> {
-    /// Whether a blob can be had: located, in a pack found sound.
+    /// Whether a blob can be had: located (another copy, if the first one's
+    /// pack is bad), in a pack found sound.
     fn available(&self, kind: BlobKind, id: &BlobId) -> std::result::Result<(), String> {
         let location = self
             .repo
@@ -282,56 +302,68 @@ impl SnapshotWalk<'_> {
                 unusable(what)
             }
             Some(PackVerdict::Damaged { .. }) => Ok(()),
-            None => Err(format!(
-                "{} blob {} is in no index file",
-                kind.name(),
-                id.to_hex()
-            )),
+            // Named by an index file newer than this check's listing (a backup
+            // committed meanwhile): not judged here.
+            None => Ok(()),
         }
     }
 
-    fn tree(&mut self, id: &BlobId, path: &str, depth: usize) -> Result<()> {
+    fn chunk(&mut self, id: &BlobId) -> Option<String> {
+        if let Some(known) = self.chunks.get(id) {
+            return known.clone();
+        }
+        let verdict = self.available(BlobKind::Data, id).err();
+        self.chunks.insert(*id, verdict.clone());
+        verdict
+    }
+
+    fn tree(&mut self, id: &BlobId, depth: usize) -> Result<Found> {
+        if let Some(found) = self.trees.get(id) {
+            return Ok(found.clone());
+        }
         if self.progress.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        if !self.seen_trees.insert(*id) {
-            return Ok(());
-        }
+        let mut found = Vec::new();
         if depth > MAX_TREE_DEPTH {
-            self.report.problem(
-                path,
+            found.push((
+                String::new(),
                 format!("nested deeper than {MAX_TREE_DEPTH} directories"),
-            );
-            return Ok(());
-        }
-        if let Err(what) = self.available(BlobKind::Tree, id) {
-            self.report.problem(path, what);
-            return Ok(());
-        }
-        let tree: Tree = match self.repo.load_tree(id) {
-            Ok(tree) => tree,
-            Err(e) if e.is_repository_damage() => {
-                self.report.problem(path, e);
-                return Ok(());
+            ));
+        } else if let Err(what) = self.available(BlobKind::Tree, id) {
+            found.push((String::new(), what));
+        } else {
+            match self.repo.load_tree(id) {
+                Ok(tree) => self.nodes(&tree, depth, &mut found)?,
+                Err(e) if e.is_repository_damage() => found.push((String::new(), e.to_string())),
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
-        };
+        }
+        let found = Rc::new(found);
+        self.trees.insert(*id, found.clone());
+        Ok(found)
+    }
+
+    fn nodes(
+        &mut self,
+        tree: &Tree,
+        depth: usize,
+        found: &mut Vec<(String, String)>,
+    ) -> Result<()> {
         for node in &tree.nodes {
-            let child = format!("{path}/{}", node.name_lossy());
+            let name = escape_name(&node.name);
             match node.kind {
                 NodeKind::Dir => {
                     if let Some(sub) = node.subtree_id() {
-                        self.tree(&sub, &child, depth + 1)?;
+                        for (below, what) in self.tree(&sub, depth + 1)?.iter() {
+                            found.push((join(&name, below), what.clone()));
+                        }
                     }
                 }
                 NodeKind::File => {
-                    for chunk in node.chunks() {
-                        if !self.seen_chunks.insert(chunk) {
-                            continue;
-                        }
-                        if let Err(what) = self.available(BlobKind::Data, &chunk) {
-                            self.report.problem(&child, what);
-                        }
+                    // One line per file: its first chunk that cannot be had.
+                    if let Some(what) = node.chunks().find_map(|c| self.chunk(&c)) {
+                        found.push((name, what));
                     }
                 }
                 NodeKind::Symlink => {}

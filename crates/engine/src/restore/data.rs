@@ -287,7 +287,8 @@ impl Worker<'_> {
         let fd = match self.files.remove(&file_idx) {
             Some(fd) => fd,
             // Only holes were written: it was never opened here.
-            None => Target::open_for_writing(&dir, &file.tmp_name).map_err(Error::io(shown()))?,
+            None => Target::open_for_writing(&dir, &file.tmp_name, file.identity)
+                .map_err(Error::io(shown()))?,
         };
         Target::complete_file(&dir, &fd, &file.tmp_name, &file.node).map_err(Error::io(shown()))?;
         file.done.store(true, Ordering::Release);
@@ -308,7 +309,7 @@ impl Worker<'_> {
             let opened = self
                 .target
                 .dir(&mut self.dirs, file.dir_idx)
-                .and_then(|dir| Target::open_for_writing(&dir, &file.tmp_name))
+                .and_then(|dir| Target::open_for_writing(&dir, &file.tmp_name, file.identity))
                 .map_err(Error::io(shown()))?;
             self.files.insert(dest.file_idx, opened);
         }

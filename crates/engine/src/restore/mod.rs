@@ -77,6 +77,8 @@ pub struct RestoreFailure {
 pub(crate) struct PlannedFile {
     pub dir_idx: usize,
     pub tmp_name: Vec<u8>,
+    /// Device and inode when created: a reopened file must still be it.
+    pub identity: (u64, u64),
     pub node: Node,
     pub remaining: AtomicUsize,
     pub done: AtomicBool,
@@ -139,11 +141,13 @@ impl Repository {
             Ok(failed) => failed,
             Err(e) => {
                 remove_incomplete(&target, &plan.files);
+                let _ = target.finish();
                 return Err(e);
             }
         };
         finish(&target, &plan.files, &failed_files, &dirs, &mut report).inspect_err(|_| {
             remove_incomplete(&target, &plan.files);
+            let _ = target.finish();
         })?;
         target.finish().map_err(Error::io(target_path))?;
         report.n_files = (plan.files.len() - failed_files.len()) as u64;
@@ -181,9 +185,8 @@ fn finish(
                     reason: reason.clone(),
                 });
             }
-            None => {
-                Target::finish_file(&dir, &file.tmp_name, &file.node).map_err(Error::io(shown()))?
-            }
+            None => Target::finish_file(&dir, &file.tmp_name, file.identity, &file.node)
+                .map_err(Error::io(shown()))?,
         }
     }
     for (dir_idx, node) in dirs.iter().rev() {
@@ -313,6 +316,7 @@ impl Planner<'_> {
                 let tmp_name = temporary_name(self.token, file_idx, |n| siblings.find(n).is_some());
                 let fd =
                     Target::create_file(dir, &tmp_name, node.size).map_err(Error::io(shown()))?;
+                let identity = Target::identity(&fd).map_err(Error::io(shown()))?;
                 let metadata = metadata_only(node);
                 // A file without chunks is complete already.
                 let done = destinations.is_empty();
@@ -328,6 +332,7 @@ impl Planner<'_> {
                 self.plan.files.push(PlannedFile {
                     dir_idx,
                     tmp_name,
+                    identity,
                     node: metadata,
                     remaining: AtomicUsize::new(remaining),
                     done: AtomicBool::new(done),

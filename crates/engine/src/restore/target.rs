@@ -122,27 +122,39 @@ impl Target {
         .map_err(|e| crate::Error::io(path)(e.into()))?;
         let mut original_mode = None;
         if existed {
-            let mode = rustix::fs::fstat(&root)
-                .map_err(|e| crate::Error::io(path)(e.into()))?
-                .st_mode;
-            rustix::fs::fchmod(&root, Mode::from_raw_mode(PRIVATE_DIR)).map_err(|e| {
-                crate::Error::io(path)(io::Error::other(format!(
-                    "cannot make the restore target private while restoring ({e}); \
-                     restore into a directory you own"
-                )))
-            })?;
-            original_mode = Some(mode & 0o7777);
-            // Empty now that nobody else can add to it.
-            let mut entries =
-                rustix::fs::Dir::read_from(&root).map_err(|e| crate::Error::io(path)(e.into()))?;
-            let has_entries = entries.any(|e| {
-                e.is_ok_and(|e| {
-                    let name = e.file_name().to_bytes();
-                    name != b"." && name != b".."
-                })
-            });
-            if has_entries {
-                let _ = rustix::fs::fchmod(&root, Mode::from_raw_mode(mode & 0o7777));
+            let st = rustix::fs::fstat(&root).map_err(|e| crate::Error::io(path)(e.into()))?;
+            // Its owner could swap what cairn creates in it, whatever its
+            // mode: only a directory of the restoring user (root included)
+            // will do.
+            if st.st_uid != rustix::process::geteuid().as_raw() {
+                return Err(crate::Error::io(path)(io::Error::other(
+                    "the restore target belongs to another user; restore into a new \
+                     directory or one you own",
+                )));
+            }
+            let empty = |root: &OwnedFd| -> crate::Result<bool> {
+                let mut entries = rustix::fs::Dir::read_from(root)
+                    .map_err(|e| crate::Error::io(path)(e.into()))?;
+                Ok(!entries.any(|e| {
+                    e.is_ok_and(|e| {
+                        let name = e.file_name().to_bytes();
+                        name != b"." && name != b".."
+                    })
+                }))
+            };
+            // Checked before its mode is touched (a mistaken `-t /` must not
+            // change anything), and again once nobody else can add to it.
+            if !empty(&root)? {
+                return Err(crate::Error::TargetNotEmpty(path.to_path_buf()));
+            }
+            let mode = st.st_mode & 0o7777;
+            // Setgid stays: a kernel would not let a non-member set it back.
+            let private = PRIVATE_DIR | (mode & 0o2000);
+            rustix::fs::fchmod(&root, Mode::from_raw_mode(private))
+                .map_err(|e| crate::Error::io(path)(e.into()))?;
+            original_mode = Some(mode);
+            if !empty(&root)? {
+                let _ = rustix::fs::fchmod(&root, Mode::from_raw_mode(mode));
                 return Err(crate::Error::TargetNotEmpty(path.to_path_buf()));
             }
         }
@@ -157,7 +169,9 @@ impl Target {
         })
     }
 
-    /// After a successful restore: an existing target gets its mode back.
+    /// After a restore (complete or not): an existing target gets its mode
+    /// back. What is left in it is private anyway (directories 0700, files
+    /// only once complete).
     pub fn finish(&self) -> io::Result<()> {
         if let Some(mode) = self.original_mode {
             rustix::fs::fchmod(&*self.root, Mode::from_raw_mode(mode))?;
@@ -272,26 +286,46 @@ impl Target {
         Ok(fd)
     }
 
-    /// Opens a file created by [`Target::create_file`] for writing.
-    pub fn open_for_writing(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    /// Opens a file created by [`Target::create_file`] for writing; it must
+    /// still be the same regular file (`identity` from [`Target::identity`]),
+    /// and opening never blocks.
+    pub fn open_for_writing(
+        dir: &OwnedFd,
+        name: &[u8],
+        identity: (u64, u64),
+    ) -> io::Result<OwnedFd> {
         let fd = rustix::fs::openat(
             dir,
             name,
-            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        if Self::identity(&fd)? != identity {
+            return Err(io::Error::other("replaced while being restored"));
+        }
         Ok(fd)
+    }
+
+    /// Device and inode of a regular file (an error for anything else).
+    // `st_dev` and `st_ino` differ in type between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn identity(fd: &OwnedFd) -> io::Result<(u64, u64)> {
+        let st = rustix::fs::fstat(fd)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(io::Error::other("not a regular file"));
+        }
+        Ok((st.st_dev as u64, st.st_ino as u64))
     }
 
     /// Gives a completed file its metadata, then its real name (reopening
     /// it by its temporary name: the target is private while restoring).
-    pub fn finish_file(dir: &OwnedFd, tmp_name: &[u8], node: &Node) -> io::Result<()> {
-        let fd = rustix::fs::openat(
-            dir,
-            tmp_name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+    pub fn finish_file(
+        dir: &OwnedFd,
+        tmp_name: &[u8],
+        identity: (u64, u64),
+        node: &Node,
+    ) -> io::Result<()> {
+        let fd = Self::open_for_writing(dir, tmp_name, identity)?;
         Self::complete_file(dir, &fd, tmp_name, node)
     }
 

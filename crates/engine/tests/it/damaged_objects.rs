@@ -267,3 +267,64 @@ fn check_names_every_damaged_object() {
     assert!(report.n_unreferenced_packs >= 1);
     assert!(report.unreferenced_bytes >= 6);
 }
+
+/// Regression: `check` named only the first path that needed a damaged blob,
+/// so later snapshots looked sound; and it blamed a file whose blob had a
+/// good second copy.
+#[test]
+fn check_names_every_snapshot_path_and_honours_other_copies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let photo = Rng(8).bytes(500_000);
+    write(&src.join("photo.jpg"), &photo);
+    let (store, mut repo, key) = memory_repo();
+    backup(&mut repo, &src);
+    write(&src.join("forwarded.jpg"), &photo);
+    backup(&mut repo, &src);
+    let data_pack = names(&store, Namespace::Packs)
+        .into_iter()
+        .max_by_key(|p| store.size(p).expect("size"))
+        .expect("pack");
+    store.tamper(&data_pack, |b| b[50] ^= 1).expect("tamper");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let report = check(&repo, true);
+    let paths: Vec<&str> = report.problems.iter().map(|p| p.object.as_str()).collect();
+    // Both snapshots, and both names of the forwarded photo in the second.
+    assert_eq!(
+        paths
+            .iter()
+            .filter(|p| p.ends_with("src/photo.jpg"))
+            .count(),
+        2,
+        "{paths:#?}"
+    );
+    assert_eq!(
+        paths
+            .iter()
+            .filter(|p| p.ends_with("src/forwarded.jpg"))
+            .count(),
+        1,
+        "{paths:#?}"
+    );
+    store.tamper(&data_pack, |b| b[50] ^= 1).expect("repair");
+
+    // A second copy in another pack: the files are sound though the first
+    // pack's trailer is damaged; only the pack is a problem.
+    let original = store.get(&data_pack, u64::MAX).expect("get");
+    store.delete(&data_pack).expect("hide");
+    let mut repo = Repository::open(store.clone(), &key).expect("open");
+    let force = cairn::BackupOptions {
+        parent: cairn::Parent::None,
+        ..options()
+    };
+    repo.backup(std::slice::from_ref(&src), &force, &NoProgress)
+        .expect("backup stores it again");
+    let mut damaged = original;
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    store.put(&data_pack, &damaged).expect("put back, damaged");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let report = check(&repo, false);
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].object.contains(data_pack.name()));
+}

@@ -233,3 +233,24 @@ fn a_long_lived_process_verifies_packs_again_for_each_backup() {
     let target = restore(&repo, &report.snapshot_id, &dir.path().join("out")).expect("restore");
     assert_same_tree(&src, &target.join("src"));
 }
+
+/// Regression: a snapshot committed by another process after this one
+/// opened the repository named blobs this process's index did not know:
+/// `cat latest`, `restore latest` and `check` reported missing data.
+#[test]
+fn a_snapshot_newer_than_the_index_reads_its_new_index_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = source(dir.path());
+    let (store, mut writer, key) = memory_repo();
+    backup(&mut writer, &src);
+    let reader = Repository::open(store.clone(), &key).expect("open");
+    write(&src.join("later.txt"), b"written after the reader opened");
+    backup(&mut writer, &src);
+    let (latest, _) = reader.find_snapshot("latest").expect("latest");
+    let target = restore(&reader, &latest, &dir.path().join("out")).expect("restore");
+    assert_same_tree(&src, &target.join("src"));
+    let report = reader
+        .check(&cairn::CheckOptions::default(), &NoProgress)
+        .expect("check");
+    assert!(report.is_ok(), "{:?}", report.problems);
+}

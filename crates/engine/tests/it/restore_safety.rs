@@ -215,3 +215,120 @@ fn an_existing_target_is_private_while_the_restore_runs() {
     assert_eq!(fs::metadata(&target).expect("meta").mode() & 0o7777, 0o777);
     assert_eq!(fs::read(target.join("a")).expect("a"), b"a");
 }
+
+/// Swaps a file cairn created for a FIFO or for a file of the swapper's,
+/// when the planner reaches `trigger`.
+struct SwapTemp {
+    dir: PathBuf,
+    trigger: &'static str,
+    fifo: bool,
+    swapped: AtomicBool,
+}
+
+impl Progress for SwapTemp {
+    fn file(&self, path: &Path, _size: u64) {
+        if !path.ends_with(self.trigger) || self.swapped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for entry in fs::read_dir(&self.dir).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".cairn-partial"))
+            {
+                fs::rename(&path, self.dir.join("moved-away")).expect("move ours away");
+                if self.fifo {
+                    let made = std::process::Command::new("mkfifo")
+                        .arg(&path)
+                        .status()
+                        .expect("mkfifo");
+                    assert!(made.success());
+                } else {
+                    fs::write(&path, b"").expect("plant");
+                    fs::hard_link(&path, self.dir.join("swapper's view")).expect("link");
+                }
+            }
+        }
+    }
+}
+
+/// Regression: a worker reopened a temporary file by name, so whoever could
+/// swap it (the owner of an existing target) made a root restore write
+/// secrets into their file, or hang on a FIFO. A reopened file must be the
+/// one cairn created.
+#[test]
+fn a_temporary_file_swapped_for_another_is_never_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    write(&src.join("a/secret"), b"TOPSECRET");
+    write(&src.join("b/last"), b"planned after a/secret");
+    let (_store, mut repo, _key) = memory_repo();
+    let report = backup(&mut repo, &src);
+    for fifo in [false, true] {
+        let target = dir.path().join(format!("out-{fifo}"));
+        let progress = SwapTemp {
+            dir: target.join("src/a"),
+            trigger: "last",
+            fifo,
+            swapped: AtomicBool::new(false),
+        };
+        // Returns (a FIFO does not block it) with an error.
+        let err = repo
+            .restore(&report.snapshot_id, None, &target, &progress)
+            .unwrap_err();
+        assert!(progress.swapped.load(Ordering::SeqCst));
+        if !fifo {
+            assert!(err.to_string().contains("replaced"), "{err}");
+            let theirs = fs::read(target.join("src/a/swapper's view")).expect("theirs");
+            assert!(theirs.is_empty(), "the secret went into the swapper's file");
+        }
+    }
+}
+
+/// Regression: root restoring into a directory another user owns let that
+/// user swap files under it. Such a target is refused.
+#[test]
+fn a_target_owned_by_another_user_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    write(&src.join("a"), b"a");
+    let (_store, mut repo, _key) = memory_repo();
+    let report = backup(&mut repo, &src);
+    let target = dir.path().join("theirs");
+    fs::create_dir(&target).expect("mkdir");
+    let me = fs::metadata(dir.path()).expect("meta").uid();
+    match std::os::unix::fs::chown(&target, Some(me + 1), None) {
+        Ok(()) => {
+            let err = repo
+                .restore(&report.snapshot_id, None, &target, &cairn::NoProgress)
+                .unwrap_err();
+            assert!(err.to_string().contains("another user"), "{err}");
+            assert_eq!(fs::read_dir(&target).expect("dir").count(), 0);
+        }
+        // Not root: nobody else's directory can be made here, and the
+        // kernel keeps us from writing into one anyway.
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied),
+    }
+}
+
+/// An existing target gets its mode back after a failed restore too.
+#[test]
+fn a_failed_restore_gives_an_existing_target_its_mode_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    for i in 0..8 {
+        write(&src.join(format!("f{i}")), &Rng(i).bytes(400_000));
+    }
+    let (_store, mut repo, _key) = memory_repo();
+    let report = backup(&mut repo, &src);
+    let target = dir.path().join("mine");
+    fs::create_dir(&target).expect("mkdir");
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o750)).expect("chmod");
+    let progress = CancelAfter {
+        after: 500_000,
+        written: AtomicU64::new(0),
+    };
+    repo.restore(&report.snapshot_id, None, &target, &progress)
+        .unwrap_err();
+    assert_eq!(fs::metadata(&target).expect("meta").mode() & 0o7777, 0o750);
+}
