@@ -167,8 +167,15 @@ impl Repository {
         };
         for (id, snapshot) in &snapshots {
             let prefix = format!("snapshot {}", &id.to_hex()[..16]);
-            for (path, what) in walk.tree(&snapshot.root_id(), 0)?.iter() {
+            let found = walk.tree(&snapshot.root_id(), 0)?;
+            for (path, what) in &found.paths {
                 report.problem(join(&prefix, path), what);
+            }
+            if found.n_more > 0 {
+                report.problem(
+                    prefix,
+                    format!("{} more paths need missing or damaged data", found.n_more),
+                );
             }
         }
         report.n_trees = walk.trees.len();
@@ -256,8 +263,30 @@ impl Repository {
     }
 }
 
-/// Problems found below a tree: (path relative to it, what is wrong).
-type Found = Rc<Vec<(String, String)>>;
+/// Most problem paths kept per tree: a lost pack under a tree reached from
+/// many snapshots must not make the report (or its memory) grow without
+/// bound; the rest are counted.
+const MAX_PATHS_PER_TREE: usize = 1000;
+
+/// Problems found below a tree: (path relative to it, what is wrong), and
+/// how many more there were.
+#[derive(Default)]
+struct Problems {
+    paths: Vec<(String, String)>,
+    n_more: u64,
+}
+
+impl Problems {
+    fn push(&mut self, path: String, what: String) {
+        if self.paths.len() < MAX_PATHS_PER_TREE {
+            self.paths.push((path, what));
+        } else {
+            self.n_more += 1;
+        }
+    }
+}
+
+type Found = Rc<Problems>;
 
 /// Walks snapshots' trees, each distinct tree once, remembering what was
 /// found below it so every snapshot that reaches it gets it reported with
@@ -324,18 +353,18 @@ impl SnapshotWalk<'_> {
         if self.progress.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let mut found = Vec::new();
+        let mut found = Problems::default();
         if depth > MAX_TREE_DEPTH {
-            found.push((
+            found.push(
                 String::new(),
                 format!("nested deeper than {MAX_TREE_DEPTH} directories"),
-            ));
+            );
         } else if let Err(what) = self.available(BlobKind::Tree, id) {
-            found.push((String::new(), what));
+            found.push(String::new(), what);
         } else {
             match self.repo.load_tree(id) {
                 Ok(tree) => self.nodes(&tree, depth, &mut found)?,
-                Err(e) if e.is_repository_damage() => found.push((String::new(), e.to_string())),
+                Err(e) if e.is_repository_damage() => found.push(String::new(), e.to_string()),
                 Err(e) => return Err(e),
             }
         }
@@ -344,26 +373,23 @@ impl SnapshotWalk<'_> {
         Ok(found)
     }
 
-    fn nodes(
-        &mut self,
-        tree: &Tree,
-        depth: usize,
-        found: &mut Vec<(String, String)>,
-    ) -> Result<()> {
+    fn nodes(&mut self, tree: &Tree, depth: usize, found: &mut Problems) -> Result<()> {
         for node in &tree.nodes {
             let name = escape_name(&node.name);
             match node.kind {
                 NodeKind::Dir => {
                     if let Some(sub) = node.subtree_id() {
-                        for (below, what) in self.tree(&sub, depth + 1)?.iter() {
-                            found.push((join(&name, below), what.clone()));
+                        let below = self.tree(&sub, depth + 1)?;
+                        for (path, what) in &below.paths {
+                            found.push(join(&name, path), what.clone());
                         }
+                        found.n_more += below.n_more;
                     }
                 }
                 NodeKind::File => {
                     // One line per file: its first chunk that cannot be had.
                     if let Some(what) = node.chunks().find_map(|c| self.chunk(&c)) {
-                        found.push((name, what));
+                        found.push(name, what);
                     }
                 }
                 NodeKind::Symlink => {}

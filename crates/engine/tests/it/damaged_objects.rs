@@ -328,3 +328,41 @@ fn check_names_every_snapshot_path_and_honours_other_copies() {
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert!(report.problems[0].object.contains(data_pack.name()));
 }
+
+/// A lost pack under a big tree: `check` names the first thousand paths per
+/// snapshot and counts the rest, so neither its report nor its memory grows
+/// without bound.
+#[test]
+fn check_bounds_the_paths_it_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    for i in 0..1005 {
+        write(
+            &src.join(format!("f{i:04}")),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    let (store, mut repo, key) = memory_repo();
+    backup(&mut repo, &src);
+    let data_pack = names(&store, Namespace::Packs)
+        .into_iter()
+        .max_by_key(|p| store.size(p).expect("size"))
+        .expect("pack");
+    store.delete(&data_pack).expect("delete");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let report = check(&repo, false);
+    let n_paths = report
+        .problems
+        .iter()
+        .filter(|p| p.object.contains("/src/f"))
+        .count();
+    assert_eq!(n_paths, 1000);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.what.starts_with("5 more paths")),
+        "{:?}",
+        report.problems.last()
+    );
+}
