@@ -128,7 +128,13 @@ const EXIT_PARTIAL: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    progress::stop_on_interrupt();
+    let result = run(cli);
+    if let (Ok(_), Some(message)) = (&result, output::write_error()) {
+        err!("cairn: error: writing to standard output failed: {message}");
+        return ExitCode::FAILURE;
+    }
+    match result {
         Ok(Done::Complete) => ExitCode::SUCCESS,
         Ok(Done::Partial) => ExitCode::from(EXIT_PARTIAL),
         // The reader of our output went away (`cairn ls | head`): not an error.
@@ -273,6 +279,7 @@ fn init(cli: &Cli) -> Result<Done> {
     if let Some(key_file) = &cli.key_file {
         keys::write_new(key_file, &key)?;
     }
+    let existed = path.exists();
     let created = LocalStore::create(&path)
         .with_context(|| format!("creating {}", path.display()))
         .and_then(|store| {
@@ -289,10 +296,21 @@ fn init(cli: &Cli) -> Result<Done> {
     match &cli.key_file {
         Some(key_file) => out!("recovery key written to {}", key_file.display()),
         None => {
-            out!("recovery key (shown once; keep it safe, it is not stored anywhere):");
-            out!();
-            out!("    {}", key.to_grouped_string().as_str());
-            out!();
+            let shown = output::try_line(format_args!(
+                "recovery key (shown once; keep it safe, it is not stored anywhere):\n\n    {}\n",
+                key.to_grouped_string().as_str()
+            ));
+            // A key nobody saw opens a repository nobody can use: take it
+            // back (it holds nothing yet) rather than report success.
+            if let Err(e) = shown {
+                let _ = std::fs::remove_dir_all(&path);
+                if existed {
+                    let _ = std::fs::create_dir(&path);
+                }
+                anyhow::bail!(
+                    "could not show the new recovery key ({e}); the repository was removed again"
+                );
+            }
         }
     }
     Ok(Done::Complete)

@@ -1,19 +1,56 @@
 //! Where the CLI's text goes. Standard output: a reader that went away
-//! (`cairn check | head -1`) ends the program quietly, as it would any Unix
-//! filter. Standard error: control characters become `\xNN` (a file name in a
+//! (`cairn check | head -1`) drops the rest of the output but not the
+//! command's result (its exit status stands); any other failed write makes
+//! the command fail. Standard error: control characters become `\xNN` (a file name in a
 //! message must not drive the terminal or forge a line), and a failed write is
 //! ignored rather than turned into a panic.
 
 use std::fmt;
 use std::io::Write;
+use std::sync::Mutex;
 
-/// Prints one line on standard output.
+/// How standard output fared: `None` while every write succeeded.
+static FAILURE: Mutex<Option<Failure>> = Mutex::new(None);
+
+#[derive(Clone, Debug)]
+enum Failure {
+    /// The reader went away (`cairn check | head -1`): the rest of the output
+    /// is dropped, the command's own result stands.
+    Closed,
+    /// Anything else (`> /dev/full`): the command fails.
+    Error(String),
+}
+
+/// Prints one line on standard output; after a failed write, prints nothing.
 pub fn line(args: fmt::Arguments<'_>) {
+    let _ = try_line(args);
+}
+
+/// Prints one line and flushes it, saying whether it reached its reader
+/// (for what must not be lost, like a new recovery key).
+pub fn try_line(args: fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut failure = FAILURE.lock().unwrap_or_else(|e| e.into_inner());
+    if failure.is_some() {
+        return Err(std::io::Error::other("standard output failed earlier"));
+    }
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{args}")
-        && e.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        std::process::exit(0);
+    let written = writeln!(out, "{args}").and_then(|()| out.flush());
+    if let Err(e) = &written {
+        *failure = Some(if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Failure::Closed
+        } else {
+            Failure::Error(e.to_string())
+        });
+    }
+    written
+}
+
+/// Why standard output failed, if it failed otherwise than by its reader
+/// going away (which is no error: the command's own result stands).
+pub fn write_error() -> Option<String> {
+    match &*FAILURE.lock().unwrap_or_else(|e| e.into_inner()) {
+        Some(Failure::Error(message)) => Some(message.clone()),
+        _ => None,
     }
 }
 

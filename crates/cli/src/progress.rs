@@ -167,10 +167,50 @@ impl Progress for CliProgress {
     fn warning(&self, message: &str) {
         err!("warning: {message}");
     }
+    fn is_cancelled(&self) -> bool {
+        INTERRUPTED.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for CliProgress {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// Set by Ctrl-C (SIGINT) or SIGTERM: the running operation stops at its next
+/// check and cleans up as after any failure (a restore removes its temporary
+/// files and gives the target its mode back; a backup commits nothing).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the handler: the first signal asks the operation to stop; a
+/// second one ends the process at once.
+pub fn stop_on_interrupt() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ctrl-C asks the running operation to stop (through `is_cancelled`)
+    /// instead of killing the process mid-restore.
+    #[test]
+    fn an_interrupt_cancels_instead_of_killing() {
+        stop_on_interrupt();
+        let progress = CliProgress::start(false);
+        assert!(!progress.is_cancelled());
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::INT)
+            .expect("signal");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !progress.is_cancelled() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(progress.is_cancelled());
+        progress.finish();
     }
 }

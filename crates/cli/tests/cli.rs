@@ -467,6 +467,16 @@ fn partial_results_exit_with_status_three() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("check found"), "{stderr}");
+    // A reader that stops early does not turn the failure into success.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("check")
+        .envs(env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    assert_eq!(child.wait().expect("wait").code(), Some(1));
 
     // A FIFO inside the tree is left out (never opened: it would block).
     let fifo = src.join("pipe");
@@ -612,4 +622,33 @@ fn warnings_are_safe_to_print_and_stderr_may_close() {
     assert_eq!(status.code(), Some(3), "{first}");
     let out = ok(&cairn(&["snapshots"], &env));
     assert_eq!(out.lines().count(), 2, "the second snapshot was saved");
+}
+
+/// Regression: a standard output that could not be written (`> /dev/full`)
+/// made `init` report success though nobody saw the only copy of the key,
+/// and other commands exit 0 with nothing printed.
+#[test]
+fn output_that_cannot_be_written_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let full = || std::fs::File::create("/dev/full").expect("/dev/full");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["init", "--repo", p(&repo)])
+        .stdout(full())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("recovery key"));
+    assert!(
+        !repo.join("config/config").exists(),
+        "the repository was taken back"
+    );
+
+    let (repo, key_file) = init_repo(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["stats", "--repo", p(&repo), "--key-file", p(&key_file)])
+        .stdout(full())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }

@@ -244,8 +244,13 @@ impl BlobStore {
     }
 
     /// Distrusts a pack that `check` found missing or damaged.
-    pub fn forget_pack(&self, pack: PackId) {
-        self.distrust(pack, PackState::Damaged);
+    pub fn forget_pack(&self, pack: PackId, missing: bool) {
+        let state = if missing {
+            PackState::Missing
+        } else {
+            PackState::Damaged
+        };
+        self.distrust(pack, state);
     }
 
     /// Forgets one blob's location whose bytes failed authentication (an

@@ -137,7 +137,8 @@ impl Repository {
                     report.problem(pack_object(pack)?, what);
                     // Its blobs' other copies, if any, take over (what is
                     // lost is then what only this pack held).
-                    self.blobs().forget_pack(*pack);
+                    self.blobs()
+                        .forget_pack(*pack, !present.contains(&pack.to_hex()));
                 }
                 PackVerdict::Damaged { what, .. } => report.problem(pack_object(pack)?, what),
                 PackVerdict::Sound => {}
@@ -161,24 +162,43 @@ impl Repository {
         let mut walk = SnapshotWalk {
             repo: self,
             verdicts: &verdicts,
-            trees: HashMap::new(),
+            sound: HashSet::new(),
+            damaged: HashMap::new(),
             chunks: HashMap::new(),
             progress,
         };
+        let mut budget_in_all = MAX_PATHS_IN_ALL;
         for (id, snapshot) in &snapshots {
             let prefix = format!("snapshot {}", &id.to_hex()[..16]);
-            let found = walk.tree(&snapshot.root_id(), 0)?;
-            for (path, what) in &found.paths {
-                report.problem(join(&prefix, path), what);
+            let damage = match walk.tree(&snapshot.root_id(), 0)? {
+                Ok(None) => continue,
+                Ok(Some(damage)) => damage,
+                Err(what) => {
+                    report.problem(prefix, what);
+                    continue;
+                }
+            };
+            let mut budget = MAX_PATHS_PER_SNAPSHOT.min(budget_in_all);
+            let before = budget;
+            let mut named = Vec::new();
+            walk.name_paths(&damage, &prefix, &mut budget, &mut named);
+            budget_in_all -= before - budget;
+            let n_named = named.len() as u64;
+            for (path, what) in named {
+                report.problem(path, what);
             }
-            if found.n_more > 0 {
+            if damage.n_paths > n_named {
                 report.problem(
                     prefix,
-                    format!("{} more paths need missing or damaged data", found.n_more),
+                    format!(
+                        "{} {}paths need missing or damaged data",
+                        damage.n_paths - n_named,
+                        if n_named > 0 { "more " } else { "" }
+                    ),
                 );
             }
         }
-        report.n_trees = walk.trees.len();
+        report.n_trees = walk.sound.len() + walk.damaged.len();
         Ok(report)
     }
 
@@ -263,38 +283,31 @@ impl Repository {
     }
 }
 
-/// Most problem paths kept per tree: a lost pack under a tree reached from
-/// many snapshots must not make the report (or its memory) grow without
-/// bound; the rest are counted.
-const MAX_PATHS_PER_TREE: usize = 1000;
+/// Most paths `check` names per snapshot, and in all; beyond them it counts.
+/// A lost pack under a subtree that a year of daily snapshots share would
+/// otherwise make millions of lines.
+const MAX_PATHS_PER_SNAPSHOT: usize = 100;
+const MAX_PATHS_IN_ALL: usize = 10_000;
 
-/// Problems found below a tree: (path relative to it, what is wrong), and
-/// how many more there were.
-#[derive(Default)]
-struct Problems {
-    paths: Vec<(String, String)>,
-    n_more: u64,
+/// What a tree holds that cannot be had: its own entries that are bad (a
+/// file with a chunk that cannot be had, a directory whose tree cannot), the
+/// subdirectories with something bad below, and how many bad paths that is
+/// in all. Kept once per distinct tree, so memory grows with the number of
+/// trees with damage below them, never with paths or snapshots.
+struct TreeDamage {
+    own: Vec<(String, String)>,
+    below: Vec<(String, BlobId)>,
+    n_paths: u64,
 }
 
-impl Problems {
-    fn push(&mut self, path: String, what: String) {
-        if self.paths.len() < MAX_PATHS_PER_TREE {
-            self.paths.push((path, what));
-        } else {
-            self.n_more += 1;
-        }
-    }
-}
-
-type Found = Rc<Problems>;
-
-/// Walks snapshots' trees, each distinct tree once, remembering what was
-/// found below it so every snapshot that reaches it gets it reported with
-/// its own paths.
+/// Walks snapshots' trees, each distinct tree once.
 struct SnapshotWalk<'a> {
     repo: &'a Repository,
     verdicts: &'a HashMap<PackId, PackVerdict>,
-    trees: HashMap<BlobId, Found>,
+    /// Trees with nothing bad below.
+    sound: HashSet<BlobId>,
+    /// Trees with something bad below.
+    damaged: HashMap<BlobId, Rc<TreeDamage>>,
     chunks: HashMap<BlobId, Option<String>>,
     progress: &'a dyn Progress,
 }
@@ -346,55 +359,99 @@ impl SnapshotWalk<'_> {
         verdict
     }
 
-    fn tree(&mut self, id: &BlobId, depth: usize) -> Result<Found> {
-        if let Some(found) = self.trees.get(id) {
-            return Ok(found.clone());
+    /// What is bad below tree `id` (`None`: nothing), or why the tree
+    /// itself cannot be had (`Err`).
+    fn tree(
+        &mut self,
+        id: &BlobId,
+        depth: usize,
+    ) -> Result<std::result::Result<Option<Rc<TreeDamage>>, String>> {
+        if self.sound.contains(id) {
+            return Ok(Ok(None));
+        }
+        if let Some(damage) = self.damaged.get(id) {
+            return Ok(Ok(Some(damage.clone())));
         }
         if self.progress.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let mut found = Problems::default();
         if depth > MAX_TREE_DEPTH {
-            found.push(
-                String::new(),
-                format!("nested deeper than {MAX_TREE_DEPTH} directories"),
-            );
-        } else if let Err(what) = self.available(BlobKind::Tree, id) {
-            found.push(String::new(), what);
-        } else {
-            match self.repo.load_tree(id) {
-                Ok(tree) => self.nodes(&tree, depth, &mut found)?,
-                Err(e) if e.is_repository_damage() => found.push(String::new(), e.to_string()),
-                Err(e) => return Err(e),
-            }
+            return Ok(Err(format!(
+                "nested deeper than {MAX_TREE_DEPTH} directories"
+            )));
         }
-        let found = Rc::new(found);
-        self.trees.insert(*id, found.clone());
-        Ok(found)
-    }
-
-    fn nodes(&mut self, tree: &Tree, depth: usize, found: &mut Problems) -> Result<()> {
+        if let Err(what) = self.available(BlobKind::Tree, id) {
+            return Ok(Err(what));
+        }
+        let tree: Tree = match self.repo.load_tree(id) {
+            Ok(tree) => tree,
+            Err(e) if e.is_repository_damage() => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        let mut damage = TreeDamage {
+            own: Vec::new(),
+            below: Vec::new(),
+            n_paths: 0,
+        };
         for node in &tree.nodes {
-            let name = escape_name(&node.name);
             match node.kind {
                 NodeKind::Dir => {
-                    if let Some(sub) = node.subtree_id() {
-                        let below = self.tree(&sub, depth + 1)?;
-                        for (path, what) in &below.paths {
-                            found.push(join(&name, path), what.clone());
+                    let Some(sub) = node.subtree_id() else {
+                        continue;
+                    };
+                    match self.tree(&sub, depth + 1)? {
+                        Ok(None) => {}
+                        Ok(Some(below)) => {
+                            damage.n_paths = damage.n_paths.saturating_add(below.n_paths);
+                            damage.below.push((escape_name(&node.name), sub));
                         }
-                        found.n_more += below.n_more;
+                        Err(what) => {
+                            damage.n_paths = damage.n_paths.saturating_add(1);
+                            damage.own.push((escape_name(&node.name), what));
+                        }
                     }
                 }
                 NodeKind::File => {
                     // One line per file: its first chunk that cannot be had.
                     if let Some(what) = node.chunks().find_map(|c| self.chunk(&c)) {
-                        found.push(name, what);
+                        damage.n_paths = damage.n_paths.saturating_add(1);
+                        damage.own.push((escape_name(&node.name), what));
                     }
                 }
                 NodeKind::Symlink => {}
             }
         }
-        Ok(())
+        if damage.n_paths == 0 {
+            self.sound.insert(*id);
+            return Ok(Ok(None));
+        }
+        let damage = Rc::new(damage);
+        self.damaged.insert(*id, damage.clone());
+        Ok(Ok(Some(damage)))
+    }
+
+    /// Names up to `budget` bad paths below `damage`, depth first.
+    fn name_paths(
+        &self,
+        damage: &TreeDamage,
+        prefix: &str,
+        budget: &mut usize,
+        out: &mut Vec<(String, String)>,
+    ) {
+        for (name, what) in &damage.own {
+            if *budget == 0 {
+                return;
+            }
+            *budget -= 1;
+            out.push((join(prefix, name), what.clone()));
+        }
+        for (name, sub) in &damage.below {
+            if *budget == 0 {
+                return;
+            }
+            if let Some(below) = self.damaged.get(sub) {
+                self.name_paths(below, &join(prefix, name), budget, out);
+            }
+        }
     }
 }

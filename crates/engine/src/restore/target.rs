@@ -121,27 +121,33 @@ impl Target {
         )
         .map_err(|e| crate::Error::io(path)(e.into()))?;
         let mut original_mode = None;
-        if existed {
-            let st = rustix::fs::fstat(&root).map_err(|e| crate::Error::io(path)(e.into()))?;
-            // Its owner could swap what cairn creates in it, whatever its
-            // mode: only a directory of the restoring user (root included)
-            // will do.
-            if st.st_uid != rustix::process::geteuid().as_raw() {
-                return Err(crate::Error::io(path)(io::Error::other(
-                    "the restore target belongs to another user; restore into a new \
-                     directory or one you own",
-                )));
+        let st = rustix::fs::fstat(&root).map_err(|e| crate::Error::io(path)(e.into()))?;
+        // Its owner could swap what cairn creates in it, whatever its mode:
+        // only a directory of the restoring user (root included) will do.
+        // Checked for a directory just created too: someone who can write to
+        // its parent could have put theirs in its place before it was opened.
+        if st.st_uid != rustix::process::geteuid().as_raw() {
+            return Err(crate::Error::io(path)(io::Error::other(
+                "the restore target belongs to another user; restore into a new \
+                 directory or one you own",
+            )));
+        }
+        let empty = |root: &OwnedFd| -> crate::Result<bool> {
+            for entry in
+                rustix::fs::Dir::read_from(root).map_err(|e| crate::Error::io(path)(e.into()))?
+            {
+                let entry = entry.map_err(|e| crate::Error::io(path)(e.into()))?;
+                let name = entry.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    return Ok(false);
+                }
             }
-            let empty = |root: &OwnedFd| -> crate::Result<bool> {
-                let mut entries = rustix::fs::Dir::read_from(root)
-                    .map_err(|e| crate::Error::io(path)(e.into()))?;
-                Ok(!entries.any(|e| {
-                    e.is_ok_and(|e| {
-                        let name = e.file_name().to_bytes();
-                        name != b"." && name != b".."
-                    })
-                }))
-            };
+            Ok(true)
+        };
+        if !existed && !empty(&root)? {
+            return Err(crate::Error::TargetNotEmpty(path.to_path_buf()));
+        }
+        if existed {
             // Checked before its mode is touched (a mistaken `-t /` must not
             // change anything), and again once nobody else can add to it.
             if !empty(&root)? {
