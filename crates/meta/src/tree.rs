@@ -55,6 +55,27 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node of `kind` named `name` with everything else zero or empty
+    /// (mode 0, epoch times, no content): a start for sources and tests.
+    pub fn new(name: Vec<u8>, kind: NodeKind) -> Self {
+        Self {
+            name,
+            kind,
+            mode: 0,
+            mtime_secs: 0,
+            mtime_nanos: 0,
+            ctime_secs: 0,
+            ctime_nanos: 0,
+            inode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            link_target: Vec::new(),
+            content: Vec::new(),
+            subtree: None,
+        }
+    }
+
     /// The name as text, lossily (for display only).
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()

@@ -63,8 +63,6 @@ enum Child {
 
 fn node_from_status(name: Vec<u8>, status: &Status) -> Node {
     Node {
-        name,
-        kind: NodeKind::File,
         mode: status.mode,
         mtime_secs: status.mtime.0,
         mtime_nanos: status.mtime.1,
@@ -73,10 +71,7 @@ fn node_from_status(name: Vec<u8>, status: &Status) -> Node {
         inode: status.ino,
         uid: status.uid,
         gid: status.gid,
-        size: 0,
-        link_target: Vec::new(),
-        content: Vec::new(),
-        subtree: None,
+        ..Node::new(name, NodeKind::File)
     }
 }
 
@@ -463,21 +458,11 @@ mod tests {
     /// walk turns into a skip with a warning.
     #[test]
     fn a_directory_too_large_for_one_tree_is_a_local_error_naming_it() {
-        let node = |i: usize| Node {
-            name: format!("{}{i:08}", "n".repeat(240)).into_bytes(),
-            kind: NodeKind::File,
-            mode: 0o644,
-            mtime_secs: 0,
-            mtime_nanos: 0,
-            ctime_secs: 0,
-            ctime_nanos: 0,
-            inode: 0,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            link_target: Vec::new(),
-            content: Vec::new(),
-            subtree: None,
+        let node = |i: usize| {
+            Node::new(
+                format!("{}{i:08}", "n".repeat(240)).into_bytes(),
+                NodeKind::File,
+            )
         };
         let small = Tree {
             nodes: (0..10).map(node).collect(),

@@ -379,20 +379,8 @@ mod tests {
 
     fn file_node(name: &[u8]) -> Node {
         Node {
-            name: name.to_vec(),
-            kind: NodeKind::File,
             mode: 0o644,
-            mtime_secs: 0,
-            mtime_nanos: 0,
-            ctime_secs: 0,
-            ctime_nanos: 0,
-            inode: 0,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            link_target: Vec::new(),
-            content: Vec::new(),
-            subtree: None,
+            ..Node::new(name.to_vec(), NodeKind::File)
         }
     }
 
