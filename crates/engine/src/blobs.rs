@@ -167,17 +167,16 @@ impl BlobStore {
     pub fn check_packs_present(&self) -> Result<()> {
         lock(&self.packs).retain(|_, state| *state != PackState::Verified);
         let present: HashSet<String> = self.store.list(Namespace::Packs)?.into_iter().collect();
-        let missing: Vec<PackId> = {
-            let index = self.read_index();
-            let mut referenced: HashSet<PackId> = HashSet::new();
-            for location in index.iter() {
-                referenced.insert(location.pack);
-            }
-            referenced
-                .into_iter()
-                .filter(|p| !present.contains(&p.to_hex()))
-                .collect()
-        };
+        // The packs the index ever named (one entry per pack, not per blob:
+        // this runs before every backup); a pack already distrusted costs
+        // nothing more.
+        let missing: Vec<PackId> = self
+            .read_index()
+            .packs()
+            .iter()
+            .filter(|p| !present.contains(&p.to_hex()))
+            .copied()
+            .collect();
         for pack in missing {
             self.distrust(pack, PackState::Missing);
         }
