@@ -335,15 +335,11 @@ impl BlobStore {
                 u64::from(location.entry.sealed_len),
             ) {
                 Ok(sealed) => sealed,
-                Err(cairn_store::Error::NotFound(_)) => {
-                    self.distrust(location.pack, PackState::Missing);
-                    continue;
-                }
-                Err(cairn_store::Error::OutOfRange(_)) => {
-                    self.distrust(location.pack, PackState::Damaged);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => match self.read_error(e, &location) {
+                    // The pack was distrusted: try another copy, if any.
+                    e if e.is_repository_damage() => continue,
+                    e => return Err(e),
+                },
             };
             match self.open(&location, &sealed) {
                 Ok(plain) => return Ok(plain),
