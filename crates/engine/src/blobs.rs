@@ -90,6 +90,8 @@ pub(crate) struct BlobStore {
     warnings: Mutex<Vec<String>>,
     /// Index files already read (loaded or skipped), by name.
     seen_index_files: Mutex<HashSet<String>>,
+    /// Whether opening listed the packs and no backup has used that listing.
+    packs_listed_at_open: Mutex<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -110,6 +112,7 @@ impl BlobStore {
             lost: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Vec::new()),
             seen_index_files: Mutex::new(HashSet::new()),
+            packs_listed_at_open: Mutex::new(false),
         }
     }
 
@@ -127,7 +130,11 @@ impl BlobStore {
     /// never mistaken for lost ones. Returns the index files skipped.
     pub fn load(&mut self) -> Result<Vec<Unreadable>> {
         let skipped = self.load_new_index_files()?;
-        self.check_packs_present()?;
+        self.list_packs()?;
+        *self
+            .packs_listed_at_open
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()) = true;
         Ok(skipped)
     }
 
@@ -159,13 +166,24 @@ impl BlobStore {
         self.read_index().contains(kind, id)
     }
 
-    /// Lists the packs (one listing) and distrusts every pack the index names
-    /// that is not there. A backup calls this before it deduplicates against
-    /// anything, so a pack lost since the repository was opened is noticed;
-    /// and packs verified earlier are verified again on first use (a
-    /// long-lived process must not trust a header it read yesterday).
-    pub fn check_packs_present(&self) -> Result<()> {
+    /// Called before a backup deduplicates against anything: packs verified
+    /// earlier are verified again on first use (a long-lived process must not
+    /// trust a header it read yesterday), and the packs are listed again
+    /// (one listing) so a pack lost since is noticed at once, except by the
+    /// first backup after opening, whose open has just listed them. Either
+    /// way a pack that vanishes later is caught by its header check.
+    pub fn prepare_backup(&self) -> Result<()> {
         lock(&self.packs).retain(|_, state| *state != PackState::Verified);
+        let just_listed = std::mem::take(&mut *lock(&self.packs_listed_at_open));
+        if just_listed {
+            return Ok(());
+        }
+        self.list_packs()
+    }
+
+    /// Lists the packs (one listing) and distrusts every pack the index names
+    /// that is not there.
+    fn list_packs(&self) -> Result<()> {
         let present: HashSet<String> = self.store.list(Namespace::Packs)?.into_iter().collect();
         // The packs the index ever named (one entry per pack, not per blob:
         // this runs before every backup); a pack already distrusted costs

@@ -98,10 +98,11 @@ impl Repository {
         let roots = resolve_roots(paths)?;
         let absolute_paths: Vec<String> =
             roots.iter().map(|(_, p)| p.display().to_string()).collect();
-        // Leftovers of interrupted puts (a crash mid-pack) go first; then one
-        // listing confirms the packs the index names still exist.
+        // Leftovers of interrupted puts (a crash mid-pack) go first; then a
+        // listing (the open's, for the first backup) confirms the packs the
+        // index names still exist, and headers are checked afresh.
         self.store().clean_interrupted_writes()?;
-        self.blobs().check_packs_present()?;
+        self.blobs().prepare_backup()?;
         let mut parent = self.choose_parent(&options.parent, &options.host, &absolute_paths)?;
         let parent_root = match &parent {
             Some((id, snap)) => match self.load_tree(&snap.root_id()) {
