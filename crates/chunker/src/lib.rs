@@ -146,10 +146,37 @@ impl Chunker {
     /// Streams `reader` as chunks, reading in large sequential blocks (never
     /// mapping the source: a file truncated while mapped would kill the process).
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<R> {
+        self.stream_with(reader, StreamBuffer::default(), None)
+    }
+
+    /// Like [`Self::stream`], reusing `buffer` (take it back with
+    /// [`ChunkStream::into_buffer`]) and, when the reader's length is known
+    /// (`size_hint`, e.g. from `fstat`), reading into a window no larger than
+    /// that. A backup of many small files then neither allocates nor zeroes a
+    /// window per file. The hint only sizes the first read: a source longer
+    /// than hinted is still read whole and cut exactly as without a hint.
+    pub fn stream_with<R: Read>(
+        &self,
+        reader: R,
+        buffer: StreamBuffer,
+        size_hint: Option<u64>,
+    ) -> ChunkStream<R> {
+        let full = (self.params.max_size as usize * 3).max(MIN_WINDOW);
+        let limit = match size_hint {
+            // One byte more than the hint, so a source of exactly that length
+            // reaches its end without growing the window.
+            Some(n) => usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+                .clamp(SMALL_WINDOW, full),
+            None => full,
+        };
         ChunkStream {
             chunker: self.clone(),
             reader,
-            buf: Vec::new(),
+            buf: buffer.bytes,
+            limit,
+            full,
             start: 0,
             end: 0,
             eof: false,
@@ -158,16 +185,40 @@ impl Chunker {
     }
 }
 
+/// A chunk stream's read buffer, kept between streams so that it is
+/// allocated and zeroed once per reader thread rather than once per file.
+#[derive(Default)]
+pub struct StreamBuffer {
+    /// Initialized bytes; only ever grows.
+    bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for StreamBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The contents are a file's plaintext: never shown.
+        f.debug_struct("StreamBuffer")
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
 /// Iterator over the chunks of a reader; see [`Chunker::stream`].
 ///
-/// The buffer holds `3 × max_size` bytes (at least 4 MiB) before cutting, and a
-/// cut is made only with at least one max-size chunk of data after its start,
-/// so streamed and in-memory chunking give identical boundaries.
+/// The window holds `3 × max_size` bytes (at least 4 MiB) before cutting, and
+/// a cut is made only with at least one max-size chunk of data after its
+/// start, or at the end of the stream, so streamed and in-memory chunking give
+/// identical boundaries. A stream with a size hint starts with a smaller
+/// window and grows it to the full one if the source turns out longer.
 pub struct ChunkStream<R> {
     chunker: Chunker,
     reader: R,
-    /// Allocated (and zeroed) once; `start..end` holds unconsumed bytes.
+    /// Initialized bytes, possibly more than `limit` (a reused buffer);
+    /// `start..end` holds unconsumed bytes.
     buf: Vec<u8>,
+    /// The window in use: `buf[..limit]`.
+    limit: usize,
+    /// The full window.
+    full: usize,
     start: usize,
     end: usize,
     eof: bool,
@@ -176,33 +227,53 @@ pub struct ChunkStream<R> {
 
 /// Smallest read window: small-chunk profiles still read in large blocks.
 const MIN_WINDOW: usize = 4 * 1024 * 1024;
+/// Smallest window of a stream with a size hint.
+const SMALL_WINDOW: usize = 64 * 1024;
 
 impl<R: Read> ChunkStream<R> {
-    fn window(&self) -> usize {
-        (self.chunker.params.max_size as usize * 3).max(MIN_WINDOW)
+    /// Gives the read buffer back for the next stream.
+    pub fn into_buffer(self) -> StreamBuffer {
+        StreamBuffer { bytes: self.buf }
+    }
+
+    /// Makes `buf[..limit]` initialized memory.
+    fn ensure_window(&mut self) {
+        if self.buf.len() < self.limit {
+            self.buf.resize(self.limit, 0);
+        }
+    }
+
+    /// Reads until the window is full or the source ends; a window smaller
+    /// than the full one that fills up grows to the full one.
+    fn fill(&mut self) -> io::Result<()> {
+        loop {
+            self.ensure_window();
+            while !self.eof && self.end < self.limit {
+                let Some(free) = self.buf.get_mut(self.end..self.limit) else {
+                    break;
+                };
+                match self.reader.read(free) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => self.end += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.eof || self.limit >= self.full {
+                return Ok(());
+            }
+            self.limit = self.full;
+        }
     }
 
     /// Refills the buffer and computes the next batch of chunk lengths.
     fn refill(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            self.buf = vec![0; self.window()];
-        }
         // Move the unconsumed tail (shorter than one max-size chunk) to the
         // front, then read until the window is full or EOF.
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
-        while !self.eof && self.end < self.buf.len() {
-            let Some(free) = self.buf.get_mut(self.end..) else {
-                break;
-            };
-            match self.reader.read(free) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.fill()?;
         let max = self.chunker.params.max_size as usize;
         let filled = self.buf.get(..self.end).unwrap_or_default();
         let mut consumed = 0usize;
@@ -323,6 +394,32 @@ mod tests {
                 prop_assert!(*l <= 4096);
                 if i + 1 < lens.len() { prop_assert!(*l >= 256); }
             }
+        }
+
+        /// A size hint, right or wrong, and a buffer reused from a longer
+        /// or shorter stream never change where the cuts fall.
+        #[test]
+        fn hints_and_reused_buffers_cut_the_same(
+            len in 0usize..300_000,
+            hint in prop_oneof![Just(None), (0u64..400_000).prop_map(Some)],
+            before in 0usize..200_000,
+            rseed in any::<u64>(),
+        ) {
+            let c = Chunker::new(small(), 9).unwrap();
+            // A buffer left full of another stream's bytes.
+            let other = pseudo_random(before, rseed ^ 1);
+            let mut used = c.stream_with(&other[..], StreamBuffer::default(), Some(before as u64));
+            while used.next_chunk().unwrap().is_some() {}
+            let buffer = used.into_buffer();
+            let data = pseudo_random(len, rseed);
+            let mut s = c.stream_with(&data[..], buffer, hint);
+            let mut chunks = Vec::new();
+            while let Some(chunk) = s.next_chunk().unwrap() {
+                chunks.push(chunk.to_vec());
+            }
+            prop_assert_eq!(chunks.concat(), data.clone());
+            let lens: Vec<usize> = chunks.iter().map(Vec::len).collect();
+            prop_assert_eq!(lens, c.chunk_lengths(&data));
         }
 
         #[test]

@@ -13,6 +13,7 @@ use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use cairn_chunker::StreamBuffer;
 use cairn_crypto::{BlobId, BlobKind, SealBuffer};
 
 use crate::backup::buffers::BufferPool;
@@ -85,6 +86,7 @@ pub(crate) fn read_file(
     path: &Path,
     name: &[u8],
     pool: &BufferPool,
+    window: &mut StreamBuffer,
     submit: &mut dyn FnMut(NewBlob) -> Result<()>,
 ) -> Result<FileRead> {
     let chunker = repo.chunkers().for_name(name);
@@ -98,32 +100,42 @@ pub(crate) fn read_file(
         }
         let before = fstatus(&file).map_err(Error::io(path))?;
         progress.file(path, before.size);
-        let mut stream = chunker.stream(&file);
+        // The reader's window is reused across files and sized to this one.
+        let mut stream = chunker.stream_with(&file, std::mem::take(window), Some(before.size));
         let mut content = Vec::new();
         let mut size = 0u64;
-        loop {
+        let read = loop {
             if progress.is_cancelled() {
-                return Err(Error::Cancelled);
+                break Err(Error::Cancelled);
             }
             let chunk = match stream.next_chunk() {
                 Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(cairn_chunker::Error::Io(e)) => return Err(Error::io(path)(e)),
-                Err(e) => return Err(e.into()),
+                Ok(None) => break Ok(()),
+                Err(cairn_chunker::Error::Io(e)) => break Err(Error::io(path)(e)),
+                Err(e) => break Err(e.into()),
             };
             let id = repo.keys().blob_ids.id_of(BlobKind::Data, chunk);
             size += chunk.len() as u64;
             progress.bytes(chunk.len() as u64);
-            if claim(repo, claimed, BlobKind::Data, id)? {
-                submit(NewBlob {
+            let new = match claim(repo, claimed, BlobKind::Data, id) {
+                Ok(new) => new,
+                Err(e) => break Err(e),
+            };
+            if new {
+                let blob = NewBlob {
                     kind: BlobKind::Data,
                     id,
                     buffer: SealBuffer::from_plaintext_in(pool.take(), chunk),
-                })?;
+                };
+                if let Err(e) = submit(blob) {
+                    break Err(e);
+                }
             }
             n_chunks += 1;
             content.push(id);
-        }
+        };
+        *window = stream.into_buffer();
+        read?;
         bytes_read += size;
         let after = fstatus(&file).map_err(Error::io(path))?;
         let stable = after.size == size

@@ -15,6 +15,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use cairn_chunker::StreamBuffer;
 use cairn_crypto::{BlobId, BlobKind, SealBuffer};
 use cairn_meta::{Node, NodeKind, SnapshotSummary, Tree};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -49,6 +50,8 @@ pub(crate) struct Walk<'a, 's> {
     files: Option<Sender<FileJob>>,
     /// Recycled blob buffers.
     pool: BufferPool,
+    /// The read window when files are read on the walk's thread.
+    window: StreamBuffer,
     /// Directories open above the current entry.
     depth: usize,
     outcome: WalkOutcome,
@@ -112,6 +115,7 @@ pub(crate) fn file_worker(
     blobs: Sender<NewBlob>,
     pool: BufferPool,
 ) {
+    let mut window = StreamBuffer::default();
     for job in jobs {
         let mut submit = |blob| blobs.send(blob).map_err(|_| Error::PipelineStopped);
         let result = job
@@ -127,6 +131,7 @@ pub(crate) fn file_worker(
                     &job.path,
                     &job.name,
                     &pool,
+                    &mut window,
                     &mut submit,
                 )
             });
@@ -148,6 +153,7 @@ impl<'a, 's> Walk<'a, 's> {
     ) -> Self {
         Self {
             pool,
+            window: StreamBuffer::default(),
             repo,
             sink,
             progress,
@@ -398,6 +404,7 @@ impl<'a, 's> Walk<'a, 's> {
                             &job.path,
                             &job.name,
                             &self.pool,
+                            &mut self.window,
                             &mut submit,
                         )
                     });
