@@ -1,20 +1,30 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark: cairn against restic and borg on the same data, same run.
+"""End-to-end benchmark: cairn against restic, rustic and borg on the same data, same run.
 
-Builds a deterministic, seeded chat-app history (a real SQLite message database
-edited every day, photos, videos, voice notes, forwarded duplicates, deletions),
-then backs up day 0 and several daily changes with every tool, restores the last
-day, verifies it byte for byte, and prints a table with ratios to restic. Also
-prints the primitives' ceiling (`cargo run -p cairn-benches --bin ceiling`) and,
-with --small-files, the time of a no-change re-run over that many small files.
+Two workloads, each backed up on day 0 and then after several days of changes,
+restored on the last day and verified byte for byte:
 
-Usage: python3 benches/e2e.py [--media-mb 1000] [--days 5] [--small-files 100000]
-       (`just bench-e2e`). restic and borg are used when installed.
+- chat: a messaging app's history (a real SQLite message database edited in
+  place every day, photos, videos, voice notes, forwarded duplicates,
+  deletions);
+- files: a tree of many small files (an app cache, a source tree, a home
+  directory): most under 8 KiB, a long tail into megabytes, compressible text
+  and incompressible data, empty files, duplicates, symlinks, directories many
+  levels deep; each day edits, appends to, adds, moves and deletes a few
+  hundred files.
+
+Prints one table per workload with ratios to the best peer. Also prints the
+primitives' ceiling (`cargo run -p cairn-benches --bin ceiling`).
+
+Usage: python3 benches/e2e.py [--workloads chat,files] [--media-mb 1000]
+       [--files 100000] [--days 5] [--repo-dir /dev/shm]   (`just bench-e2e`).
+restic, rustic and borg are used when installed.
 """
 
 import argparse
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -113,6 +123,117 @@ class History:
         return added
 
 
+class FileTree:
+    """Many small files, as an app cache, a source tree or a home directory holds
+    them: log-normal sizes (median ~1.5 KiB, most under 8 KiB) with a tail of
+    large files, about half compressible text and half incompressible data, a
+    few empty files, duplicates and symlinks, directories up to 12 deep."""
+
+    TEXT = (".c", ".h", ".rs", ".py", ".md", ".txt", ".json", ".html", ".xml", ".log")
+    BINARY = (".png", ".jpg", ".webp", ".so", ".o", ".bin", ".pyc", ".zip")
+
+    def __init__(self, root, n_files, seed):
+        self.root = root
+        self.n_files = n_files
+        self.rng = random.Random(seed)
+        vocab = ["".join(self.rng.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(self.rng.randint(2, 10)))
+                 for _ in range(5000)] + ["{", "}", "(", ")", ";", "=", "\n", "    ", "return", "if", "for"]
+        # Zipf-distributed words, as in natural text and code (compresses ~2.5x).
+        self.rng.shuffle(vocab)
+        weights = [1.0 / (rank + 1) for rank in range(len(vocab))]
+        self.corpus = " ".join(self.rng.choices(vocab, weights=weights, k=800_000)).encode()
+        self.dirs = []
+        self.files = []
+        self.serial = 0
+
+    def _size(self):
+        r = self.rng.random()
+        if r < 0.02:
+            return 0
+        if r < 0.022:  # the tail: 64 KiB to 32 MiB, log-uniform
+            return int(math.exp(self.rng.uniform(math.log(64 << 10), math.log(32 << 20))))
+        return min(int(self.rng.lognormvariate(math.log(1500), 1.4)), 4 << 20)
+
+    def _content(self, path, size):
+        self.serial += 1
+        if path.endswith(self.TEXT):
+            head = ("// %s rev %d\n" % (os.path.basename(path), self.serial)).encode()
+            at = self.rng.randrange(0, len(self.corpus) - size - 1) if size < len(self.corpus) - 1 else 0
+            return (head + self.corpus[at:at + size])[:max(size, len(head))]
+        return self.rng.randbytes(size)
+
+    def _new_path(self, folder):
+        ext = self.rng.choice(self.TEXT if self.rng.random() < 0.55 else self.BINARY)
+        self.serial += 1
+        return os.path.join(folder, "f%07d%s" % (self.serial, ext))
+
+    def _write(self, path, size=None):
+        data = self._content(path, self._size() if size is None else size)
+        with open(path, "wb") as f:
+            f.write(data)
+        return len(data)
+
+    def create(self):
+        os.makedirs(self.root)
+        self.dirs = [(self.root, 0)]
+        for i in range(max(1, self.n_files // 14)):
+            parent, depth = self.rng.choice(self.dirs[-200:] if self.rng.random() < 0.7 else self.dirs)
+            if depth >= 12:
+                parent, depth = self.root, 0
+            path = os.path.join(parent, "%s%d" % (self.rng.choice(("src", "lib", "cache", "res", "docs", "tmp", "v")), i))
+            os.makedirs(path)
+            self.dirs.append((path, depth + 1))
+        # Skewed: a few directories hold thousands of files (thumbnail caches).
+        weights = [self.rng.paretovariate(1.2) for _ in self.dirs]
+        for folder, _ in self.rng.choices(self.dirs, weights=weights, k=self.n_files):
+            r = self.rng.random()
+            if r < 0.03 and self.files:  # an identical copy (licences, vendored files)
+                src = self.rng.choice(self.files)
+                dst = os.path.join(folder, "copy%07d_%s" % (self.serial, os.path.basename(src)))
+                self.serial += 1
+                shutil.copyfile(src, dst)
+                self.files.append(dst)
+            elif r < 0.035 and self.files:
+                link = os.path.join(folder, "link%07d" % self.serial)
+                self.serial += 1
+                os.symlink(os.path.relpath(self.rng.choice(self.files), folder), link)
+            else:
+                path = self._new_path(folder)
+                self._write(path)
+                self.files.append(path)
+
+    def day(self):
+        """Edits 150 files in place, appends to 150, adds 500, moves 20, deletes 100."""
+        changed = 0
+        for path in self.rng.sample(self.files, 300):
+            if not os.path.exists(path):
+                continue
+            with open(path, "r+b") as f:
+                size = os.fstat(f.fileno()).st_size
+                if self.rng.random() < 0.5 and size > 0:
+                    f.seek(self.rng.randrange(size))
+                    f.write(self._content(path, self.rng.randint(1, 200))[-200:])
+                else:
+                    f.seek(0, 2)
+                    f.write(self._content(path, self.rng.randint(10, 2000)))
+            changed += 1
+        for _ in range(500):
+            folder, _ = self.rng.choice(self.dirs)
+            path = self._new_path(folder)
+            self._write(path)
+            self.files.append(path)
+        for path in self.rng.sample(self.files, 20):
+            if os.path.exists(path):
+                moved = self._new_path(os.path.dirname(path))
+                os.rename(path, moved)
+                self.files.append(moved)
+        for path in self.rng.sample(self.files, 100):
+            if os.path.exists(path):
+                os.remove(path)
+        self.files = [p for p in self.files if os.path.exists(p)]
+        return "%d files edited or appended to, 500 added, 20 moved, 100 deleted" % changed
+
+
 def tree_digest(root):
     """path -> sha256 of content (files) or link target (symlinks)."""
     out = {}
@@ -175,8 +296,15 @@ def _spawner(conn):
         stderr = proc.stderr.read().decode(errors="replace")
         _, status, usage = os.wait4(proc.pid, 0)
         proc.stderr.close()
-        conn.send((time.perf_counter() - started, usage.ru_maxrss / 1024.0,
+        conn.send((Run(time.perf_counter() - started, usage.ru_utime, usage.ru_stime, usage.ru_maxrss / 1024.0),
                    os.waitstatus_to_exitcode(status), stderr[-2000:]))
+
+
+class Run:
+    """One command's wall time, CPU time (user, kernel) and peak RSS in MiB."""
+
+    def __init__(self, wall, user, sys_, rss):
+        self.wall, self.user, self.sys, self.rss = wall, user, sys_, rss
 
 
 SPAWNER = None
@@ -191,12 +319,12 @@ def start_spawner():
 
 
 def run(cmd, env=None, cwd=None):
-    """Runs a command; returns (seconds, peak RSS in MiB)."""
+    """Runs a command; returns its Run."""
     SPAWNER.send((cmd, env, cwd))
-    seconds, rss, code, stderr = SPAWNER.recv()
+    result, code, stderr = SPAWNER.recv()
     if code != 0:
         sys.exit("command failed: %s\n%s" % (" ".join(cmd), stderr))
-    return seconds, rss
+    return result
 
 
 # ---------------------------------------------------------------- the tools
@@ -207,9 +335,16 @@ REPO_DIR = None
 class Tool:
     def __init__(self, name, work):
         self.name = name
+        self.work = work
         self.repo = os.path.join(REPO_DIR or work, "repo-" + name)
-        shutil.rmtree(self.repo, ignore_errors=True)
         self.env = dict(os.environ)
+
+    def reset(self):
+        shutil.rmtree(self.repo, ignore_errors=True)
+
+    def restored_root(self, target, source):
+        """Where the restored copy of `source` is."""
+        return os.path.join(target, source.lstrip("/"))
 
 
 class Cairn(Tool):
@@ -228,6 +363,9 @@ class Cairn(Tool):
     def restore(self, target):
         return run([self.binary, "restore", "latest", "--target", target], self.env)
 
+    def restored_root(self, target, source):
+        return os.path.join(target, os.path.basename(source))
+
 
 class Restic(Tool):
     def __init__(self, work):
@@ -245,6 +383,22 @@ class Restic(Tool):
         return run(["restic", "restore", "latest", "--target", target], self.env)
 
 
+class Rustic(Tool):
+    def __init__(self, work):
+        super().__init__("rustic", work)
+        self.env.update(RUSTIC_REPOSITORY=self.repo, RUSTIC_PASSWORD=PASSWORD,
+                        RUSTIC_CACHE_DIR=os.path.join(work, "rustic-cache"), RUSTIC_NO_PROGRESS="true")
+
+    def init(self):
+        run([RUSTIC, "init"], self.env)
+
+    def backup(self, path):
+        return run([RUSTIC, "backup", path], self.env)
+
+    def restore(self, target):
+        return run([RUSTIC, "restore", "latest", target], self.env)
+
+
 class Borg(Tool):
     def __init__(self, work):
         super().__init__("borg", work)
@@ -252,6 +406,11 @@ class Borg(Tool):
         self.env.update(BORG_PASSPHRASE=PASSWORD, BORG_REPO=self.repo,
                         BORG_BASE_DIR=os.path.join(work, "borg-base"),
                         BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes")
+
+    def reset(self):
+        super().reset()
+        shutil.rmtree(os.path.join(self.work, "borg-base"), ignore_errors=True)
+        self.day = 0
 
     def init(self):
         run(["borg", "init", "--encryption=repokey-blake2"], self.env)
@@ -265,130 +424,167 @@ class Borg(Tool):
         return run(["borg", "extract", "::day%d" % self.day], self.env, cwd=target)
 
 
-def restored_root(tool, target, source):
-    """Where a tool put the restored copy of `source`."""
-    if isinstance(tool, Cairn):
-        return os.path.join(target, os.path.basename(source))
-    return os.path.join(target, source.lstrip("/"))
+RUSTIC = shutil.which("rustic") or os.path.expanduser("~/.cargo/bin/rustic")
 
 
-# ---------------------------------------------------------------- main
+def installed(name):
+    if name == "rustic":
+        return os.path.exists(RUSTIC)
+    return shutil.which(name) is not None
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--media-mb", type=int, default=1000, help="day-0 media size (default 1000)")
-    ap.add_argument("--days", type=int, default=5, help="daily backups after day 0 (default 5)")
-    ap.add_argument("--small-files", type=int, default=0, help="also time a no-change re-run over this many small files")
-    ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--dir", help="work directory (default: a temporary one under /var/tmp)")
-    ap.add_argument("--tools", default="cairn,restic,borg")
-    ap.add_argument("--repo-dir", help="where the repositories live (e.g. /dev/shm to take the disk out)")
-    args = ap.parse_args()
-    global REPO_DIR
-    REPO_DIR = args.repo_dir
-    start_spawner()
 
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "cairn-cli", "-p", "cairn-benches"], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", "cairn")
-    ceiling = json.loads(subprocess.run([os.path.join(ROOT, "target", "release", "ceiling")],
-                                        check=True, capture_output=True, text=True).stdout)
+# ---------------------------------------------------------------- one workload
 
-    work = args.dir or tempfile.mkdtemp(prefix="cairn-e2e-", dir="/var/tmp")
-    os.makedirs(work, exist_ok=True)
-    source = os.path.join(work, "chat")
-    tools = []
-    for name in args.tools.split(","):
-        if name == "cairn":
-            tools.append(Cairn(work, binary))
-        elif name == "restic" and shutil.which("restic"):
-            tools.append(Restic(work))
-        elif name == "borg" and shutil.which("borg"):
-            tools.append(Borg(work))
-        elif name in ("restic", "borg"):
-            print("note: %s is not installed; skipped" % name)
-    cold = drop_caches()
-    print("repositories in %s" % (args.repo_dir or work))
-    print("machine: %d cores; ceiling %s MiB/s (chunk %s, hash %s, seal %s MiB/s per core); caches %s" % (
-        ceiling["cores"], ceiling["ceiling_mib_s"], ceiling["chunk_mib_s"], ceiling["hash_mib_s"],
-        ceiling["seal_mib_s"], "dropped before each run" if cold else "warm (not root)"))
-
-    history = History(source, args.media_mb, args.seed)
-    history.create()
+def bench_workload(label, source, build, change, days, tools, work):
+    """Backs up `source` on day 0 and after each of `days` changes, restores the
+    last day, verifies it, and returns per-tool results."""
+    build()
     for t in tools:
+        t.reset()
         t.init()
     results = {t.name: {"daily": [], "stored": [], "rss": []} for t in tools}
     day0_bytes = tree_bytes(source)
-    print("day 0: %.0f MB" % (day0_bytes / 1e6))
-    for day in range(args.days + 1):
+    n_files = count_files(source)
+    print("\n== %s: day 0: %d files, %.0f MB" % (label, n_files, day0_bytes / 1e6))
+    for day in range(days + 1):
         if day > 0:
-            added = history.day()
-            print("day %d: +%.1f MB media, 2000 new messages, 200 edits/deletions" % (day, added / 1e6))
+            print("   day %d: %s" % (day, change()))
         for t in tools:
             before = du(t.repo)
             drop_caches()
-            seconds, rss = t.backup(source)
-            r = results[t.name]
-            r["rss"].append(rss)
+            r = t.backup(source)
+            res = results[t.name]
+            res["rss"].append(r.rss)
             if day == 0:
-                r["first_s"] = seconds
+                res["first"] = r
             else:
-                r["daily"].append(seconds)
-                r["stored"].append(du(t.repo) - before)
+                res["daily"].append(r.wall)
+                res["stored"].append(du(t.repo) - before)
+    # A re-run with nothing changed: the metadata walk alone.
+    for t in tools:
+        results[t.name]["nochange"] = t.backup(source).wall
     expected = tree_digest(source)
     total = tree_bytes(source)
     for t in tools:
         target = os.path.join(work, "restore-" + t.name)
         shutil.rmtree(target, ignore_errors=True)
         drop_caches()
-        seconds, rss = t.restore(target)
-        got = tree_digest(restored_root(t, target, source))
-        if got != expected:
-            sys.exit("%s restore differs from the source!" % t.name)
-        results[t.name]["restore_s"] = seconds
-        results[t.name]["rss"].append(rss)
+        r = t.restore(target)
+        if tree_digest(t.restored_root(target, source)) != expected:
+            sys.exit("%s restore of %s differs from the source!" % (t.name, label))
+        results[t.name]["restore"] = r
+        results[t.name]["rss"].append(r.rss)
         results[t.name]["repo"] = du(t.repo)
         shutil.rmtree(target)
+    for res in results.values():
+        res["bytes"], res["day0_bytes"], res["n_files"] = total, day0_bytes, n_files
+    print_table(label, tools, results)
+    return results
 
-    base = results.get("restic")
-    rows = [
-        ("first backup MB/s", lambda r: day0_bytes / 1e6 / r["first_s"], True),
-        ("daily backup s (median)", lambda r: statistics.median(r["daily"]) if r["daily"] else float("nan"), False),
-        ("stored per day MB (median)", lambda r: statistics.median(r["stored"]) / 1e6 if r["stored"] else float("nan"), False),
-        ("restore MB/s", lambda r: total / 1e6 / r["restore_s"], True),
-        ("peak RSS MiB", lambda r: max(r["rss"]), False),
-        ("repository MB", lambda r: r["repo"] / 1e6, False),
-    ]
-    print()
-    header = "%-28s" % "" + "".join("%12s" % t.name for t in tools)
-    if base:
-        header += "".join("%14s" % ("%s/restic" % t.name) for t in tools if t.name != "restic")
-    print(header)
-    for label, f, _ in rows:
-        line = "%-28s" % label + "".join("%12.2f" % f(results[t.name]) for t in tools)
-        if base:
-            line += "".join("%14.2f" % (f(results[t.name]) / f(base)) for t in tools if t.name != "restic")
-        print(line)
+
+ROWS = [
+    # label, value, higher is better
+    ("first backup MB/s", lambda r: r["day0_bytes"] / 1e6 / r["first"].wall, True),
+    ("first backup CPU s (user+sys)", lambda r: r["first"].user + r["first"].sys, False),
+    ("daily backup s (median)", lambda r: statistics.median(r["daily"]) if r["daily"] else float("nan"), False),
+    ("no-change re-run s", lambda r: r["nochange"], False),
+    ("stored per day MB (median)", lambda r: statistics.median(r["stored"]) / 1e6 if r["stored"] else float("nan"), False),
+    ("restore MB/s", lambda r: r["bytes"] / 1e6 / r["restore"].wall, True),
+    ("restore s", lambda r: r["restore"].wall, False),
+    ("restore CPU user s", lambda r: r["restore"].user, False),
+    ("restore CPU sys s", lambda r: r["restore"].sys, False),
+    ("peak RSS MiB", lambda r: max(r["rss"]), False),
+    ("repository MB", lambda r: r["repo"] / 1e6, False),
+]
+
+
+def print_table(label, tools, results):
+    peers = [t.name for t in tools if t.name != "cairn"]
+    header = "%-32s" % label + "".join("%10s" % t.name for t in tools)
     if "cairn" in results:
-        rate = day0_bytes / 1e6 / results["cairn"]["first_s"] / 1.048576
-        print("\ncairn first backup: %.0f MiB/s = %.0f%% of the %s MiB/s ceiling" % (
-            rate, 100 * rate / ceiling["ceiling_mib_s"], ceiling["ceiling_mib_s"]))
+        header += "".join("%14s" % ("cairn/" + p) for p in peers)
+        if peers:
+            header += "%12s" % "vs best"
+    print(header)
+    for name, f, higher in ROWS:
+        values = {t.name: f(results[t.name]) for t in tools}
+        line = "%-32s" % name + "".join("%10.2f" % values[t.name] for t in tools)
+        if "cairn" in values:
+            # Ratios as speed-ups: > 1 means cairn is better.
+            ratio = (lambda p: values["cairn"] / values[p]) if higher else (lambda p: values[p] / values["cairn"])
+            line += "".join("%14.2f" % ratio(p) for p in peers)
+            if peers:
+                line += "%12.2f" % min(ratio(p) for p in peers)
+        print(line)
+    print("(ratios are speed-ups or savings: > 1 means cairn is better; 'vs best' is against the best peer)")
 
-    if args.small_files:
-        small = os.path.join(work, "small")
-        rng = random.Random(args.seed + 1)
-        for i in range(args.small_files):
-            d = os.path.join(small, "d%03d" % (i % 1000))
-            if i < 1000:
-                os.makedirs(d, exist_ok=True)
-            with open(os.path.join(d, "f%06d" % i), "wb") as f:
-                f.write(rng.randbytes(rng.randint(10, 2000)))
-        print("\nno-change re-run over %d small files (second backup of an unchanged tree):" % args.small_files)
-        for t in tools:
-            t.backup(small)
-            runs = [t.backup(small)[0] for _ in range(3)]
-            print("  %-8s %.2f s (median of 3)" % (t.name, statistics.median(runs)))
+
+def count_files(root):
+    return sum(len(files) for _, _, files in os.walk(root))
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", default="chat,files", help="chat, files or both (default)")
+    ap.add_argument("--media-mb", type=int, default=1000, help="chat: day-0 media size (default 1000)")
+    ap.add_argument("--files", type=int, default=100_000, help="files: number of files (default 100000)")
+    ap.add_argument("--days", type=int, default=5, help="daily backups after day 0 (default 5)")
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--dir", help="work directory (default: a temporary one under /var/tmp)")
+    ap.add_argument("--tools", default="cairn,restic,rustic,borg")
+    ap.add_argument("--repo-dir", help="where the repositories live (e.g. /dev/shm to take the disk out)")
+    ap.add_argument("--cairn", help="the cairn binary to use (default: build this checkout)")
+    args = ap.parse_args()
+    global REPO_DIR
+    REPO_DIR = args.repo_dir
+    start_spawner()
+
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "cairn-cli", "-p", "cairn-benches"], cwd=ROOT, check=True)
+    binary = args.cairn or os.path.join(ROOT, "target", "release", "cairn")
+    ceiling = json.loads(subprocess.run([os.path.join(ROOT, "target", "release", "ceiling")],
+                                        check=True, capture_output=True, text=True).stdout)
+
+    work = args.dir or tempfile.mkdtemp(prefix="cairn-e2e-", dir="/var/tmp")
+    os.makedirs(work, exist_ok=True)
+    tools = []
+    for name in args.tools.split(","):
+        if not installed(name) and name != "cairn":
+            print("note: %s is not installed; skipped" % name)
+            continue
+        tools.append({"cairn": lambda: Cairn(work, binary), "restic": lambda: Restic(work),
+                      "rustic": lambda: Rustic(work), "borg": lambda: Borg(work)}[name]())
+    cold = drop_caches()
+    print("repositories in %s" % (args.repo_dir or work))
+    print("machine: %d cores; ceiling %s MiB/s (chunk %s, hash %s, seal %s MiB/s per core); caches %s" % (
+        ceiling["cores"], ceiling["ceiling_mib_s"], ceiling["chunk_mib_s"], ceiling["hash_mib_s"],
+        ceiling["seal_mib_s"], "dropped before each run" if cold else "warm (not root)"))
+
+    for workload in args.workloads.split(","):
+        if workload == "chat":
+            source = os.path.join(work, "chat")
+            shutil.rmtree(source, ignore_errors=True)
+            history = History(source, args.media_mb, args.seed)
+            results = bench_workload("chat history", source, history.create, history.day, args.days, tools, work)
+            if "cairn" in results:
+                r = results["cairn"]
+                rate = r["day0_bytes"] / 1e6 / r["first"].wall / 1.048576
+                print("cairn first backup: %.0f MiB/s = %.0f%% of the %s MiB/s ceiling" % (
+                    rate, 100 * rate / ceiling["ceiling_mib_s"], ceiling["ceiling_mib_s"]))
+        elif workload == "files":
+            source = os.path.join(work, "files")
+            shutil.rmtree(source, ignore_errors=True)
+            tree = FileTree(source, args.files, args.seed + 1)
+            results = bench_workload("small files", source, tree.create, tree.day, args.days, tools, work)
+            if "cairn" in results:
+                r = results["cairn"]["first"]
+                print("cairn first backup: %.1f us of CPU per file (user %.2f s, sys %.2f s)" % (
+                    1e6 * (r.user + r.sys) / results["cairn"]["n_files"], r.user, r.sys))
+        else:
+            sys.exit("unknown workload %r" % workload)
     for t in tools:
-        shutil.rmtree(t.repo, ignore_errors=True)
+        t.reset()
     if not args.dir:
         shutil.rmtree(work)
 

@@ -17,8 +17,8 @@ pub use key_slot::{KEY_SLOT_LEN, KeySlot};
 pub use keys::{BlobIdKeys, ChunkerSeed, MasterSecret, SealKey, WorkingKeys};
 pub use recovery_key::{RECOVERY_KEY_ALPHABET, RECOVERY_KEY_LEN, RecoveryKey};
 pub use seal::{
-    Compression, FORMAT_VERSION, SEAL_OVERHEAD, SealBuffer, SealKind, SealedBlob, open, seal,
-    seal_buffer,
+    Compression, FORMAT_VERSION, Opener, SEAL_OVERHEAD, SealBuffer, SealKind, SealedBlob, Sealer,
+    open, seal, seal_buffer,
 };
 
 /// Errors of this crate.

@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
-use cairn_crypto::{BlobId, BlobKind, PackId, SealKey, SealKind};
+use cairn_crypto::{BlobId, BlobKind, Opener, PackId, SealKey, SealKind};
 use cairn_index::{BlobLocation, Index};
 use cairn_pack::{MAX_HEADER_SEALED_LEN, PackEntry, TRAILER_LEN};
 use cairn_store::{Namespace, ObjectName, Store};
@@ -347,7 +347,7 @@ impl BlobStore {
         loop {
             let location = self.locate(kind, id)?;
             let pack = pack_object(&location.pack)?;
-            let sealed = match self.store.get_range(
+            let mut sealed = match self.store.get_range(
                 &pack,
                 u64::from(location.entry.offset),
                 u64::from(location.entry.sealed_len),
@@ -359,8 +359,8 @@ impl BlobStore {
                     e => return Err(e),
                 },
             };
-            match self.open(&location, &sealed) {
-                Ok(plain) => return Ok(plain),
+            match self.open_in_place(&location, &mut sealed, &mut Opener::new()) {
+                Ok(plain) => return Ok(plain.to_vec()),
                 // The location was forgotten (its pack or its bytes): try
                 // another copy, if the index knows one.
                 Err(e)
@@ -377,15 +377,35 @@ impl BlobStore {
     /// here; one that fails authentication is forgotten at that location, so
     /// another copy takes over and a backup stores it again.
     pub fn open(&self, location: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+        let mut copy = sealed.to_vec();
+        self.open_in_place(location, &mut copy, &mut Opener::new())
+            .map(<[u8]>::to_vec)
+    }
+
+    /// [`Self::open`] without copies, for readers that open many blobs (a
+    /// restore worker): decrypts `sealed` where it lies, through `opener`.
+    /// The same checks and the same distrust on failure.
+    pub fn open_in_place<'a>(
+        &self,
+        location: &BlobLocation,
+        sealed: &'a mut [u8],
+        opener: &'a mut Opener,
+    ) -> Result<&'a [u8]> {
         self.verify_pack(location)?;
         let key = match location.entry.kind {
             BlobKind::Data => &self.data_key,
             BlobKind::Tree => &self.metadata_key,
         };
-        cairn_pack::open_blob(key, &location.entry, sealed).map_err(|_| {
-            self.distrust_blob(location);
-            Error::integrity(format!("packs/{}", location.pack.to_hex()))
-        })
+        match cairn_pack::open_blob_in_place(key, &location.entry, sealed, opener) {
+            Ok(plain) => Ok(plain),
+            Err(_) => {
+                self.distrust_blob(location);
+                Err(Error::integrity(format!(
+                    "packs/{}",
+                    location.pack.to_hex()
+                )))
+            }
+        }
     }
 
     /// The error for a read of `location` that the store refused.

@@ -16,7 +16,7 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 
 pub use cairn_crypto::BlobKind;
-use cairn_crypto::{BlobId, Compression, PackId, SealKey, SealKind, SealedBlob};
+use cairn_crypto::{BlobId, Compression, Opener, PackId, SealKey, SealKind, SealedBlob};
 
 /// Length of the trailer at the end of every pack.
 pub const TRAILER_LEN: usize = 12;
@@ -353,6 +353,32 @@ pub fn open_blob(key: &SealKey, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<
     Ok(plain)
 }
 
+/// [`open_blob`] without copies, through a reused [`Opener`]: decrypts
+/// `sealed` where it lies (garbled on failure). The plaintext is valid until
+/// the opener's next use.
+pub fn open_blob_in_place<'a>(
+    key: &SealKey,
+    entry: &PackEntry,
+    sealed: &'a mut [u8],
+    opener: &'a mut Opener,
+) -> Result<&'a [u8], Error> {
+    if sealed.len() != entry.sealed_len as usize {
+        return Err(Error::Integrity);
+    }
+    let plain = opener.open_in_place(
+        key,
+        entry.kind.seal_kind(),
+        entry.id.as_bytes(),
+        entry.compression,
+        sealed,
+        entry.plain_len as usize,
+    )?;
+    if plain.len() != entry.plain_len as usize {
+        return Err(Error::Integrity);
+    }
+    Ok(plain)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -383,9 +409,12 @@ mod tests {
             prop_assert_eq!(bytes.len(), pack.len());
             let entries = read_pack_entries(&k.metadata, &pack.id, &bytes).unwrap();
             prop_assert_eq!(&entries, &pack.entries);
+            let mut opener = Opener::new();
+            let mut in_place = bytes.clone();
             for (e, b) in entries.iter().zip(&blobs) {
                 let range = e.offset as usize..(e.offset + e.sealed_len) as usize;
-                prop_assert_eq!(&open_blob(&k.data, e, &bytes[range]).unwrap(), b);
+                prop_assert_eq!(&open_blob(&k.data, e, &bytes[range.clone()]).unwrap(), b);
+                prop_assert_eq!(open_blob_in_place(&k.data, e, &mut in_place[range], &mut opener).unwrap(), &b[..]);
                 prop_assert_eq!(e.id, k.blob_ids.id_of(BlobKind::Data, b));
             }
         }

@@ -148,20 +148,14 @@ impl Repository {
                 n_threads,
             );
             // File workers read several files at once; they exist only when
-            // sealing is threaded (they hand blobs to the seal workers).
+            // sealing is threaded (they hand blobs to the pipeline's threads).
             let (job_tx, job_rx) = crossbeam_channel::bounded::<FileJob>(n_threads * 2);
-            let files = match sink.sender() {
-                Some(blobs) => {
-                    for _ in 0..n_threads {
-                        let (jobs, blobs, pool) = (job_rx.clone(), blobs.clone(), pool.clone());
-                        let claimed = &claimed;
-                        scope
-                            .spawn(move || file_worker(repo, claimed, progress, jobs, blobs, pool));
-                    }
-                    Some(job_tx)
-                }
-                None => None,
-            };
+            let senders: Vec<_> = (0..n_threads).map_while(|_| sink.sender()).collect();
+            let files = (!senders.is_empty()).then_some(job_tx);
+            for blobs in senders {
+                let (jobs, pool, claimed) = (job_rx.clone(), pool.clone(), &claimed);
+                scope.spawn(move || file_worker(repo, claimed, progress, jobs, blobs, pool));
+            }
             drop(job_rx);
             let mut walk = Walk::new(repo, sink, progress, &claimed, files, pool);
             let walked = (|| {
@@ -336,7 +330,13 @@ pub(crate) fn forge_snapshot(repo: &Repository, root: &Tree) -> SnapshotId {
         id,
         buffer: SealBuffer::from_plaintext(&bytes),
     };
-    let sealed = pipeline::seal_blob(&repo.keys().data, &repo.keys().metadata, blob).expect("seal");
+    let sealed = pipeline::seal_blob(
+        &mut cairn_crypto::Sealer::new(),
+        &repo.keys().data,
+        &repo.keys().metadata,
+        blob,
+    )
+    .expect("seal");
     packer
         .add_sealed(sealed.kind, sealed.id, sealed.sealed, sealed.plain_len)
         .expect("add tree");

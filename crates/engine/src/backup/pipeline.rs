@@ -3,10 +3,17 @@
 //! and writes them.
 //!
 //! ```text
-//! walk (reads, chunks, hashes, decides what is new)
-//!   ── bounded channel of plaintext blobs ──► N seal workers
-//!   ── bounded channel of sealed blobs ─────► packer thread (packs, store puts, index file)
+//! walk and file workers (read, chunk, hash, decide what is new)
+//!   ── bounded channel of plaintext blobs ──► N seal workers ─┐
+//!   ── small files' blobs, sealed by the reader itself ───────┤
+//!                                                              ▼
+//!        bounded channel of sealed blobs ──► packer thread (packs, store puts, index file)
 //! ```
+//!
+//! A small file's blobs skip the seal workers: handing a few KiB to another
+//! thread costs more than sealing them where they were read, and with one
+//! file worker per core every core is busy anyway. A large file's chunks go
+//! to the seal workers, so one big file alone still uses every core.
 //!
 //! The walk alone decides which blobs are new and what every tree holds, so the
 //! snapshot is the same whatever the number of threads; only the order of blobs
@@ -17,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{Scope, ScopedJoinHandle};
 
-use cairn_crypto::{BlobId, SealBuffer, SealKey, SealedBlob};
+use cairn_crypto::{BlobId, SealBuffer, SealKey, SealedBlob, Sealer};
 use cairn_index::Index;
 use cairn_pack::BlobKind;
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -27,6 +34,8 @@ use crate::error::{Error, Result, from_crypto};
 
 /// Blobs queued between stages, per channel.
 const QUEUE_DEPTH: usize = 8;
+/// Files up to this size are sealed by the thread that read them.
+pub(crate) const SEAL_ON_READER_MAX: u64 = 4 * 1024 * 1024;
 /// A blob the walk decided to store.
 #[derive(Debug)]
 pub(crate) struct NewBlob {
@@ -44,6 +53,7 @@ pub(crate) struct Sealed {
 }
 
 pub(crate) fn seal_blob(
+    sealer: &mut Sealer,
     data_key: &SealKey,
     metadata_key: &SealKey,
     blob: NewBlob,
@@ -53,7 +63,8 @@ pub(crate) fn seal_blob(
         BlobKind::Tree => (metadata_key, cairn_crypto::SealKind::Tree),
     };
     let plain_len = blob.buffer.plaintext().len();
-    let sealed = cairn_crypto::seal_buffer(key, seal_kind, blob.id.as_bytes(), blob.buffer)
+    let sealed = sealer
+        .seal_buffer(key, seal_kind, blob.id.as_bytes(), blob.buffer)
         .map_err(from_crypto("new blob"))?;
     Ok(Sealed {
         kind: blob.kind,
@@ -63,9 +74,40 @@ pub(crate) fn seal_blob(
     })
 }
 
+/// What a file worker hands new blobs over with: to the seal workers, or
+/// sealed here and straight to the packer (see the module comment).
+pub(crate) struct BlobSender {
+    blobs: Sender<NewBlob>,
+    sealed: Sender<Result<Sealed>>,
+    sealer: Sealer,
+    data_key: SealKey,
+    metadata_key: SealKey,
+}
+
+impl BlobSender {
+    /// Hands over a blob of a file of `file_size` bytes. An error means the
+    /// pipeline stopped.
+    pub fn send(&mut self, blob: NewBlob, file_size: u64) -> Result<()> {
+        if file_size > SEAL_ON_READER_MAX {
+            return self.blobs.send(blob).map_err(|_| Error::PipelineStopped);
+        }
+        let sealed = seal_blob(&mut self.sealer, &self.data_key, &self.metadata_key, blob);
+        let failed = sealed.is_err();
+        self.sealed
+            .send(sealed)
+            .map_err(|_| Error::PipelineStopped)?;
+        // A failed seal reached the packer, which stops with that error.
+        if failed {
+            return Err(Error::PipelineStopped);
+        }
+        Ok(())
+    }
+}
+
 /// The one-thread sink: seals on the caller's thread.
 pub(crate) struct InlineSink<'p> {
     packer: Packer<'p>,
+    sealer: Sealer,
     data_key: SealKey,
     metadata_key: SealKey,
 }
@@ -78,6 +120,9 @@ pub(crate) enum BlobSink<'scope> {
     /// Seal on worker threads, pack on a packer thread.
     Threaded {
         blobs: Sender<NewBlob>,
+        sealed: Sender<Result<Sealed>>,
+        /// Data and metadata sealing keys, for readers that seal.
+        keys: Box<(SealKey, SealKey)>,
         workers: Vec<ScopedJoinHandle<'scope, Result<()>>>,
         packer: ScopedJoinHandle<'scope, Result<(Index, PackerTotals)>>,
         abandoned: Arc<AtomicBool>,
@@ -96,6 +141,7 @@ impl<'scope> BlobSink<'scope> {
         if n_threads <= 1 {
             return BlobSink::Inline(Box::new(InlineSink {
                 packer,
+                sealer: Sealer::new(),
                 data_key,
                 metadata_key,
             }));
@@ -108,8 +154,9 @@ impl<'scope> BlobSink<'scope> {
                 let sealed_tx = sealed_tx.clone();
                 let (data_key, metadata_key) = (data_key.clone(), metadata_key.clone());
                 scope.spawn(move || {
+                    let mut sealer = Sealer::new();
                     for blob in blob_rx {
-                        let result = seal_blob(&data_key, &metadata_key, blob);
+                        let result = seal_blob(&mut sealer, &data_key, &metadata_key, blob);
                         let failed = result.is_err();
                         // The packer hung up: it failed and holds the error.
                         if sealed_tx.send(result).is_err() || failed {
@@ -120,7 +167,6 @@ impl<'scope> BlobSink<'scope> {
                 })
             })
             .collect();
-        drop(sealed_tx);
         let abandoned = Arc::new(AtomicBool::new(false));
         let packer_abandoned = abandoned.clone();
         let packer = scope.spawn(move || {
@@ -138,18 +184,31 @@ impl<'scope> BlobSink<'scope> {
         });
         BlobSink::Threaded {
             blobs: blob_tx,
+            sealed: sealed_tx,
+            keys: Box::new((data_key, metadata_key)),
             workers,
             packer,
             abandoned,
         }
     }
 
-    /// A sender for other threads (file workers) to queue blobs on; `None`
-    /// when sealing inline.
-    pub fn sender(&self) -> Option<Sender<NewBlob>> {
+    /// A sender for other threads (file workers) to hand blobs over with;
+    /// `None` when sealing inline.
+    pub fn sender(&self) -> Option<BlobSender> {
         match self {
             BlobSink::Inline(_) => None,
-            BlobSink::Threaded { blobs, .. } => Some(blobs.clone()),
+            BlobSink::Threaded {
+                blobs,
+                sealed,
+                keys,
+                ..
+            } => Some(BlobSender {
+                blobs: blobs.clone(),
+                sealed: sealed.clone(),
+                sealer: Sealer::new(),
+                data_key: keys.0.clone(),
+                metadata_key: keys.1.clone(),
+            }),
         }
     }
 
@@ -158,7 +217,12 @@ impl<'scope> BlobSink<'scope> {
     pub fn submit(&mut self, blob: NewBlob) -> Result<()> {
         match self {
             BlobSink::Inline(inline) => {
-                let s = seal_blob(&inline.data_key, &inline.metadata_key, blob)?;
+                let s = seal_blob(
+                    &mut inline.sealer,
+                    &inline.data_key,
+                    &inline.metadata_key,
+                    blob,
+                )?;
                 inline
                     .packer
                     .add_sealed(s.kind, s.id, s.sealed, s.plain_len)
@@ -175,11 +239,12 @@ impl<'scope> BlobSink<'scope> {
             BlobSink::Inline(inline) => inline.packer.finish(),
             BlobSink::Threaded {
                 blobs,
+                sealed,
                 workers,
                 packer,
                 ..
             } => {
-                drop(blobs);
+                drop((blobs, sealed));
                 let mut first_error = None;
                 for w in workers {
                     if let Err(e) = w.join().unwrap_or(Err(Error::PipelineStopped)) {
@@ -200,13 +265,15 @@ impl<'scope> BlobSink<'scope> {
     pub fn abandon(self) {
         if let BlobSink::Threaded {
             blobs,
+            sealed,
             workers,
             packer,
             abandoned,
+            ..
         } = self
         {
             abandoned.store(true, Ordering::Release);
-            drop(blobs);
+            drop((blobs, sealed));
             for w in workers {
                 let _ = w.join();
             }

@@ -76,7 +76,8 @@ pub(crate) struct FileJob {
 }
 
 /// Reads and chunks an open file (`path` for messages); new chunks go to
-/// `submit`.
+/// `submit`, with the file's size (small files' chunks are sealed by the
+/// reader).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read_file(
     repo: &Repository,
@@ -87,7 +88,7 @@ pub(crate) fn read_file(
     name: &[u8],
     pool: &BufferPool,
     window: &mut StreamBuffer,
-    submit: &mut dyn FnMut(NewBlob) -> Result<()>,
+    submit: &mut dyn FnMut(NewBlob, u64) -> Result<()>,
 ) -> Result<FileRead> {
     let chunker = repo.chunkers().for_name(name);
     let mut bytes_read = 0u64;
@@ -127,7 +128,7 @@ pub(crate) fn read_file(
                     id,
                     buffer: SealBuffer::from_plaintext_in(pool.take(), chunk),
                 };
-                if let Err(e) = submit(blob) {
+                if let Err(e) = submit(blob, before.size) {
                     break Err(e);
                 }
             }

@@ -21,7 +21,7 @@ use cairn_meta::{Node, NodeKind, SnapshotSummary, Tree};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::backup::buffers::BufferPool;
-use crate::backup::pipeline::{BlobSink, NewBlob};
+use crate::backup::pipeline::{BlobSender, BlobSink, NewBlob};
 use crate::backup::read::{Claimed, FileJob, FileRead, claim, read_file};
 use crate::backup::source::{EntryKind, Location, Status, join, read_names};
 use crate::error::{Error, Result};
@@ -112,12 +112,12 @@ pub(crate) fn file_worker(
     claimed: &Claimed,
     progress: &dyn Progress,
     jobs: Receiver<FileJob>,
-    blobs: Sender<NewBlob>,
+    mut blobs: BlobSender,
     pool: BufferPool,
 ) {
     let mut window = StreamBuffer::default();
     for job in jobs {
-        let mut submit = |blob| blobs.send(blob).map_err(|_| Error::PipelineStopped);
+        let mut submit = |blob, file_size| blobs.send(blob, file_size);
         let result = job
             .location
             .open_file(&job.expected)
@@ -390,7 +390,7 @@ impl<'a, 's> Walk<'a, 's> {
             Some(files) => files.send(job).map_err(|_| Error::PipelineStopped)?,
             None => {
                 let sink = &mut self.sink;
-                let mut submit = |blob| sink.submit(blob);
+                let mut submit = |blob, _| sink.submit(blob);
                 let read = job
                     .location
                     .open_file(&job.expected)

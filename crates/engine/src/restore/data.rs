@@ -14,7 +14,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cairn_crypto::{BlobId, BlobKind, PackId};
+use cairn_crypto::{BlobId, BlobKind, Opener, PackId};
 use cairn_index::BlobLocation;
 
 use crate::blobs::pack_object;
@@ -110,6 +110,8 @@ struct Worker<'a> {
     dirs: DirCache,
     /// One read buffer, reused for every range.
     buffer: Vec<u8>,
+    /// Decryption and decompression state, reused for every blob.
+    opener: Opener,
     /// Files that cannot be completed, with the reason.
     failed: &'a Mutex<HashMap<usize, String>>,
 }
@@ -139,6 +141,7 @@ pub(crate) fn fetch_and_write(
                     files: HashMap::new(),
                     dirs: DirCache::default(),
                     buffer: Vec::new(),
+                    opener: Opener::new(),
                     failed: &failed,
                 };
                 loop {
@@ -204,22 +207,35 @@ impl Worker<'_> {
             }
             return Ok(());
         }
-        let bytes = &*bytes;
+        let mut opener = std::mem::take(&mut self.opener);
+        let mut result = Ok(());
         for (location, dests) in &range.blobs {
             if self.progress.is_cancelled() {
-                return Err(Error::Cancelled);
+                result = Err(Error::Cancelled);
+                break;
             }
             let from = (u64::from(location.entry.offset) - range.start) as usize;
-            let sealed = bytes
-                .get(from..from + location.entry.sealed_len as usize)
-                .ok_or_else(|| Error::integrity(pack))?;
-            match self.repo.blobs().open(location, sealed) {
-                Ok(plain) => self.write(&plain, dests)?,
-                Err(e) if e.is_repository_damage() => self.fallback(location, dests)?,
-                Err(e) => return Err(e),
+            let Some(sealed) = bytes.get_mut(from..from + location.entry.sealed_len as usize)
+            else {
+                result = Err(Error::integrity(pack));
+                break;
+            };
+            // Decrypted where it lies in the range buffer: no copy.
+            result = match self
+                .repo
+                .blobs()
+                .open_in_place(location, sealed, &mut opener)
+            {
+                Ok(plain) => self.write(plain, dests),
+                Err(e) if e.is_repository_damage() => self.fallback(location, dests),
+                Err(e) => Err(e),
+            };
+            if result.is_err() {
+                break;
             }
         }
-        Ok(())
+        self.opener = opener;
+        result
     }
 
     /// Reads one blob through the blob store (another copy, if the index
