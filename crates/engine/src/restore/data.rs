@@ -273,6 +273,33 @@ impl Worker<'_> {
         Ok(())
     }
 
+    /// The descriptor of a file for writing: kept open by this worker, or
+    /// reopened (a file the planner created, which must still be it), or
+    /// created (a file of one chunk, 0600 under its temporary name, with
+    /// `size` bytes of hole: its size when nothing will be written).
+    fn open_file(&mut self, file_idx: usize, size: u64) -> Result<&OwnedFd> {
+        let plan = self.plan;
+        let file = plan.files.get(file_idx).ok_or(Error::PipelineStopped)?;
+        if !self.files.contains_key(&file_idx) {
+            let shown = || self.target.display_path(file.dir_idx, &file.node.name);
+            if self.files.len() >= MAX_OPEN_FILES {
+                self.files.clear();
+            }
+            let dir = self
+                .target
+                .dir(&mut self.dirs, file.dir_idx)
+                .map_err(Error::io(shown()))?;
+            let fd = match file.identity {
+                Some(identity) => Target::open_for_writing(&dir, &file.tmp_name, identity),
+                None => Target::create_file(&dir, &file.tmp_name, size)
+                    .inspect(|_| file.created.store(true, Ordering::Release)),
+            }
+            .map_err(Error::io(shown()))?;
+            self.files.insert(file_idx, fd);
+        }
+        self.files.get(&file_idx).ok_or(Error::PipelineStopped)
+    }
+
     /// Counts one chunk of a file as written; after its last one, the file
     /// gets its metadata and real name here, on the descriptor this worker
     /// holds (no reopening, and finishing runs on every worker).
@@ -300,40 +327,24 @@ impl Worker<'_> {
             .target
             .dir(&mut self.dirs, file.dir_idx)
             .map_err(Error::io(shown()))?;
-        let fd = match self.files.remove(&file_idx) {
-            Some(fd) => fd,
-            // Only holes were written: it was never opened here.
-            None => Target::open_for_writing(&dir, &file.tmp_name, file.identity)
-                .map_err(Error::io(shown()))?,
-        };
+        // Only holes were written: it was never opened here.
+        self.open_file(file_idx, file.node.size)?;
+        let fd = self.files.remove(&file_idx).ok_or(Error::PipelineStopped)?;
         Target::complete_file(&dir, &fd, &file.tmp_name, &file.node).map_err(Error::io(shown()))?;
         file.done.store(true, Ordering::Release);
         Ok(())
     }
 
     fn write_at(&mut self, dest: &Destination, data: &[u8]) -> Result<()> {
-        let file = self
-            .plan
-            .files
-            .get(dest.file_idx)
-            .ok_or(Error::PipelineStopped)?;
-        let shown = || self.target.display_path(file.dir_idx, &file.node.name);
-        if !self.files.contains_key(&dest.file_idx) {
-            if self.files.len() >= MAX_OPEN_FILES {
-                self.files.clear();
-            }
-            let opened = self
-                .target
-                .dir(&mut self.dirs, file.dir_idx)
-                .and_then(|dir| Target::open_for_writing(&dir, &file.tmp_name, file.identity))
-                .map_err(Error::io(shown()))?;
-            self.files.insert(dest.file_idx, opened);
-        }
-        let handle = self
-            .files
-            .get(&dest.file_idx)
-            .ok_or(Error::PipelineStopped)?;
-        write_all_at(handle, data, dest.offset).map_err(Error::io(shown()))
+        let handle = self.open_file(dest.file_idx, 0)?;
+        write_all_at(handle, data, dest.offset).map_err(|e| {
+            let shown = self
+                .plan
+                .files
+                .get(dest.file_idx)
+                .map(|file| self.target.display_path(file.dir_idx, &file.node.name));
+            Error::io(shown.unwrap_or_default())(e)
+        })
     }
 }
 

@@ -2,12 +2,14 @@
 //! things up inside snapshots.
 //!
 //! A restore plans, then fetches, then finishes. Planning walks the trees and
-//! creates directories (0700), symlinks and every file (0600, at its final
-//! size, under a temporary name), recording where each chunk goes. The data
-//! phase (`data.rs`) fetches chunks pack by pack on several threads and writes
-//! them with positional writes. Finishing gives each complete file its owner,
-//! mode, time and real name, then each directory its metadata, children before
-//! parents. See `target.rs` for the invariants that keep it inside the target
+//! creates directories (0700), symlinks, and every file of several chunks
+//! (0600, at its final size, under a temporary name), recording where each
+//! chunk goes. The data phase (`data.rs`) fetches chunks pack by pack on
+//! several threads and writes them with positional writes; a file of one
+//! chunk (most small files) is created there, by the worker that writes it,
+//! so it costs one open rather than two. A file gets its owner, mode, time and
+//! real name as soon as its last chunk is written; finishing gives each
+//! directory its metadata, children before parents. See `target.rs` for the invariants that keep it inside the target
 //! and private until done.
 //!
 //! **One bad object costs what depends on it.** A subtree, chunk or pack that
@@ -77,10 +79,17 @@ pub struct RestoreFailure {
 pub(crate) struct PlannedFile {
     pub dir_idx: usize,
     pub tmp_name: Vec<u8>,
-    /// Device and inode when created: a reopened file must still be it.
-    pub identity: (u64, u64),
+    /// Device and inode of a file the planner created: whoever reopens it
+    /// checks it is still that file. `None` for a file of one chunk, which
+    /// the data worker writing that chunk creates and finishes on one
+    /// descriptor.
+    pub identity: Option<(u64, u64)>,
     pub node: Node,
     pub remaining: AtomicUsize,
+    /// Whether it exists under its temporary name (to remove if the restore
+    /// fails).
+    pub created: AtomicBool,
+    /// Whether it has its real name.
     pub done: AtomicBool,
 }
 
@@ -176,17 +185,29 @@ fn finish(
         let dir = target
             .dir(&mut cache, file.dir_idx)
             .map_err(Error::io(shown()))?;
-        match failure {
-            Some(reason) => {
-                Target::remove_file(&dir, &file.tmp_name).map_err(Error::io(shown()))?;
+        let created = file.created.load(Ordering::Acquire);
+        match (failure, file.identity) {
+            (Some(reason), _) => {
+                if created {
+                    Target::remove_file(&dir, &file.tmp_name).map_err(Error::io(shown()))?;
+                }
                 report.bytes_written -= file.node.size;
                 report.failed.push(RestoreFailure {
                     path: shown(),
                     reason: reason.clone(),
                 });
             }
-            None => Target::finish_file(&dir, &file.tmp_name, file.identity, &file.node)
-                .map_err(Error::io(shown()))?,
+            (None, Some(identity)) => {
+                Target::finish_file(&dir, &file.tmp_name, identity, &file.node)
+                    .map_err(Error::io(shown()))?;
+            }
+            // Every chunk of a plan is written or its files are failed; a
+            // file of one chunk that is neither was lost by a bug.
+            (None, None) => {
+                return Err(Error::io(shown())(std::io::Error::other(
+                    "its content was never written",
+                )));
+            }
         }
     }
     for (dir_idx, node) in dirs.iter().rev() {
@@ -201,15 +222,18 @@ fn finish(
 /// (best effort: the failure being reported matters more).
 fn remove_incomplete(target: &Target, files: &[PlannedFile]) {
     let mut cache = DirCache::default();
-    for file in files.iter().filter(|f| !f.done.load(Ordering::Acquire)) {
+    let incomplete =
+        |f: &&PlannedFile| f.created.load(Ordering::Acquire) && !f.done.load(Ordering::Acquire);
+    for file in files.iter().filter(incomplete) {
         if let Ok(dir) = target.dir(&mut cache, file.dir_idx) {
             let _ = Target::remove_file(&dir, &file.tmp_name);
         }
     }
 }
 
-/// Walks the trees: creates directories, symlinks and files (empty, at their
-/// final size, under temporary names), and collects where every chunk goes.
+/// Walks the trees: creates directories, symlinks and files of several
+/// chunks (empty, at their final size, under temporary names), and collects
+/// where every chunk goes.
 struct Planner<'a> {
     repo: &'a Repository,
     progress: &'a dyn Progress,
@@ -314,17 +338,23 @@ impl Planner<'_> {
                 }
                 self.progress.file(&shown(), node.size);
                 let tmp_name = temporary_name(self.token, file_idx, |n| siblings.find(n).is_some());
-                let fd =
-                    Target::create_file(dir, &tmp_name, node.size).map_err(Error::io(shown()))?;
-                let identity = Target::identity(&fd).map_err(Error::io(shown()))?;
                 let metadata = metadata_only(node);
-                // A file without chunks is complete already.
+                // A file of one chunk is created by whoever writes it.
+                let (identity, created) = match destinations.len() {
+                    1 => (None, false),
+                    _ => {
+                        let fd = Target::create_file(dir, &tmp_name, node.size)
+                            .map_err(Error::io(shown()))?;
+                        let identity = Target::identity(&fd).map_err(Error::io(shown()))?;
+                        // A file without chunks is complete already.
+                        if destinations.is_empty() {
+                            Target::complete_file(dir, &fd, &tmp_name, &metadata)
+                                .map_err(Error::io(shown()))?;
+                        }
+                        (Some(identity), true)
+                    }
+                };
                 let done = destinations.is_empty();
-                if done {
-                    Target::complete_file(dir, &fd, &tmp_name, &metadata)
-                        .map_err(Error::io(shown()))?;
-                }
-                drop(fd);
                 let remaining = destinations.len();
                 for (location, offset) in destinations {
                     self.plan.add(location, Destination { file_idx, offset });
@@ -335,6 +365,7 @@ impl Planner<'_> {
                     identity,
                     node: metadata,
                     remaining: AtomicUsize::new(remaining),
+                    created: AtomicBool::new(created),
                     done: AtomicBool::new(done),
                 });
                 self.report.bytes_written += node.size;

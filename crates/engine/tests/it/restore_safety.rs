@@ -255,12 +255,23 @@ impl Progress for SwapTemp {
 /// Regression: a worker reopened a temporary file by name, so whoever could
 /// swap it (the owner of an existing target) made a root restore write
 /// secrets into their file, or hang on a FIFO. A reopened file must be the
-/// one cairn created.
+/// one cairn created. (Only files of several chunks are created before the
+/// data phase and reopened; a file of one chunk is created where it is
+/// written.)
 #[test]
 fn a_temporary_file_swapped_for_another_is_never_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("src");
-    write(&src.join("a/secret"), b"TOPSECRET");
+    // Several chunks: incompressible and larger than the largest chunk.
+    let mut secret = vec![0u8; 9 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    for byte in &mut secret {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *byte = x as u8;
+    }
+    write(&src.join("a/secret"), &secret);
     write(&src.join("b/last"), b"planned after a/secret");
     let (_store, mut repo, _key) = memory_repo();
     let report = backup(&mut repo, &src);
