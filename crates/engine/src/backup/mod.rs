@@ -13,6 +13,7 @@ use cairn_store::Namespace;
 use crate::backup::buffers::BufferPool;
 use crate::backup::packer::Packer;
 use crate::backup::pipeline::BlobSink;
+use crate::backup::prefetch::{PREFETCH_THREADS, Prefetch};
 use crate::backup::read::{Claimed, FileJob};
 use crate::backup::walk::{Walk, file_worker};
 use crate::blobs::object;
@@ -23,6 +24,7 @@ use crate::repo::Repository;
 mod buffers;
 mod packer;
 mod pipeline;
+mod prefetch;
 mod read;
 mod source;
 mod walk;
@@ -127,6 +129,7 @@ impl Repository {
 
         let repo: &Repository = self;
         let claimed = Claimed::default();
+        let prefetch = Prefetch::new(roots.iter().map(|(_, path)| path.clone()));
         let (root_id, walked, new_index, totals) = std::thread::scope(|scope| {
             let pool = BufferPool::new();
             let packer = Packer::new(
@@ -147,16 +150,27 @@ impl Repository {
                 repo.keys().metadata.clone(),
                 n_threads,
             );
-            // File workers read several files at once; they exist only when
+            // File workers read several files at once, two per sealing
+            // thread: reads wait on the disk, and a disk serves several
+            // requests in flight faster than one. They exist only when
             // sealing is threaded (they hand blobs to the pipeline's threads).
-            let (job_tx, job_rx) = crossbeam_channel::bounded::<FileJob>(n_threads * 2);
-            let senders: Vec<_> = (0..n_threads).map_while(|_| sink.sender()).collect();
+            let n_readers = n_threads * 2;
+            let (job_tx, job_rx) = crossbeam_channel::bounded::<FileJob>(n_readers * 2);
+            let senders: Vec<_> = (0..n_readers).map_while(|_| sink.sender()).collect();
             let files = (!senders.is_empty()).then_some(job_tx);
             for blobs in senders {
                 let (jobs, pool, claimed) = (job_rx.clone(), pool.clone(), &claimed);
                 scope.spawn(move || file_worker(repo, claimed, progress, jobs, blobs, pool));
             }
             drop(job_rx);
+            // Metadata readahead, only alongside file workers (a one-thread
+            // backup stays on one thread).
+            if files.is_some() {
+                for _ in 0..PREFETCH_THREADS {
+                    let prefetch = &prefetch;
+                    scope.spawn(move || prefetch.run());
+                }
+            }
             let mut walk = Walk::new(repo, sink, progress, &claimed, files, pool);
             let walked = (|| {
                 let mut root = Tree::default();
@@ -174,6 +188,7 @@ impl Repository {
                     std::path::Path::new("the snapshot's root"),
                 )
             })();
+            prefetch.stop();
             let (sink, outcome) = walk.into_parts();
             match walked {
                 Ok(root_id) => {
