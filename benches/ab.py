@@ -8,8 +8,9 @@ one session, and the table shows medians and the ratio new/old.
 Workloads:
   chat   - the e2e chat history (SQLite database + incompressible media):
            first backup, one daily backup, restore of the latest snapshot
-  small  - a tree of many small files (mostly under 8 KiB, a few large):
-           first backup, no-change backup, restore
+  small  - the e2e tree of many small files (mostly under 8 KiB, a long
+           tail): first backup, no-change backup, restore
+Each also reports the peak RSS of its commands (from /usr/bin/time).
 
 Usage: python3 benches/ab.py OLD_BINARY NEW_BINARY [--media-mb 500]
            [--small-files 50000] [--runs 3] [--dir /dev/shm/ab]
@@ -19,7 +20,6 @@ take the disk out of the comparison).
 
 import argparse
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -27,25 +27,20 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import History  # noqa: E402
-
-
-def small_tree(root, n_files, seed):
-    rng = random.Random(seed)
-    for i in range(n_files):
-        d = os.path.join(root, "d%02d" % (i % 37), "e%03d" % (i % 211))
-        os.makedirs(d, exist_ok=True)
-        r = rng.random()
-        size = rng.randint(0, 8192) if r < 0.9 else rng.randint(8192, 2_000_000 if r > 0.999 else 200_000)
-        data = rng.randbytes(size) if i % 3 else (b"line of text %d\n" % i) * (size // 16 + 1)
-        with open(os.path.join(d, "f%06d.dat" % i), "wb") as f:
-            f.write(data[:size])
+from e2e import FileTree, History  # noqa: E402
 
 
 def timed(cmd, env):
+    """Runs a command under /usr/bin/time; returns (seconds, peak RSS MiB)."""
+    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ab-time-%d" % os.getpid())
     start = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out] + cmd, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    with open(out) as f:
+        rss = int(f.read().split()[-1]) / 1024.0
+    os.remove(out)
+    return seconds, rss
 
 
 def run_one(binary, work, name, source, change):
@@ -65,7 +60,10 @@ def run_one(binary, work, name, source, change):
     restore = timed([binary, "restore", "latest", "--target", target], env)
     shutil.rmtree(target, ignore_errors=True)
     shutil.rmtree(repo, ignore_errors=True)
-    return first, second, restore
+    return first, second, restore, (max(first[1], second[1], restore[1]), 0)
+
+
+STEPS = ("first backup s", "second backup s", "restore s", "peak RSS MiB")
 
 
 def main():
@@ -84,7 +82,7 @@ def main():
     history = History(chat, args.media_mb, 2026)
     history.create()
     small = os.path.join(args.dir, "small")
-    small_tree(small, args.small_files, 7)
+    FileTree(small, args.small_files, 7).create()
 
     results = {}
     for run in range(args.runs):
@@ -98,14 +96,14 @@ def main():
                 ("small", small, lambda: None),
             ):
                 times = run_one(binary, args.dir, label, source, change)
-                for step, t in zip(("first backup", "second backup", "restore"), times):
-                    results.setdefault((workload, step, label), []).append(t)
+                for step, t in zip(STEPS, times):
+                    results.setdefault((workload, step, label), []).append(t[0])
         print("run %d done" % (run + 1), file=sys.stderr)
 
-    print("| workload | step | old s (median) | new s (median) | new/old |")
+    print("| workload | step | old (median) | new (median) | new/old |")
     print("| --- | --- | --- | --- | --- |")
     for workload in ("chat", "small"):
-        for step in ("first backup", "second backup", "restore"):
+        for step in STEPS:
             old = statistics.median(results[(workload, step, "old")])
             new = statistics.median(results[(workload, step, "new")])
             print("| %s | %s | %.3f | %.3f | %.2f |" % (workload, step, old, new, new / old))

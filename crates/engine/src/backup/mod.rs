@@ -14,7 +14,7 @@ use crate::backup::buffers::BufferPool;
 use crate::backup::packer::Packer;
 use crate::backup::pipeline::BlobSink;
 use crate::backup::prefetch::{PREFETCH_THREADS, Prefetch};
-use crate::backup::read::{Claimed, FileJob};
+use crate::backup::read::{Claimed, FileQueue, JobSource};
 use crate::backup::walk::{Walk, file_worker};
 use crate::blobs::object;
 use crate::error::{Error, Result, from_meta};
@@ -150,19 +150,29 @@ impl Repository {
                 repo.keys().metadata.clone(),
                 n_threads,
             );
-            // File workers read several files at once, two per sealing
-            // thread: reads wait on the disk, and a disk serves several
-            // requests in flight faster than one. They exist only when
-            // sealing is threaded (they hand blobs to the pipeline's threads).
-            let n_readers = n_threads * 2;
-            let (job_tx, job_rx) = crossbeam_channel::bounded::<FileJob>(n_readers * 2);
-            let senders: Vec<_> = (0..n_readers).map_while(|_| sink.sender()).collect();
-            let files = (!senders.is_empty()).then_some(job_tx);
-            for blobs in senders {
-                let (jobs, pool, claimed) = (job_rx.clone(), pool.clone(), &claimed);
+            // File workers read several files at once: one per sealing
+            // thread for any file, and as many again for small files only
+            // (a small file's read waits on the disk, and a disk serves
+            // several requests in flight faster than one; large files keep
+            // the readers busy anyway, and their windows cost memory). They
+            // exist only when sealing is threaded (they hand blobs to the
+            // pipeline's threads).
+            let (queue, small_rx, large_rx) = FileQueue::new(n_threads * 4);
+            let senders: Vec<_> = (0..n_threads * 2).map_while(|_| sink.sender()).collect();
+            let files = (!senders.is_empty()).then_some(queue);
+            for (i, blobs) in senders.into_iter().enumerate() {
+                let jobs = if i < n_threads {
+                    JobSource::Any {
+                        small: small_rx.clone(),
+                        large: large_rx.clone(),
+                    }
+                } else {
+                    JobSource::Small(small_rx.clone())
+                };
+                let (pool, claimed) = (pool.clone(), &claimed);
                 scope.spawn(move || file_worker(repo, claimed, progress, jobs, blobs, pool));
             }
-            drop(job_rx);
+            drop((small_rx, large_rx));
             // Metadata readahead, only alongside file workers (a one-thread
             // backup stays on one thread).
             if files.is_some() {

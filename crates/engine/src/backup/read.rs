@@ -75,6 +75,69 @@ pub(crate) struct FileJob {
     pub reply: crossbeam_channel::Sender<Result<FileRead>>,
 }
 
+/// Files up to this size go to every file worker; larger ones only to the
+/// general workers, whose read windows (up to three largest chunks, 12 MiB
+/// by default) are most of what a worker costs in memory. The extra workers
+/// exist for many small files, where a read waits on the disk for each file.
+pub(crate) const SMALL_FILE_MAX: u64 = 1024 * 1024;
+
+/// Where the walk sends files to read: small ones and larger ones.
+pub(crate) struct FileQueue {
+    small: crossbeam_channel::Sender<FileJob>,
+    large: crossbeam_channel::Sender<FileJob>,
+}
+
+/// What one file worker takes jobs from.
+pub(crate) enum JobSource {
+    /// Small files only.
+    Small(crossbeam_channel::Receiver<FileJob>),
+    /// Either queue, whichever has a job.
+    Any {
+        small: crossbeam_channel::Receiver<FileJob>,
+        large: crossbeam_channel::Receiver<FileJob>,
+    },
+}
+
+impl FileQueue {
+    /// The queues (each `depth` jobs deep) and their receiving ends.
+    pub fn new(
+        depth: usize,
+    ) -> (
+        Self,
+        crossbeam_channel::Receiver<FileJob>,
+        crossbeam_channel::Receiver<FileJob>,
+    ) {
+        let (small, small_rx) = crossbeam_channel::bounded(depth);
+        let (large, large_rx) = crossbeam_channel::bounded(depth);
+        (Self { small, large }, small_rx, large_rx)
+    }
+
+    /// Queues a file of `size` bytes (as looked at).
+    pub fn send(&self, job: FileJob, size: u64) -> Result<()> {
+        let queue = if size <= SMALL_FILE_MAX {
+            &self.small
+        } else {
+            &self.large
+        };
+        queue.send(job).map_err(|_| Error::PipelineStopped)
+    }
+}
+
+impl JobSource {
+    /// The next job; `None` once the walk closed the queues and they are
+    /// empty.
+    pub fn next(&self) -> Option<FileJob> {
+        match self {
+            JobSource::Small(small) => small.recv().ok(),
+            JobSource::Any { small, large } => crossbeam_channel::select! {
+                // A closed queue means the walk is done: drain the other.
+                recv(large) -> job => job.or_else(|_| small.recv()).ok(),
+                recv(small) -> job => job.or_else(|_| large.recv()).ok(),
+            },
+        }
+    }
+}
+
 /// Reads and chunks an open file (`path` for messages); new chunks go to
 /// `submit`, with the file's size (small files' chunks are sealed by the
 /// reader).

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use cairn_chunker::StreamBuffer;
 use cairn_crypto::{BlobId, BlobKind, SealBuffer};
 use cairn_meta::{Node, NodeKind, SnapshotSummary, Tree};
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, bounded};
 
 use crate::backup::buffers::BufferPool;
 use crate::backup::pipeline::{BlobSender, BlobSink, NewBlob};
-use crate::backup::read::{Claimed, FileJob, FileRead, claim, read_file};
+use crate::backup::read::{Claimed, FileJob, FileQueue, FileRead, JobSource, claim, read_file};
 use crate::backup::source::{EntryKind, Location, Status, join, read_names};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -46,8 +46,8 @@ pub(crate) struct Walk<'a, 's> {
     progress: &'a dyn Progress,
     /// Blobs this backup has sent to the pipeline (shared with file workers).
     claimed: &'a Claimed,
-    /// File workers' queue; `None` reads files on the walk's thread.
-    files: Option<Sender<FileJob>>,
+    /// File workers' queues; `None` reads files on the walk's thread.
+    files: Option<FileQueue>,
     /// Recycled blob buffers.
     pool: BufferPool,
     /// The read window when files are read on the walk's thread.
@@ -111,12 +111,12 @@ pub(crate) fn file_worker(
     repo: &Repository,
     claimed: &Claimed,
     progress: &dyn Progress,
-    jobs: Receiver<FileJob>,
+    jobs: JobSource,
     mut blobs: BlobSender,
     pool: BufferPool,
 ) {
     let mut window = StreamBuffer::default();
-    for job in jobs {
+    while let Some(job) = jobs.next() {
         let mut submit = |blob, file_size| blobs.send(blob, file_size);
         let result = job
             .location
@@ -148,7 +148,7 @@ impl<'a, 's> Walk<'a, 's> {
         sink: BlobSink<'s>,
         progress: &'a dyn Progress,
         claimed: &'a Claimed,
-        files: Option<Sender<FileJob>>,
+        files: Option<FileQueue>,
         pool: BufferPool,
     ) -> Self {
         Self {
@@ -387,7 +387,7 @@ impl<'a, 's> Walk<'a, 's> {
             reply,
         };
         match &self.files {
-            Some(files) => files.send(job).map_err(|_| Error::PipelineStopped)?,
+            Some(files) => files.send(job, expected.size)?,
             None => {
                 let sink = &mut self.sink;
                 let mut submit = |blob, _| sink.submit(blob);
