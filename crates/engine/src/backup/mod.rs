@@ -129,7 +129,12 @@ impl Repository {
 
         let repo: &Repository = self;
         let claimed = Claimed::default();
-        let prefetch = Prefetch::new(roots.iter().map(|(_, path)| path.clone()));
+        // Without a parent every file is read: small files' contents are
+        // read ahead too.
+        let prefetch = Prefetch::new(
+            roots.iter().map(|(_, path)| path.clone()),
+            parent_root.is_none(),
+        );
         let (root_id, walked, new_index, totals) = std::thread::scope(|scope| {
             let pool = BufferPool::new();
             let packer = Packer::new(

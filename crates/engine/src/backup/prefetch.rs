@@ -16,7 +16,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use std::ffi::CStr;
+use std::num::NonZeroU64;
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{Advice, AtFlags, FileType, Mode, OFlags};
+
+use crate::backup::read::SMALL_FILE_MAX;
 
 /// Threads of the readahead: they mostly wait on the disk.
 pub(crate) const PREFETCH_THREADS: usize = 4;
@@ -31,17 +37,23 @@ struct Queue {
 
 /// The shared state of the readahead threads.
 pub(crate) struct Prefetch {
+    /// Also ask the kernel to read small files' contents ahead.
+    contents: bool,
     queue: Mutex<Queue>,
     wake: Condvar,
     stop: AtomicBool,
 }
 
 impl Prefetch {
-    /// Readahead of the trees under `roots` (run [`Self::run`] on threads).
-    pub fn new(roots: impl IntoIterator<Item = PathBuf>) -> Self {
+    /// Readahead of the trees under `roots` (run [`Self::run`] on threads);
+    /// with `contents`, small files' contents are read ahead too (only when
+    /// every file will be read: a first backup, not a daily one, which
+    /// reads only what changed).
+    pub fn new(roots: impl IntoIterator<Item = PathBuf>, contents: bool) -> Self {
         let mut pending: Vec<PathBuf> = roots.into_iter().collect();
         pending.reverse();
         Self {
+            contents,
             queue: Mutex::new(Queue { pending, busy: 0 }),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -61,7 +73,7 @@ impl Prefetch {
             let subdirs = if self.stop.load(Ordering::Relaxed) {
                 Vec::new()
             } else {
-                look_at(&dir, &self.stop)
+                look_at(&dir, self.contents, &self.stop)
             };
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             queue.busy -= 1;
@@ -91,9 +103,10 @@ impl Prefetch {
     }
 }
 
-/// Reads a directory and the status of each entry; returns its
-/// subdirectories, sorted. Errors just end the look.
-fn look_at(dir: &PathBuf, stop: &AtomicBool) -> Vec<PathBuf> {
+/// Reads a directory and the status of each entry (and, with `contents`,
+/// asks for small files' contents); returns its subdirectories, sorted.
+/// Errors just end the look.
+fn look_at(dir: &PathBuf, contents: bool, stop: &AtomicBool) -> Vec<PathBuf> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let Ok(fd) = rustix::fs::open(dir, flags, Mode::empty()) else {
         return Vec::new();
@@ -111,17 +124,36 @@ fn look_at(dir: &PathBuf, stop: &AtomicBool) -> Vec<PathBuf> {
         if name == b"." || name == b".." {
             continue;
         }
-        let status = rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW);
-        let is_dir = match status {
-            Ok(st) => FileType::from_raw_mode(st.st_mode) == FileType::Directory,
-            Err(_) => false,
+        let Ok(st) = rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
         };
-        if is_dir {
-            subdirs.push(dir.join(std::ffi::OsStr::from_bytes(name)));
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => subdirs.push(dir.join(std::ffi::OsStr::from_bytes(name))),
+            FileType::RegularFile if contents => {
+                if let Some(len) = u64::try_from(st.st_size)
+                    .ok()
+                    .filter(|&n| n <= SMALL_FILE_MAX)
+                    .and_then(NonZeroU64::new)
+                {
+                    read_ahead(&fd, entry.file_name(), len);
+                }
+            }
+            _ => {}
         }
     }
     subdirs.sort_unstable();
     subdirs
+}
+
+/// Asks the kernel to start reading a small file (`WILLNEED` queues the
+/// reads and returns), so that several are in flight however many file
+/// workers wait. Opened like the walk opens files: without following a
+/// symlink, without blocking on a FIFO swapped in.
+fn read_ahead(dir: &OwnedFd, name: &CStr, len: NonZeroU64) {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    if let Ok(file) = rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        let _ = rustix::fs::fadvise(&file, 0, Some(len), Advice::WillNeed);
+    }
 }
 
 #[cfg(test)]
@@ -138,7 +170,7 @@ mod tests {
             std::fs::create_dir_all(&sub).expect("mkdir");
             std::fs::write(sub.join("file"), b"x").expect("write");
         }
-        let prefetch = Prefetch::new([dir.path().to_path_buf()]);
+        let prefetch = Prefetch::new([dir.path().to_path_buf()], true);
         std::thread::scope(|scope| {
             for _ in 0..PREFETCH_THREADS {
                 scope.spawn(|| prefetch.run());
@@ -149,7 +181,7 @@ mod tests {
         assert_eq!(queue.busy, 0);
         drop(queue);
 
-        let stopped = Prefetch::new([dir.path().to_path_buf()]);
+        let stopped = Prefetch::new([dir.path().to_path_buf()], false);
         stopped.stop();
         std::thread::scope(|scope| {
             scope.spawn(|| stopped.run());

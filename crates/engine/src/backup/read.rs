@@ -224,3 +224,53 @@ pub(crate) fn read_file(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::source::EntryKind;
+
+    fn job(name: &str) -> FileJob {
+        let (reply, _) = crossbeam_channel::bounded(1);
+        FileJob {
+            location: Location::Path(PathBuf::from(name)),
+            path: PathBuf::from(name),
+            expected: Status {
+                kind: EntryKind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                mtime: (0, 0),
+                ctime: (0, 0),
+                dev: 0,
+                ino: 0,
+            },
+            name: name.as_bytes().to_vec(),
+            reply,
+        }
+    }
+
+    /// Small files reach every worker, larger ones only the general ones,
+    /// and once the walk closes the queues every job queued is still taken
+    /// before the workers stop.
+    #[test]
+    fn file_queues_route_by_size_and_drain_after_close() {
+        let (queue, small_rx, large_rx) = FileQueue::new(8);
+        for (name, size) in [("a", 10), ("b", SMALL_FILE_MAX), ("c", SMALL_FILE_MAX + 1)] {
+            queue.send(job(name), size).expect("send");
+        }
+        drop(queue);
+        let small_only = JobSource::Small(small_rx.clone());
+        let first = small_only.next().expect("a small file");
+        assert_eq!(first.name, b"a");
+        let any = JobSource::Any {
+            small: small_rx,
+            large: large_rx,
+        };
+        let mut rest: Vec<Vec<u8>> = std::iter::from_fn(|| any.next()).map(|j| j.name).collect();
+        rest.sort();
+        assert_eq!(rest, [b"b".to_vec(), b"c".to_vec()]);
+        assert!(small_only.next().is_none());
+    }
+}
