@@ -22,10 +22,11 @@ demo:
 bench:
     cargo bench -p cairn-benches
 
-# End-to-end benchmark: cairn vs restic and borg (when installed) on a generated
-# chat history. Extra arguments go to the script, e.g. `just bench-e2e --repo-dir /dev/shm`.
+# End-to-end benchmark: cairn vs restic, rustic and borg (when installed) on a
+# generated chat history and a tree of 100,000 small files. Extra arguments go
+# to the script, e.g. `just bench-e2e --repo-dir /dev/shm`.
 bench-e2e *args:
-    python3 benches/e2e.py --media-mb 1000 --days 5 --small-files 100000 {{args}}
+    python3 benches/e2e.py --workloads chat,files --media-mb 1000 --files 100000 --days 3 {{args}}
 
 # The primitives' throughput ceiling on this machine.
 ceiling:
