@@ -56,8 +56,10 @@ pub struct BackupOptions {
     /// Sealing threads; 0 means one per available core. The snapshot is the same
     /// whatever the number.
     pub threads: usize,
-    /// Also scan the paths on another thread and report their totals through
-    /// [`Progress::scanned`] (for an ETA). Costs a second metadata walk.
+    /// Also report the totals of the paths (regular files and bytes) through
+    /// [`Progress::scanned`], for an ETA. The metadata readahead, which runs
+    /// ahead of the walk anyway, counts them; they come when it has seen the
+    /// whole tree, if that is before the backup ends.
     pub scan_totals: bool,
 }
 
@@ -130,10 +132,10 @@ impl Repository {
         let repo: &Repository = self;
         let claimed = Claimed::default();
         // Without a parent every file is read: small files' contents are
-        // read ahead too.
+        // read ahead too (by file workers' side only: see below).
         let prefetch = Prefetch::new(
             roots.iter().map(|(_, path)| path.clone()),
-            parent_root.is_none(),
+            parent_root.is_none() && n_threads > 1,
         );
         let (root_id, walked, new_index, totals) = std::thread::scope(|scope| {
             let pool = BufferPool::new();
@@ -144,10 +146,6 @@ impl Repository {
                 Some(progress),
                 pool.clone(),
             );
-            if options.scan_totals {
-                let roots = &roots;
-                scope.spawn(move || scan_totals(roots, progress));
-            }
             let sink = BlobSink::new(
                 scope,
                 packer,
@@ -178,13 +176,18 @@ impl Repository {
                 scope.spawn(move || file_worker(repo, claimed, progress, jobs, blobs, pool));
             }
             drop((small_rx, large_rx));
-            // Metadata readahead, only alongside file workers (a one-thread
-            // backup stays on one thread).
-            if files.is_some() {
-                for _ in 0..PREFETCH_THREADS {
-                    let prefetch = &prefetch;
-                    scope.spawn(move || prefetch.run());
-                }
+            // Metadata readahead alongside file workers; it also counts the
+            // totals when asked. A one-thread backup gets one thread for the
+            // totals, and no readahead otherwise.
+            let totals = options.scan_totals.then_some(progress);
+            let n_prefetch = match (&files, options.scan_totals) {
+                (Some(_), _) => PREFETCH_THREADS,
+                (None, true) => 1,
+                (None, false) => 0,
+            };
+            for _ in 0..n_prefetch {
+                let prefetch = &prefetch;
+                scope.spawn(move || prefetch.run(totals));
             }
             let mut walk = Walk::new(repo, sink, progress, &claimed, files, pool);
             let walked = (|| {
@@ -285,30 +288,6 @@ impl Repository {
                 .find(|(_, s)| s.host == host && s.paths == paths)),
         }
     }
-}
-
-/// Counts the regular files and bytes under `roots` (no reading, no following
-/// symlinks) and reports them. Stops early when the backup is cancelled.
-fn scan_totals(roots: &[(Vec<u8>, PathBuf)], progress: &dyn Progress) {
-    let (mut n_files, mut n_bytes) = (0u64, 0u64);
-    let mut stack: Vec<PathBuf> = roots.iter().map(|(_, p)| p.clone()).collect();
-    while let Some(path) = stack.pop() {
-        if progress.is_cancelled() {
-            return;
-        }
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_file() {
-            n_files += 1;
-            n_bytes += meta.len();
-        } else if meta.is_dir()
-            && let Ok(entries) = fs::read_dir(&path)
-        {
-            stack.extend(entries.flatten().map(|e| e.path()));
-        }
-    }
-    progress.scanned(n_files, n_bytes);
 }
 
 /// Each path's root entry name and absolute path. Refuses clashing names.

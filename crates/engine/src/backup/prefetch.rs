@@ -13,7 +13,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use std::ffi::CStr;
@@ -23,6 +23,7 @@ use std::os::fd::OwnedFd;
 use rustix::fs::{Advice, AtFlags, FileType, Mode, OFlags};
 
 use crate::backup::read::SMALL_FILE_MAX;
+use crate::progress::Progress;
 
 /// Threads of the readahead: they mostly wait on the disk.
 pub(crate) const PREFETCH_THREADS: usize = 4;
@@ -33,12 +34,17 @@ pub(crate) const PREFETCH_THREADS: usize = 4;
 struct Queue {
     pending: Vec<PathBuf>,
     busy: usize,
+    /// Whether the end of the tree was reached (and the totals reported).
+    finished: bool,
 }
 
 /// The shared state of the readahead threads.
 pub(crate) struct Prefetch {
     /// Also ask the kernel to read small files' contents ahead.
     contents: bool,
+    /// Regular files seen and their bytes.
+    n_files: AtomicU64,
+    n_bytes: AtomicU64,
     queue: Mutex<Queue>,
     wake: Condvar,
     stop: AtomicBool,
@@ -50,11 +56,29 @@ impl Prefetch {
     /// every file will be read: a first backup, not a daily one, which
     /// reads only what changed).
     pub fn new(roots: impl IntoIterator<Item = PathBuf>, contents: bool) -> Self {
-        let mut pending: Vec<PathBuf> = roots.into_iter().collect();
+        let (mut n_files, mut n_bytes) = (0, 0);
+        let mut pending = Vec::new();
+        for root in roots {
+            match rustix::fs::lstat(&root) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                    pending.push(root);
+                }
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                    n_files += 1;
+                    n_bytes += u64::try_from(st.st_size).unwrap_or(0);
+                }
+                _ => {}
+            }
+        }
         pending.reverse();
         Self {
             contents,
-            queue: Mutex::new(Queue { pending, busy: 0 }),
+            n_files: AtomicU64::new(n_files),
+            n_bytes: AtomicU64::new(n_bytes),
+            queue: Mutex::new(Queue {
+                pending,
+                ..Queue::default()
+            }),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
         }
@@ -67,13 +91,28 @@ impl Prefetch {
         self.wake.notify_all();
     }
 
-    /// The body of one readahead thread: until stopped or out of directories.
-    pub fn run(&self) {
-        while let Some(dir) = self.next() {
+    /// The body of one readahead thread: until stopped or out of
+    /// directories. The thread that finds the whole tree seen reports the
+    /// totals to `progress`, if given.
+    pub fn run(&self, progress: Option<&dyn Progress>) {
+        loop {
+            let dir = match self.next() {
+                Next::Dir(dir) => dir,
+                Next::Stopped => return,
+                Next::Finished => {
+                    if let Some(progress) = progress {
+                        progress.scanned(
+                            self.n_files.load(Ordering::Relaxed),
+                            self.n_bytes.load(Ordering::Relaxed),
+                        );
+                    }
+                    return;
+                }
+            };
             let subdirs = if self.stop.load(Ordering::Relaxed) {
                 Vec::new()
             } else {
-                look_at(&dir, self.contents, &self.stop)
+                self.look_at(&dir)
             };
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             queue.busy -= 1;
@@ -83,66 +122,79 @@ impl Prefetch {
         }
     }
 
-    /// The next directory to look at; `None` when stopped, or when none is
-    /// left and no other thread may add one.
-    fn next(&self) -> Option<PathBuf> {
+    /// The next directory to look at; `Finished` for the one thread that
+    /// finds none left and no other thread busy (so none may add one).
+    fn next(&self) -> Next {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return None;
+            if self.stop.load(Ordering::Relaxed) || queue.finished {
+                return Next::Stopped;
             }
             if let Some(dir) = queue.pending.pop() {
                 queue.busy += 1;
-                return Some(dir);
+                return Next::Dir(dir);
             }
             if queue.busy == 0 {
-                return None;
+                queue.finished = true;
+                self.wake.notify_all();
+                return Next::Finished;
             }
             queue = self.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
         }
     }
+
+    /// Reads a directory and the status of each entry (counting regular
+    /// files and, with `contents`, asking for small ones' contents);
+    /// returns its subdirectories, sorted. Errors just end the look.
+    fn look_at(&self, dir: &PathBuf) -> Vec<PathBuf> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::open(dir, flags, Mode::empty()) else {
+            return Vec::new();
+        };
+        let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
+            return Vec::new();
+        };
+        let mut subdirs = Vec::new();
+        for entry in entries {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let Ok(entry) = entry else { break };
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let Ok(st) = rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+            else {
+                continue;
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {
+                    subdirs.push(dir.join(std::ffi::OsStr::from_bytes(name)));
+                }
+                FileType::RegularFile => {
+                    let size = u64::try_from(st.st_size).unwrap_or(0);
+                    self.n_files.fetch_add(1, Ordering::Relaxed);
+                    self.n_bytes.fetch_add(size, Ordering::Relaxed);
+                    if let Some(len) =
+                        NonZeroU64::new(size).filter(|n| self.contents && n.get() <= SMALL_FILE_MAX)
+                    {
+                        read_ahead(&fd, entry.file_name(), len);
+                    }
+                }
+                _ => {}
+            }
+        }
+        subdirs.sort_unstable();
+        subdirs
+    }
 }
 
-/// Reads a directory and the status of each entry (and, with `contents`,
-/// asks for small files' contents); returns its subdirectories, sorted.
-/// Errors just end the look.
-fn look_at(dir: &PathBuf, contents: bool, stop: &AtomicBool) -> Vec<PathBuf> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let Ok(fd) = rustix::fs::open(dir, flags, Mode::empty()) else {
-        return Vec::new();
-    };
-    let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
-        return Vec::new();
-    };
-    let mut subdirs = Vec::new();
-    for entry in entries {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let Ok(entry) = entry else { break };
-        let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let Ok(st) = rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) else {
-            continue;
-        };
-        match FileType::from_raw_mode(st.st_mode) {
-            FileType::Directory => subdirs.push(dir.join(std::ffi::OsStr::from_bytes(name))),
-            FileType::RegularFile if contents => {
-                if let Some(len) = u64::try_from(st.st_size)
-                    .ok()
-                    .filter(|&n| n <= SMALL_FILE_MAX)
-                    .and_then(NonZeroU64::new)
-                {
-                    read_ahead(&fd, entry.file_name(), len);
-                }
-            }
-            _ => {}
-        }
-    }
-    subdirs.sort_unstable();
-    subdirs
+/// What a readahead thread does next.
+enum Next {
+    Dir(PathBuf),
+    Stopped,
+    Finished,
 }
 
 /// Asks the kernel to start reading a small file (`WILLNEED` queues the
@@ -160,36 +212,55 @@ fn read_ahead(dir: &OwnedFd, name: &CStr, len: NonZeroU64) {
 mod tests {
     use super::*;
 
-    /// The readahead visits every directory once and then every thread
-    /// returns by itself; a stop ends it early.
+    /// Records what the readahead reports.
+    #[derive(Default)]
+    struct Totals(Mutex<Vec<(u64, u64)>>);
+
+    impl Progress for Totals {
+        fn scanned(&self, n_files: u64, n_bytes: u64) {
+            self.0.lock().expect("lock").push((n_files, n_bytes));
+        }
+    }
+
+    /// The readahead visits the whole tree, counts its regular files and
+    /// bytes (not symlinks, directories or what is below a symlink),
+    /// reports the totals exactly once, and every thread returns by itself;
+    /// a stop ends it early, without totals.
     #[test]
-    fn visits_the_whole_tree_and_ends() {
+    fn visits_the_whole_tree_counts_it_and_ends() {
         let dir = tempfile::tempdir().expect("tempdir");
         for i in 0..20 {
             let sub = dir.path().join(format!("d{i}/e{i}/f{i}"));
             std::fs::create_dir_all(&sub).expect("mkdir");
-            std::fs::write(sub.join("file"), b"x").expect("write");
+            std::fs::write(sub.join("file"), vec![7; i]).expect("write");
         }
-        let prefetch = Prefetch::new([dir.path().to_path_buf()], true);
+        std::os::unix::fs::symlink(dir.path().join("d1"), dir.path().join("link")).expect("ln");
+        let lone = dir.path().join("d0/e0/f0/file");
+        let totals = Totals::default();
+        let prefetch = Prefetch::new([dir.path().to_path_buf(), lone], true);
         std::thread::scope(|scope| {
             for _ in 0..PREFETCH_THREADS {
-                scope.spawn(|| prefetch.run());
+                scope.spawn(|| prefetch.run(Some(&totals)));
             }
         });
         let queue = prefetch.queue.lock().expect("lock");
         assert!(queue.pending.is_empty());
         assert_eq!(queue.busy, 0);
         drop(queue);
+        // 20 files of 0..19 bytes, plus the one given as a root.
+        assert_eq!(*totals.0.lock().expect("lock"), [(21, 190)]);
 
+        let totals = Totals::default();
         let stopped = Prefetch::new([dir.path().to_path_buf()], false);
         stopped.stop();
         std::thread::scope(|scope| {
-            scope.spawn(|| stopped.run());
+            scope.spawn(|| stopped.run(Some(&totals)));
         });
         assert_eq!(
             stopped.queue.lock().expect("lock").pending.len(),
             1,
             "a stopped readahead looks at nothing"
         );
+        assert!(totals.0.lock().expect("lock").is_empty());
     }
 }

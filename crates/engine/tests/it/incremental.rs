@@ -190,3 +190,55 @@ fn a_file_changing_while_read_is_read_again_or_flagged() {
     assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
     assert!(report.warnings[0].contains("changed while being read"));
 }
+
+/// Reports the totals, and holds the walk at its first file until they
+/// arrive (or a generous timeout), so the test does not race the walk.
+#[derive(Default)]
+struct WaitForTotals {
+    totals: Mutex<Option<(u64, u64)>>,
+    arrived: std::sync::Condvar,
+}
+
+impl Progress for WaitForTotals {
+    fn scanned(&self, n_files: u64, n_bytes: u64) {
+        *self.totals.lock().expect("lock") = Some((n_files, n_bytes));
+        self.arrived.notify_all();
+    }
+    fn file(&self, _path: &std::path::Path, _size: u64) {
+        let totals = self.totals.lock().expect("lock");
+        let _unused = self
+            .arrived
+            .wait_timeout_while(totals, std::time::Duration::from_secs(30), |t| t.is_none())
+            .expect("wait");
+    }
+}
+
+/// The totals for an ETA come from the metadata readahead (one walk ahead
+/// of the backup, not a second scan): every regular file and its bytes,
+/// with one thread or several, and a top-level file counts too.
+#[test]
+fn totals_count_every_file_with_any_number_of_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    generate_tree(&src, 200, 0, 5);
+    let lone = dir.path().join("lone file");
+    write(&lone, b"alone");
+    for threads in [1, 2] {
+        let (_store, mut repo, _key) = memory_repo();
+        let progress = WaitForTotals::default();
+        let opts = BackupOptions {
+            threads,
+            scan_totals: true,
+            ..options()
+        };
+        let report = repo
+            .backup(&[src.clone(), lone.clone()], &opts, &progress)
+            .expect("backup");
+        let totals = *progress.totals.lock().expect("lock");
+        assert_eq!(
+            totals,
+            Some((report.summary.n_files, report.summary.total_bytes)),
+            "{threads} threads"
+        );
+    }
+}
