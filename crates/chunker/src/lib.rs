@@ -193,6 +193,14 @@ pub struct StreamBuffer {
     bytes: Vec<u8>,
 }
 
+impl StreamBuffer {
+    /// Bytes the buffer holds allocated (its window can grow to the full one
+    /// and stays that large until dropped).
+    pub fn allocated(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 impl std::fmt::Debug for StreamBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The contents are a file's plaintext: never shown.

@@ -652,3 +652,65 @@ fn output_that_cannot_be_written_is_an_error() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
+
+/// Regression: a file whose size could not be set (`ftruncate` refused: a
+/// file-size limit here, a full disk without holes on an SD card) was left
+/// under its temporary name after the restore failed. Both kinds of file: a
+/// one-chunk hole (created by a data worker) and one of several chunks
+/// (created by the planner).
+#[test]
+fn a_restore_that_cannot_size_a_file_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, key_file) = init_repo(dir.path());
+    let mut noise = vec![0u8; 9 << 20];
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    for byte in &mut noise {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *byte = x as u8;
+    }
+    for (case, content) in [("hole", vec![0u8; 200_000]), ("chunks", noise)] {
+        let src = dir.path().join(case);
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("file"), &content).expect("write");
+        ok(&cairn(
+            &[
+                "backup",
+                "--repo",
+                p(&repo),
+                "--key-file",
+                p(&key_file),
+                p(&src),
+            ],
+            &[],
+        ));
+        let target = dir.path().join(format!("out-{case}"));
+        // Files may not grow past 100 blocks of 512 bytes; SIGXFSZ ignored,
+        // so the refusal is an error (EFBIG), not a signal.
+        let script = format!(
+            "trap '' XFSZ; ulimit -f 100 && exec {bin} restore latest --repo {repo} --key-file {key} --target {target}",
+            bin = env!("CARGO_BIN_EXE_cairn"),
+            repo = p(&repo),
+            key = p(&key_file),
+            target = p(&target),
+        );
+        let out = Command::new("sh")
+            .args(["-c", &script])
+            .env_remove("CAIRN_REPOSITORY")
+            .output()
+            .expect("sh");
+        assert!(!out.status.success(), "{case}: the restore cannot succeed");
+        let mut stack = vec![target.clone()];
+        while let Some(path) = stack.pop() {
+            for entry in std::fs::read_dir(&path).expect("readdir") {
+                let entry = entry.expect("entry");
+                let name = entry.file_name().to_string_lossy().into_owned();
+                assert!(!name.starts_with(".cairn-partial"), "{case}: {name} left");
+                if entry.file_type().expect("type").is_dir() {
+                    stack.push(entry.path());
+                }
+            }
+        }
+    }
+}

@@ -6,13 +6,17 @@
 //! With a cold cache the status of 100,000 files is ~1.5 s of one-at-a-time
 //! disk reads (the whole cost of a daily backup); several requests in flight
 //! take a fraction of that. The readahead decides nothing and keeps nothing:
-//! it only warms caches, so it cannot change a snapshot. It reaches
-//! directories by path (holding no descriptors) without following a final
-//! symlink; if the source changes under it, it merely warms the wrong
-//! entries. It stops when the backup's walk is done.
+//! it only warms caches, so it cannot change a snapshot. It never leaves the
+//! source: each directory is reached from its top-level path's descriptor
+//! by a relative path that may not cross a symlink (`openat2` with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or one `O_NOFOLLOW` component at
+//! a time where that is missing), so a directory swapped for a symlink ends
+//! the look there. Queued directories are paths, not descriptors: a wide
+//! tree cannot exhaust the process's descriptors. It stops when the backup's
+//! walk is done.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
@@ -20,7 +24,7 @@ use std::ffi::CStr;
 use std::num::NonZeroU64;
 use std::os::fd::OwnedFd;
 
-use rustix::fs::{Advice, AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{Advice, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
 use crate::backup::read::SMALL_FILE_MAX;
 use crate::progress::Progress;
@@ -32,7 +36,7 @@ pub(crate) const PREFETCH_THREADS: usize = 4;
 /// name order, as the walk goes), and how many threads are looking at one.
 #[derive(Default)]
 struct Queue {
-    pending: Vec<PathBuf>,
+    pending: Vec<Pending>,
     busy: usize,
     /// Whether the end of the tree was reached (and the totals reported).
     finished: bool,
@@ -40,6 +44,8 @@ struct Queue {
 
 /// The shared state of the readahead threads.
 pub(crate) struct Prefetch {
+    /// The top-level directories, opened once.
+    roots: Vec<OwnedFd>,
     /// Also ask the kernel to read small files' contents ahead.
     contents: bool,
     /// Regular files seen and their bytes.
@@ -57,11 +63,17 @@ impl Prefetch {
     /// reads only what changed).
     pub fn new(roots: impl IntoIterator<Item = PathBuf>, contents: bool) -> Self {
         let (mut n_files, mut n_bytes) = (0, 0);
-        let mut pending = Vec::new();
+        let (mut pending, mut dirs) = (Vec::new(), Vec::new());
         for root in roots {
             match rustix::fs::lstat(&root) {
                 Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                    pending.push(root);
+                    if let Ok(fd) = rustix::fs::open(&root, DIR_FLAGS, Mode::empty()) {
+                        pending.push(Pending {
+                            root_idx: dirs.len(),
+                            relative: PathBuf::new(),
+                        });
+                        dirs.push(fd);
+                    }
                 }
                 Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
                     n_files += 1;
@@ -72,6 +84,7 @@ impl Prefetch {
         }
         pending.reverse();
         Self {
+            roots: dirs,
             contents,
             n_files: AtomicU64::new(n_files),
             n_bytes: AtomicU64::new(n_bytes),
@@ -146,9 +159,11 @@ impl Prefetch {
     /// Reads a directory and the status of each entry (counting regular
     /// files and, with `contents`, asking for small ones' contents);
     /// returns its subdirectories, sorted. Errors just end the look.
-    fn look_at(&self, dir: &PathBuf) -> Vec<PathBuf> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let Ok(fd) = rustix::fs::open(dir, flags, Mode::empty()) else {
+    fn look_at(&self, dir: &Pending) -> Vec<Pending> {
+        let Some(root) = self.roots.get(dir.root_idx) else {
+            return Vec::new();
+        };
+        let Ok(fd) = open_beneath(root, &dir.relative) else {
             return Vec::new();
         };
         let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
@@ -169,9 +184,10 @@ impl Prefetch {
                 continue;
             };
             match FileType::from_raw_mode(st.st_mode) {
-                FileType::Directory => {
-                    subdirs.push(dir.join(std::ffi::OsStr::from_bytes(name)));
-                }
+                FileType::Directory => subdirs.push(Pending {
+                    root_idx: dir.root_idx,
+                    relative: dir.relative.join(std::ffi::OsStr::from_bytes(name)),
+                }),
                 FileType::RegularFile => {
                     let size = u64::try_from(st.st_size).unwrap_or(0);
                     self.n_files.fetch_add(1, Ordering::Relaxed);
@@ -185,14 +201,52 @@ impl Prefetch {
                 _ => {}
             }
         }
-        subdirs.sort_unstable();
+        subdirs.sort_unstable_by(|a, b| a.relative.cmp(&b.relative));
         subdirs
     }
 }
 
+/// A directory to look at: a path relative to a top-level directory.
+struct Pending {
+    root_idx: usize,
+    relative: PathBuf,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Opens the directory at `relative` below `root` without crossing a
+/// symlink or leaving `root`.
+fn open_beneath(root: &OwnedFd, relative: &Path) -> std::io::Result<OwnedFd> {
+    if relative.as_os_str().is_empty() {
+        return Ok(rustix::fs::openat(root, ".", DIR_FLAGS, Mode::empty())?);
+    }
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(root, relative, DIR_FLAGS, Mode::empty(), resolve) {
+        // Kernels before 5.6 (and some sandboxes) lack openat2.
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {}
+        other => return Ok(other?),
+    }
+    open_component_wise(root, relative)
+}
+
+/// [`open_beneath`] without `openat2`: one `O_NOFOLLOW` component at a time.
+fn open_component_wise(root: &OwnedFd, relative: &Path) -> std::io::Result<OwnedFd> {
+    let mut fd = rustix::fs::openat(root, ".", DIR_FLAGS, Mode::empty())?;
+    for component in relative.components() {
+        let std::path::Component::Normal(name) = component else {
+            return Err(std::io::Error::other("not a plain relative path"));
+        };
+        fd = rustix::fs::openat(&fd, name, DIR_FLAGS, Mode::empty())?;
+    }
+    Ok(fd)
+}
+
 /// What a readahead thread does next.
 enum Next {
-    Dir(PathBuf),
+    Dir(Pending),
     Stopped,
     Finished,
 }
@@ -211,6 +265,47 @@ fn read_ahead(dir: &OwnedFd, name: &CStr, len: NonZeroU64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: directories were reopened by full path with
+    /// `O_NOFOLLOW`, which guards only the last component; a sender who
+    /// swapped a queued directory's parent for a symlink sent the readahead
+    /// (listing, `lstat`, opening small files) outside the source until the
+    /// backup ended.
+    #[test]
+    fn the_readahead_never_leaves_the_source_through_a_swapped_parent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("src");
+        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("b/private-dir")).expect("mkdir");
+        let prefetch = Prefetch::new([root.clone()], true);
+        let names = |pending: &[Pending]| -> Vec<PathBuf> {
+            pending.iter().map(|p| p.relative.clone()).collect()
+        };
+        let top = prefetch.look_at(&Pending {
+            root_idx: 0,
+            relative: PathBuf::new(),
+        });
+        assert_eq!(names(&top), [PathBuf::from("a")]);
+        let queued = prefetch.look_at(&top[0]);
+        assert_eq!(names(&queued), [PathBuf::from("a/b")]);
+        // Then `a` becomes a symlink to a directory outside the source.
+        std::fs::rename(root.join("a"), dir.path().join("a.moved")).expect("mv");
+        std::os::unix::fs::symlink(&outside, root.join("a")).expect("symlink");
+        let seen = prefetch.look_at(&queued[0]);
+        assert!(
+            seen.is_empty(),
+            "listed outside the source: {:?}",
+            names(&seen)
+        );
+        // The fallback for kernels without `openat2` refuses it too, and
+        // still opens what is really below the root.
+        let root_fd = &prefetch.roots[0];
+        assert!(open_component_wise(root_fd, Path::new("a/b")).is_err());
+        std::fs::create_dir_all(root.join("c/d")).expect("mkdir");
+        assert!(open_component_wise(root_fd, Path::new("c/d")).is_ok());
+        assert!(open_component_wise(root_fd, Path::new("c/../a")).is_err());
+    }
 
     /// Records what the readahead reports.
     #[derive(Default)]

@@ -124,6 +124,13 @@ impl FileQueue {
 }
 
 impl JobSource {
+    /// Whether this worker reads small files only: its window should stay
+    /// small (a file that grew after it was looked at can still make it
+    /// large once).
+    pub fn small_only(&self) -> bool {
+        matches!(self, JobSource::Small(_))
+    }
+
     /// The next job; `None` once the walk closed the queues and they are
     /// empty.
     pub fn next(&self) -> Option<FileJob> {

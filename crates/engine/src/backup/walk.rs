@@ -22,7 +22,9 @@ use crossbeam_channel::{Receiver, bounded};
 
 use crate::backup::buffers::BufferPool;
 use crate::backup::pipeline::{BlobSender, BlobSink, NewBlob};
-use crate::backup::read::{Claimed, FileJob, FileQueue, FileRead, JobSource, claim, read_file};
+use crate::backup::read::{
+    Claimed, FileJob, FileQueue, FileRead, JobSource, SMALL_FILE_MAX, claim, read_file,
+};
 use crate::backup::source::{EntryKind, Location, Status, join, read_names};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -138,6 +140,11 @@ pub(crate) fn file_worker(
         // The walk hung up: it failed and is unwinding.
         if job.reply.send(result).is_err() {
             return;
+        }
+        // A small-file worker that met a large file (it grew after it was
+        // looked at) gives the large window back rather than keep it.
+        if jobs.small_only() && window.allocated() > 2 * SMALL_FILE_MAX as usize {
+            window = StreamBuffer::default();
         }
     }
 }

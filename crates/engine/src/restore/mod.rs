@@ -345,12 +345,20 @@ impl Planner<'_> {
                     _ => {
                         let fd = Target::create_file(dir, &tmp_name, node.size)
                             .map_err(Error::io(shown()))?;
-                        let identity = Target::identity(&fd).map_err(Error::io(shown()))?;
-                        // A file without chunks is complete already.
-                        if destinations.is_empty() {
-                            Target::complete_file(dir, &fd, &tmp_name, &metadata)
-                                .map_err(Error::io(shown()))?;
-                        }
+                        let ready = Target::identity(&fd).and_then(|identity| {
+                            // A file without chunks is complete already.
+                            if destinations.is_empty() {
+                                Target::complete_file(dir, &fd, &tmp_name, &metadata)?;
+                            }
+                            Ok(identity)
+                        });
+                        let identity = ready
+                            .inspect_err(|_| {
+                                // Not in the plan yet: nobody else would
+                                // remove it.
+                                let _ = Target::remove_file(dir, &tmp_name);
+                            })
+                            .map_err(Error::io(shown()))?;
                         (Some(identity), true)
                     }
                 };

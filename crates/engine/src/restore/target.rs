@@ -224,6 +224,9 @@ impl Target {
     }
 
     /// Creates a new, empty file (0600) of `size` bytes (a hole) at `name`.
+    /// A file that cannot be given its size (a file-size limit, a file
+    /// system without holes that is full) is removed again: a failure
+    /// leaves nothing behind.
     pub fn create_file(dir: &OwnedFd, name: &[u8], size: u64) -> io::Result<OwnedFd> {
         let fd = rustix::fs::openat(
             dir,
@@ -231,8 +234,12 @@ impl Target {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(PRIVATE_FILE),
         )?;
-        if size > 0 {
-            rustix::fs::ftruncate(&fd, size)?;
+        if size > 0
+            && let Err(e) = rustix::fs::ftruncate(&fd, size)
+        {
+            // Created just now (`O_EXCL`) in a private directory: ours.
+            let _ = Self::remove_file(dir, name);
+            return Err(e.into());
         }
         Ok(fd)
     }
