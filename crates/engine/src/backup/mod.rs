@@ -159,8 +159,9 @@ impl Repository {
             // several requests in flight faster than one; large files keep
             // the readers busy anyway, and their windows cost memory). They
             // exist only when sealing is threaded (they hand blobs to the
-            // pipeline's threads).
-            let (queue, small_rx, large_rx) = FileQueue::new(n_threads * 4);
+            // pipeline's threads). A deep queue lets the walk run ahead
+            // rather than hand over one file at a time (a file job is small).
+            let (queue, small_rx, large_rx) = FileQueue::new(64);
             let senders: Vec<_> = (0..n_threads * 2).map_while(|_| sink.sender()).collect();
             let files = (!senders.is_empty()).then_some(queue);
             for (i, blobs) in senders.into_iter().enumerate() {

@@ -5,7 +5,11 @@
 //! (see `source.rs`). Files to read go to file workers (several files are
 //! read at once: a VM disk or an SSD serves parallel streams much faster than
 //! one), and a directory's tree is built once all its files are back, in name
-//! order, so the snapshot does not depend on timing.
+//! order, so the snapshot does not depend on timing. The walk does not wait
+//! for one directory before it walks the next: up to [`MAX_PENDING`] files
+//! and directories are in flight, and the oldest are finished first (which
+//! ones depends only on counts, never on timing). Waiting per directory left
+//! the workers idle between small directories.
 //!
 //! FIFOs, sockets and devices are left out with a warning and counted as
 //! skipped (cairn backs up content; a chat app's data holds none of them);
@@ -56,14 +60,43 @@ pub(crate) struct Walk<'a, 's> {
     window: StreamBuffer,
     /// Directories open above the current entry.
     depth: usize,
+    /// Entries started and not yet finished (see [`MAX_PENDING`]).
+    pending: usize,
+    /// The directories being walked, outermost first.
+    levels: Vec<Level>,
     outcome: WalkOutcome,
 }
 
-/// A child entry: ready, waiting for a file worker, or skipped.
+/// Entries the walk has started but not finished, at most: files handed to
+/// a worker and directories walked whose trees are not stored yet. Enough to
+/// keep every worker busy across many small directories (the walk does not
+/// wait for one directory's files before it walks the next), few enough to
+/// bound memory and the directory descriptors that queued files hold open.
+const MAX_PENDING: usize = 256;
+
+/// A child entry: ready, waiting for a file worker, a directory walked whose
+/// tree is not stored yet, or skipped.
 enum Child {
     Ready(Node),
     Reading(Node, Receiver<Result<FileRead>>),
+    Dir(Node, Box<PendingDir>),
     Skipped,
+}
+
+/// A directory walked: its entries started, its tree to be built and stored
+/// once they are finished.
+struct PendingDir {
+    path: std::path::PathBuf,
+    parent_tree: Option<Tree>,
+    parent_id: Option<BlobId>,
+    children: Vec<Child>,
+}
+
+/// The entries of a directory being walked, and how many of them from the
+/// start are finished already.
+struct Level {
+    children: Vec<Child>,
+    finished: usize,
 }
 
 fn node_from_status(name: Vec<u8>, status: &Status) -> Node {
@@ -167,6 +200,8 @@ impl<'a, 's> Walk<'a, 's> {
             claimed,
             files,
             depth: 0,
+            pending: 0,
+            levels: Vec::new(),
             outcome: WalkOutcome::default(),
         }
     }
@@ -226,14 +261,27 @@ impl<'a, 's> Walk<'a, 's> {
         self.finish_child(child, true)
     }
 
-    /// Turns a child into its final node: waits for a file worker if needed.
-    /// Local I/O errors below the top level become warnings.
+    /// Turns a child into its final node: waits for a file worker, or
+    /// finishes a directory's entries and stores its tree. Local I/O errors
+    /// below the top level become warnings.
     fn finish_child(&mut self, child: Child, top_level: bool) -> Result<Option<Node>> {
         let (mut node, reply) = match child {
             Child::Ready(node) => return Ok(Some(node)),
             Child::Skipped => return Ok(None),
             Child::Reading(node, reply) => (node, reply),
+            Child::Dir(mut node, dir) => {
+                self.pending -= 1;
+                return match self.finish_dir(*dir) {
+                    Ok(id) => {
+                        node.subtree = Some(id);
+                        self.outcome.summary.n_dirs += 1;
+                        Ok(Some(node))
+                    }
+                    Err(e) => self.skip_unreadable(e, top_level).map(|()| None),
+                };
+            }
         };
+        self.pending -= 1;
         match reply.recv().map_err(|_| Error::PipelineStopped)? {
             Ok(read) => {
                 self.apply_read(&mut node, read);
@@ -313,12 +361,15 @@ impl<'a, 's> Walk<'a, 's> {
                 let walked = location
                     .open_dir(&status)
                     .map_err(Error::io(path))
-                    .and_then(|dir| self.dir_tree(&dir, path, parent));
+                    .and_then(|dir| self.start_dir(&dir, path, parent));
                 self.depth -= 1;
-                walked.map(|id| {
-                    node.subtree = Some(id);
-                    self.outcome.summary.n_dirs += 1;
-                })
+                match walked {
+                    Ok(dir) => {
+                        self.pending += 1;
+                        return Ok(Child::Dir(node, Box::new(dir)));
+                    }
+                    Err(e) => Err(e),
+                }
             }
             EntryKind::File => {
                 node.size = status.size;
@@ -393,6 +444,7 @@ impl<'a, 's> Walk<'a, 's> {
             name: node.name.clone(),
             reply,
         };
+        self.pending += 1;
         match &self.files {
             Some(files) => files.send(job, expected.size)?,
             None => {
@@ -421,13 +473,15 @@ impl<'a, 's> Walk<'a, 's> {
         Ok(Child::Reading(node, answer))
     }
 
-    /// Walks an open directory (`path` for messages) and stores its tree.
-    fn dir_tree(
+    /// Walks an open directory (`path` for messages): starts every entry
+    /// (files to workers, subdirectories walked in turn) without waiting for
+    /// them; [`Self::finish_dir`] later builds and stores its tree.
+    fn start_dir(
         &mut self,
         dir: &Arc<std::os::fd::OwnedFd>,
         path: &Path,
         parent: Option<&Node>,
-    ) -> Result<BlobId> {
+    ) -> Result<PendingDir> {
         let parent_id = parent
             .filter(|p| p.kind == NodeKind::Dir)
             .and_then(Node::subtree_id);
@@ -447,18 +501,95 @@ impl<'a, 's> Walk<'a, 's> {
             None => None,
         };
         let names = read_names(dir).map_err(Error::io(path))?;
-        let mut children = Vec::with_capacity(names.len());
+        self.levels.push(Level {
+            children: Vec::with_capacity(names.len()),
+            finished: 0,
+        });
         for name in names {
             let parent_child = parent_tree.as_ref().and_then(|t| t.find(&name));
             let child_path = join(path, &name);
             let location = Location::At(dir.clone(), name.clone());
-            children.push(self.child(location, &child_path, name, parent_child, false)?);
+            let started = self
+                .child(location, &child_path, name, parent_child, false)
+                .and_then(|child| {
+                    if let Some(level) = self.levels.last_mut() {
+                        level.children.push(child);
+                    }
+                    self.limit_pending()
+                });
+            if let Err(e) = started {
+                self.levels.pop();
+                return Err(e);
+            }
         }
+        let children = self
+            .levels
+            .pop()
+            .map(|level| level.children)
+            .unwrap_or_default();
+        Ok(PendingDir {
+            path: path.to_path_buf(),
+            parent_tree,
+            parent_id,
+            children,
+        })
+    }
+
+    /// Finishes a walked directory's entries, in name order, and stores its
+    /// tree.
+    fn finish_dir(&mut self, dir: PendingDir) -> Result<BlobId> {
         let mut tree = Tree::default();
-        for child in children {
+        for child in dir.children {
             tree.nodes.extend(self.finish_child(child, false)?);
         }
-        self.store_tree(&tree, parent_tree.as_ref().map(|t| (t, parent_id)), path)
+        let parent = dir.parent_tree.as_ref().map(|t| (t, dir.parent_id));
+        self.store_tree(&tree, parent, &dir.path)
+    }
+
+    /// Keeps at most [`MAX_PENDING`] entries started: finishes the oldest
+    /// ones (the first unfinished entries of the outermost directories being
+    /// walked; a directory's entries are all started before it is finished,
+    /// so these are). Which entries are finished depends only on counts, so
+    /// the snapshot does not depend on timing.
+    fn limit_pending(&mut self) -> Result<()> {
+        while self.pending > MAX_PENDING {
+            let Some((level_idx, child_idx)) = self.oldest_unfinished() else {
+                return Ok(());
+            };
+            let Some(slot) = self
+                .levels
+                .get_mut(level_idx)
+                .and_then(|level| level.children.get_mut(child_idx))
+            else {
+                return Ok(());
+            };
+            let child = std::mem::replace(slot, Child::Skipped);
+            let finished = match self.finish_child(child, false)? {
+                Some(node) => Child::Ready(node),
+                None => Child::Skipped,
+            };
+            if let Some(slot) = self
+                .levels
+                .get_mut(level_idx)
+                .and_then(|level| level.children.get_mut(child_idx))
+            {
+                *slot = finished;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the oldest started, unfinished entry is: (level, index).
+    fn oldest_unfinished(&mut self) -> Option<(usize, usize)> {
+        for (level_idx, level) in self.levels.iter_mut().enumerate() {
+            while let Some(child) = level.children.get(level.finished) {
+                if matches!(child, Child::Reading(..) | Child::Dir(..)) {
+                    return Some((level_idx, level.finished));
+                }
+                level.finished += 1;
+            }
+        }
+        None
     }
 }
 
