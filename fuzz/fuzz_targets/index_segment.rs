@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(index) = Index::decode_segment(data) {
-        let bytes = index.encode_segment().expect("a decoded segment is within limits");
+        let bytes = index
+            .encode_segment()
+            .expect("a decoded segment is within limits");
         let again = Index::decode_segment(&bytes).expect("re-decode");
         assert_eq!(again.len(), index.len());
     }

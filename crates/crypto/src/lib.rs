@@ -16,6 +16,8 @@ pub use ids::{BlobId, BlobKind, PackId, SnapshotId};
 pub use key_slot::{KEY_SLOT_LEN, KeySlot};
 pub use keys::{BlobIdKeys, ChunkerSeed, MasterSecret, SealKey, WorkingKeys};
 pub use recovery_key::{RECOVERY_KEY_ALPHABET, RECOVERY_KEY_LEN, RecoveryKey};
+#[cfg(fuzzing)]
+pub use seal::seal_as_is;
 pub use seal::{
     Compression, FORMAT_VERSION, Opener, SEAL_OVERHEAD, SealBuffer, SealKind, SealedBlob, Sealer,
     open, seal, seal_buffer,

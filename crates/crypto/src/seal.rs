@@ -300,6 +300,35 @@ pub fn open(
     }
 }
 
+/// Seals `body` exactly as given, recorded as `compression` (a frame it may
+/// not be): for fuzzing what an opener does with any frame that passes
+/// authentication. Built only under `cargo fuzz` (`--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub fn seal_as_is(
+    key: &SealKey,
+    kind: SealKind,
+    id: &[u8; 32],
+    compression: Compression,
+    body: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let mut buffer = SealBuffer::from_plaintext(body);
+    let mut nonce = [0u8; NONCE_LEN];
+    random_bytes(&mut nonce)?;
+    let ad = associated_data(kind, compression, id);
+    let plain = buffer.bytes.get_mut(NONCE_LEN..).ok_or(Error::Integrity)?;
+    let tag = key
+        .cipher
+        .encrypt_inout_detached(&Nonce::from(nonce), &ad, plain.into())
+        .map_err(|_| Error::Integrity)?;
+    buffer
+        .bytes
+        .get_mut(..NONCE_LEN)
+        .ok_or(Error::Integrity)?
+        .copy_from_slice(&nonce);
+    buffer.bytes.extend_from_slice(&tag);
+    Ok(buffer.bytes)
+}
+
 /// Authenticates and decrypts `sealed` where it lies; returns the body
 /// (still compressed if it was). On failure the bytes are left garbled.
 fn decrypt_in_place<'a>(
