@@ -62,6 +62,8 @@ pub(crate) struct Walk<'a, 's> {
     depth: usize,
     /// Entries started and not yet finished (see [`MAX_PENDING`]).
     pending: usize,
+    /// Entries held by started directories (see [`MAX_HELD`]).
+    held: usize,
     /// The directories being walked, outermost first.
     levels: Vec<Level>,
     outcome: WalkOutcome,
@@ -73,6 +75,11 @@ pub(crate) struct Walk<'a, 's> {
 /// wait for one directory's files before it walks the next), few enough to
 /// bound memory and the directory descriptors that queued files hold open.
 const MAX_PENDING: usize = 256;
+/// Entries (nodes, and the parent snapshot's nodes kept to compare with)
+/// held by directories started and not finished, at most, beyond those of
+/// the directories on the walk's current path: a daily backup, which reuses
+/// most entries at once, must not hold the whole history.
+const MAX_HELD: usize = 4096;
 
 /// A child entry: ready, waiting for a file worker, a directory walked whose
 /// tree is not stored yet, or skipped.
@@ -92,11 +99,13 @@ struct PendingDir {
     children: Vec<Child>,
 }
 
-/// The entries of a directory being walked, and how many of them from the
-/// start are finished already.
+/// The entries of a directory being walked, how many of them from the start
+/// are finished already, and how many from the start are not directories
+/// waiting to be finished.
 struct Level {
     children: Vec<Child>,
     finished: usize,
+    no_dirs_before: usize,
 }
 
 fn node_from_status(name: Vec<u8>, status: &Status) -> Node {
@@ -201,6 +210,7 @@ impl<'a, 's> Walk<'a, 's> {
             files,
             depth: 0,
             pending: 0,
+            held: 0,
             levels: Vec::new(),
             outcome: WalkOutcome::default(),
         }
@@ -501,9 +511,12 @@ impl<'a, 's> Walk<'a, 's> {
             None => None,
         };
         let names = read_names(dir).map_err(Error::io(path))?;
+        let n_parent = parent_tree.as_ref().map_or(0, |t| t.nodes.len());
+        self.held += n_parent;
         self.levels.push(Level {
             children: Vec::with_capacity(names.len()),
             finished: 0,
+            no_dirs_before: 0,
         });
         for name in names {
             let parent_child = parent_tree.as_ref().and_then(|t| t.find(&name));
@@ -514,11 +527,15 @@ impl<'a, 's> Walk<'a, 's> {
                 .and_then(|child| {
                     if let Some(level) = self.levels.last_mut() {
                         level.children.push(child);
+                        self.held += 1;
                     }
                     self.limit_pending()
                 });
             if let Err(e) = started {
-                self.levels.pop();
+                // The walk fails: what this directory held goes with it.
+                if let Some(level) = self.levels.pop() {
+                    self.held = self.held.saturating_sub(level.children.len() + n_parent);
+                }
                 return Err(e);
             }
         }
@@ -538,22 +555,35 @@ impl<'a, 's> Walk<'a, 's> {
     /// Finishes a walked directory's entries, in name order, and stores its
     /// tree.
     fn finish_dir(&mut self, dir: PendingDir) -> Result<BlobId> {
+        let n_held = dir.children.len() + dir.parent_tree.as_ref().map_or(0, |t| t.nodes.len());
         let mut tree = Tree::default();
         for child in dir.children {
             tree.nodes.extend(self.finish_child(child, false)?);
         }
+        self.held = self.held.saturating_sub(n_held);
         let parent = dir.parent_tree.as_ref().map(|t| (t, dir.parent_id));
         self.store_tree(&tree, parent, &dir.path)
     }
 
-    /// Keeps at most [`MAX_PENDING`] entries started: finishes the oldest
-    /// ones (the first unfinished entries of the outermost directories being
-    /// walked; a directory's entries are all started before it is finished,
-    /// so these are). Which entries are finished depends only on counts, so
-    /// the snapshot does not depend on timing.
+    /// Keeps at most [`MAX_PENDING`] entries started and [`MAX_HELD`]
+    /// entries held: finishes the oldest ones (the first unfinished entries
+    /// of the outermost directories being walked; a directory's entries are
+    /// all started before it is finished, so these are). Which entries are
+    /// finished depends only on counts, so the snapshot does not depend on
+    /// timing.
     fn limit_pending(&mut self) -> Result<()> {
-        while self.pending > MAX_PENDING {
-            let Some((level_idx, child_idx)) = self.oldest_unfinished() else {
+        loop {
+            // Too much held: finish the oldest walked directory (a file in
+            // flight holds one entry however long it takes; finishing files
+            // would only make the walk wait).
+            let oldest = if self.pending > MAX_PENDING {
+                self.oldest_unfinished()
+            } else if self.held > MAX_HELD {
+                self.oldest_pending_dir()
+            } else {
+                return Ok(());
+            };
+            let Some((level_idx, child_idx)) = oldest else {
                 return Ok(());
             };
             let Some(slot) = self
@@ -576,7 +606,19 @@ impl<'a, 's> Walk<'a, 's> {
                 *slot = finished;
             }
         }
-        Ok(())
+    }
+
+    /// Where the oldest walked, unfinished directory is: (level, index).
+    fn oldest_pending_dir(&mut self) -> Option<(usize, usize)> {
+        for (level_idx, level) in self.levels.iter_mut().enumerate() {
+            while let Some(child) = level.children.get(level.no_dirs_before) {
+                if matches!(child, Child::Dir(..)) {
+                    return Some((level_idx, level.no_dirs_before));
+                }
+                level.no_dirs_before += 1;
+            }
+        }
+        None
     }
 
     /// Where the oldest started, unfinished entry is: (level, index).
