@@ -64,6 +64,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The system would not start a thread the work needs.
+    #[error("could not start a thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// No snapshot matches the given name or prefix.
     #[error("no snapshot matches {0:?}")]
     SnapshotNotFound(String),

@@ -29,6 +29,11 @@ mod read;
 mod source;
 mod walk;
 
+/// Stack of the walk's thread: enough for the deepest tree stored (512
+/// levels) started and finished at once, with a wide margin; only what is
+/// touched is ever committed.
+const WALK_STACK: usize = 32 * 1024 * 1024;
+
 /// Which earlier snapshot a backup compares files against.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Parent {
@@ -190,25 +195,43 @@ impl Repository {
                 let prefetch = &prefetch;
                 scope.spawn(move || prefetch.run(totals));
             }
-            let mut walk = Walk::new(repo, sink, progress, &claimed, files, pool);
-            let walked = (|| {
-                let mut root = Tree::default();
-                for (name, path) in &roots {
-                    let parent_node = parent_root.as_ref().and_then(|t| t.find(name));
-                    // The top-level paths must be readable: failing them is an
-                    // error, not a warning.
-                    root.nodes
-                        .extend(walk.top_level(path, name.clone(), parent_node)?);
-                }
-                root.sort();
-                walk.store_tree(
-                    &root,
-                    parent_root.as_ref().map(|t| (t, None)),
-                    std::path::Path::new("the snapshot's root"),
-                )
-            })();
+            // The walk recurses once per directory level when it starts a
+            // directory and again when it finishes one: it runs on its own
+            // thread with a known stack, whatever the caller's (threads of
+            // some platforms get 1 MiB or less).
+            let (roots, parent_root, claimed) = (&roots, &parent_root, &claimed);
+            let walk_thread = std::thread::Builder::new()
+                .name("cairn-walk".into())
+                .stack_size(WALK_STACK)
+                .spawn_scoped(scope, move || {
+                    let mut walk = Walk::new(repo, sink, progress, claimed, files, pool);
+                    let walked = (|| {
+                        let mut root = Tree::default();
+                        for (name, path) in roots {
+                            let parent_node = parent_root.as_ref().and_then(|t| t.find(name));
+                            // The top-level paths must be readable: failing
+                            // them is an error, not a warning.
+                            root.nodes
+                                .extend(walk.top_level(path, name.clone(), parent_node)?);
+                        }
+                        root.sort();
+                        walk.store_tree(
+                            &root,
+                            parent_root.as_ref().map(|t| (t, None)),
+                            std::path::Path::new("the snapshot's root"),
+                        )
+                    })();
+                    (walk.into_parts(), walked)
+                });
+            let joined = walk_thread.map(|thread| thread.join());
             prefetch.stop();
-            let (sink, outcome) = walk.into_parts();
+            // Without a walk, the pipeline's senders went with it: its threads
+            // end having written nothing (no blob reached them).
+            let ((sink, outcome), walked) = match joined {
+                Ok(Ok(done)) => done,
+                Ok(Err(_)) => return Err(Error::PipelineStopped),
+                Err(e) => return Err(Error::Thread(e)),
+            };
             match walked {
                 Ok(root_id) => {
                     let (new_index, totals) = sink.finish()?;

@@ -308,3 +308,38 @@ fn nesting_deeper_than_the_limit_is_left_out_at_backup_time() {
     let target = restore(&repo, &report.snapshot_id, dir.path()).expect("complete restore");
     assert_eq!(fs::read(target.join("deep/top")).expect("top"), b"top");
 }
+
+/// The walk recurses once per directory level (twice, when directories are
+/// started and finished out of order): it runs on its own thread, so a
+/// caller on a small stack (some platforms give threads 1 MiB or less) can
+/// back up the deepest tree cairn stores, with many siblings at every level.
+#[test]
+fn the_deepest_tree_backs_up_from_a_caller_with_a_small_stack() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("deep");
+    let mut path = src.clone();
+    for level in 0..500 {
+        path.push("d");
+        if level % 50 == 0 {
+            for sibling in 0..300 {
+                fs::create_dir_all(path.with_file_name(format!("s{sibling}")).join("x"))
+                    .expect("mkdir");
+            }
+        }
+    }
+    fs::create_dir_all(&path).expect("mkdir");
+    write(&path.join("f"), b"deep");
+    let (_store, mut repo, _key) = memory_repo();
+    let report = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            repo.backup(std::slice::from_ref(&src), &options(), &NoProgress)
+                .map(|report| (report, repo))
+        })
+        .expect("spawn")
+        .join()
+        .expect("the caller's small stack was enough");
+    let (report, _repo) = report.expect("backup");
+    assert_eq!(report.n_skipped, 0, "{:?}", report.warnings);
+    assert_eq!(report.summary.n_files, 1);
+}
