@@ -22,6 +22,7 @@
 mod backup;
 mod blobs;
 mod chunking;
+mod deep;
 mod error;
 mod maintenance;
 mod progress;

@@ -17,6 +17,7 @@ use crate::backup::prefetch::{PREFETCH_THREADS, Prefetch};
 use crate::backup::read::{Claimed, FileQueue, JobSource};
 use crate::backup::walk::{Walk, file_worker};
 use crate::blobs::object;
+use crate::deep::DEEP_STACK;
 use crate::error::{Error, Result, from_meta};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -28,11 +29,6 @@ mod prefetch;
 mod read;
 mod source;
 mod walk;
-
-/// Stack of the walk's thread: enough for the deepest tree stored (512
-/// levels) started and finished at once, with a wide margin; only what is
-/// touched is ever committed.
-const WALK_STACK: usize = 32 * 1024 * 1024;
 
 /// Which earlier snapshot a backup compares files against.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -202,7 +198,7 @@ impl Repository {
             let (roots, parent_root, claimed) = (&roots, &parent_root, &claimed);
             let walk_thread = std::thread::Builder::new()
                 .name("cairn-walk".into())
-                .stack_size(WALK_STACK)
+                .stack_size(DEEP_STACK)
                 .spawn_scoped(scope, move || {
                     let mut walk = Walk::new(repo, sink, progress, claimed, files, pool);
                     let walked = (|| {

@@ -99,6 +99,12 @@ impl Repository {
     /// nothing. Errors only for failures of the check itself (the store
     /// failing, cancellation), never for what it finds.
     pub fn check(&self, options: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+        // Judging trees recurses once per directory level.
+        crate::deep::on_deep_stack(|| self.check_here(options, progress))
+    }
+
+    /// [`Self::check`], on the calling thread.
+    fn check_here(&self, options: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
         let mut report = CheckReport::default();
 
         // Index files: each must read, authenticate and decode.

@@ -106,6 +106,18 @@ impl Repository {
         target: &Path,
         progress: &dyn Progress,
     ) -> Result<RestoreReport> {
+        // Planning recurses once per directory level.
+        crate::deep::on_deep_stack(|| self.restore_here(snapshot, sub_path, target, progress))
+    }
+
+    /// [`Self::restore`], on the calling thread.
+    fn restore_here(
+        &self,
+        snapshot: &SnapshotId,
+        sub_path: Option<&Path>,
+        target: &Path,
+        progress: &dyn Progress,
+    ) -> Result<RestoreReport> {
         let resolved = self.resolve(snapshot, sub_path)?;
         let target_path = target;
         let target = Target::prepare(target)?;

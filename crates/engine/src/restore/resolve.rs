@@ -64,6 +64,12 @@ impl Repository {
     /// name. A subtree that cannot be read (or nests too deep) is left out
     /// and named in [`Listing::unlisted`]; the rest is listed.
     pub fn list(&self, snapshot: &SnapshotId, path: Option<&Path>) -> Result<Listing> {
+        // Listing recurses once per directory level.
+        crate::deep::on_deep_stack(|| self.list_here(snapshot, path))
+    }
+
+    /// [`Self::list`], on the calling thread.
+    fn list_here(&self, snapshot: &SnapshotId, path: Option<&Path>) -> Result<Listing> {
         let mut listing = Listing::default();
         let prefix = path
             .map(|p| {

@@ -309,12 +309,13 @@ fn nesting_deeper_than_the_limit_is_left_out_at_backup_time() {
     assert_eq!(fs::read(target.join("deep/top")).expect("top"), b"top");
 }
 
-/// The walk recurses once per directory level (twice, when directories are
-/// started and finished out of order): it runs on its own thread, so a
-/// caller on a small stack (some platforms give threads 1 MiB or less) can
-/// back up the deepest tree cairn stores, with many siblings at every level.
+/// The backup walk, restore planning, listing and `check` recurse once per
+/// directory level (the walk twice, when directories are started and
+/// finished out of order): they run on a thread of their own, so a caller on
+/// a small stack (some platforms give threads 1 MiB or less) can back up,
+/// list, check and restore the deepest tree cairn stores.
 #[test]
-fn the_deepest_tree_backs_up_from_a_caller_with_a_small_stack() {
+fn the_deepest_tree_works_from_a_caller_with_a_small_stack() {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("deep");
     let mut path = src.clone();
@@ -330,16 +331,28 @@ fn the_deepest_tree_backs_up_from_a_caller_with_a_small_stack() {
     fs::create_dir_all(&path).expect("mkdir");
     write(&path.join("f"), b"deep");
     let (_store, mut repo, _key) = memory_repo();
-    let report = std::thread::Builder::new()
+    let target = dir.path().join("out");
+    let done = std::thread::Builder::new()
         .stack_size(256 * 1024)
-        .spawn(move || {
-            repo.backup(std::slice::from_ref(&src), &options(), &NoProgress)
-                .map(|report| (report, repo))
+        .spawn(move || -> cairn::Result<_> {
+            let report = repo.backup(std::slice::from_ref(&src), &options(), &NoProgress)?;
+            let listing = repo.list(&report.snapshot_id, None)?;
+            let check = repo.check(&cairn::CheckOptions::default(), &NoProgress)?;
+            let restored = repo.restore(&report.snapshot_id, None, &target, &NoProgress)?;
+            Ok((
+                report,
+                listing.unlisted.len(),
+                check.problems.len(),
+                restored,
+            ))
         })
         .expect("spawn")
         .join()
         .expect("the caller's small stack was enough");
-    let (report, _repo) = report.expect("backup");
+    let (report, n_unlisted, n_problems, restored) = done.expect("backup, list, check, restore");
     assert_eq!(report.n_skipped, 0, "{:?}", report.warnings);
     assert_eq!(report.summary.n_files, 1);
+    assert_eq!((n_unlisted, n_problems), (0, 0));
+    assert!(restored.is_complete());
+    assert_eq!(restored.n_files, 1);
 }
