@@ -253,25 +253,39 @@ impl Sealer {
         } else {
             Compression::None
         };
-        let mut nonce = [0u8; NONCE_LEN];
-        random_bytes(&mut nonce)?;
-        let ad = associated_data(kind, compression, id);
-        let body = buffer.bytes.get_mut(NONCE_LEN..).ok_or(Error::Integrity)?;
-        let tag = key
-            .cipher
-            .encrypt_inout_detached(&Nonce::from(nonce), &ad, body.into())
-            .map_err(|_| Error::Integrity)?;
-        buffer
-            .bytes
-            .get_mut(..NONCE_LEN)
-            .ok_or(Error::Integrity)?
-            .copy_from_slice(&nonce);
-        buffer.bytes.extend_from_slice(&tag);
+        encrypt_in_place(key, kind, compression, id, &mut buffer)?;
         Ok(SealedBlob {
             bytes: buffer.bytes,
             compression,
         })
     }
+}
+
+/// Encrypts a buffer's body (plaintext or compressed bytes) where it lies:
+/// a fresh random nonce in front, the tag behind, `compression` bound in the
+/// associated data with the kind and ID.
+fn encrypt_in_place(
+    key: &SealKey,
+    kind: SealKind,
+    compression: Compression,
+    id: &[u8; 32],
+    buffer: &mut SealBuffer,
+) -> Result<(), Error> {
+    let mut nonce = [0u8; NONCE_LEN];
+    random_bytes(&mut nonce)?;
+    let ad = associated_data(kind, compression, id);
+    let body = buffer.bytes.get_mut(NONCE_LEN..).ok_or(Error::Integrity)?;
+    let tag = key
+        .cipher
+        .encrypt_inout_detached(&Nonce::from(nonce), &ad, body.into())
+        .map_err(|_| Error::Integrity)?;
+    buffer
+        .bytes
+        .get_mut(..NONCE_LEN)
+        .ok_or(Error::Integrity)?
+        .copy_from_slice(&nonce);
+    buffer.bytes.extend_from_slice(&tag);
+    Ok(())
 }
 
 /// Opens sealed bytes. `max_plain_len` bounds what decompression may allocate.
@@ -312,20 +326,7 @@ pub fn seal_as_is(
     body: &[u8],
 ) -> Result<Vec<u8>, Error> {
     let mut buffer = SealBuffer::from_plaintext(body);
-    let mut nonce = [0u8; NONCE_LEN];
-    random_bytes(&mut nonce)?;
-    let ad = associated_data(kind, compression, id);
-    let plain = buffer.bytes.get_mut(NONCE_LEN..).ok_or(Error::Integrity)?;
-    let tag = key
-        .cipher
-        .encrypt_inout_detached(&Nonce::from(nonce), &ad, plain.into())
-        .map_err(|_| Error::Integrity)?;
-    buffer
-        .bytes
-        .get_mut(..NONCE_LEN)
-        .ok_or(Error::Integrity)?
-        .copy_from_slice(&nonce);
-    buffer.bytes.extend_from_slice(&tag);
+    encrypt_in_place(key, kind, compression, id, &mut buffer)?;
     Ok(buffer.bytes)
 }
 

@@ -336,21 +336,8 @@ pub fn open_header(
 /// Opens one sealed blob described by `entry` (its bytes fetched by the caller
 /// from `entry.offset`). Verifies kind, ID and content; any failure is `Integrity`.
 pub fn open_blob(key: &SealKey, entry: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>, Error> {
-    if sealed.len() != entry.sealed_len as usize {
-        return Err(Error::Integrity);
-    }
-    let plain = cairn_crypto::open(
-        key,
-        entry.kind.seal_kind(),
-        entry.id.as_bytes(),
-        entry.compression,
-        sealed,
-        entry.plain_len as usize,
-    )?;
-    if plain.len() != entry.plain_len as usize {
-        return Err(Error::Integrity);
-    }
-    Ok(plain)
+    let mut copy = sealed.to_vec();
+    open_blob_in_place(key, entry, &mut copy, &mut Opener::new()).map(<[u8]>::to_vec)
 }
 
 /// [`open_blob`] without copies, through a reused [`Opener`]: decrypts
