@@ -145,15 +145,15 @@ impl JobSource {
     }
 }
 
-/// Reads and chunks an open file (`path` for messages); new chunks go to
-/// `submit`, with the file's size (small files' chunks are sealed by the
-/// reader).
+/// Reads and chunks an open file, given with its status as opened (`path`
+/// for messages); new chunks go to `submit`, with the file's size (small
+/// files' chunks are sealed by the reader).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read_file(
     repo: &Repository,
     claimed: &Claimed,
     progress: &dyn Progress,
-    mut file: File,
+    (mut file, opened): (File, Status),
     path: &Path,
     name: &[u8],
     pool: &BufferPool,
@@ -164,12 +164,16 @@ pub(crate) fn read_file(
     let mut bytes_read = 0u64;
     let mut n_chunks = 0u64;
     let mut attempt = 0;
+    let mut opened = Some(opened);
     loop {
         attempt += 1;
         if attempt > 1 {
             file.seek(SeekFrom::Start(0)).map_err(Error::io(path))?;
         }
-        let before = fstatus(&file).map_err(Error::io(path))?;
+        let before = match opened.take() {
+            Some(status) => status,
+            None => fstatus(&file).map_err(Error::io(path))?,
+        };
         progress.file(path, before.size);
         // The reader's window is reused across files and sized to this one.
         let mut stream = chunker.stream_with(&file, std::mem::take(window), Some(before.size));

@@ -123,13 +123,16 @@ impl Location {
     }
 
     /// Opens the regular file that `expected` describes, without blocking
-    /// (a FIFO swapped in would otherwise hang the backup).
-    pub fn open_file(&self, expected: &Status) -> io::Result<File> {
+    /// (a FIFO swapped in would otherwise hang the backup). Returns it with
+    /// its status as opened (the reader's first "before" status: one `fstat`
+    /// per file, not two).
+    pub fn open_file(&self, expected: &Status) -> io::Result<(File, Status)> {
         let fd = self.open(OFlags::RDONLY | OFlags::NONBLOCK)?;
-        if !fstatus(&fd)?.same_object(expected) {
+        let status = fstatus(&fd)?;
+        if !status.same_object(expected) {
             return Err(replaced("file"));
         }
-        Ok(File::from(fd))
+        Ok((File::from(fd), status))
     }
 
     /// A symlink's target bytes.

@@ -166,12 +166,12 @@ pub(crate) fn file_worker(
             .location
             .open_file(&job.expected)
             .map_err(Error::io(&job.path))
-            .and_then(|file| {
+            .and_then(|opened| {
                 read_file(
                     repo,
                     claimed,
                     progress,
-                    file,
+                    opened,
                     &job.path,
                     &job.name,
                     &pool,
@@ -464,12 +464,12 @@ impl<'a, 's> Walk<'a, 's> {
                     .location
                     .open_file(&job.expected)
                     .map_err(Error::io(&job.path))
-                    .and_then(|file| {
+                    .and_then(|opened| {
                         read_file(
                             self.repo,
                             self.claimed,
                             self.progress,
-                            file,
+                            opened,
                             &job.path,
                             &job.name,
                             &self.pool,
