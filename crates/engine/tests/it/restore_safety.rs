@@ -263,15 +263,7 @@ fn a_temporary_file_swapped_for_another_is_never_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("src");
     // Several chunks: incompressible and larger than the largest chunk.
-    let mut secret = vec![0u8; 9 << 20];
-    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-    for byte in &mut secret {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *byte = x as u8;
-    }
-    write(&src.join("a/secret"), &secret);
+    write(&src.join("a/secret"), &Rng(17).bytes(9 << 20));
     write(&src.join("b/last"), b"planned after a/secret");
     let (_store, mut repo, _key) = memory_repo();
     let report = backup(&mut repo, &src);
