@@ -41,6 +41,10 @@ pub enum SealKind {
     Snapshot = 18,
     /// The repository config.
     Config = 19,
+    /// A session marker of a running backup or prune.
+    Session = 20,
+    /// A condemnation record of prune.
+    Condemned = 21,
 }
 
 /// How a blob's plaintext was compressed before encryption.

@@ -22,12 +22,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use cairn_crypto::{BlobId, BlobKind, Opener, PackId, SealKey, SealKind};
 use cairn_index::{BlobLocation, Index};
+use cairn_meta::{Condemnation, MAX_CONDEMNED_FILE_LEN};
 use cairn_pack::{MAX_HEADER_SEALED_LEN, PackEntry, TRAILER_LEN};
 use cairn_store::{Namespace, ObjectName, Store};
 
 use crate::error::{Error, Result, from_meta};
 
-pub(crate) const INDEX_MAGIC: &[u8; 8] = b"CAIRNIXF";
+const INDEX_MAGIC: &[u8; 8] = b"CAIRNIXF";
 /// Largest index file accepted: a sealed segment of the most entries the
 /// format allows (compression only ever makes it smaller).
 const MAX_INDEX_FILE_LEN: u64 = (cairn_index::MAX_SEGMENT_LEN + 256) as u64;
@@ -67,6 +68,27 @@ impl std::fmt::Display for Unreadable {
     }
 }
 
+/// Seals `index` as an index file and puts it; returns its name and size.
+/// Every index file is written here (backups and prune).
+pub(crate) fn put_index_file(
+    store: &dyn Store,
+    metadata_key: &SealKey,
+    index: &Index,
+) -> Result<(String, u64)> {
+    let segment = index
+        .encode_segment()
+        .map_err(|_| Error::InvalidInput("index segment too large".into()))?;
+    let sealed = cairn_meta::seal_file(metadata_key, SealKind::Index, INDEX_MAGIC, &segment)
+        .map_err(from_meta("index file"))?;
+    let name = PackId::of_bytes(&sealed).to_hex();
+    match store.put(&object(Namespace::Index, &name)?, &sealed) {
+        // Same name, same bytes.
+        Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok((name, sealed.len() as u64))
+}
+
 pub(crate) fn object(namespace: Namespace, name: &str) -> Result<ObjectName> {
     Ok(ObjectName::new(namespace, name)?)
 }
@@ -90,6 +112,14 @@ pub(crate) struct BlobStore {
     warnings: Mutex<Vec<String>>,
     /// Index files already read (loaded or skipped), by name.
     seen_index_files: Mutex<HashSet<String>>,
+    /// The packs each loaded index file names, by file name: what prune
+    /// needs to decide which files to supersede.
+    index_file_packs: Mutex<HashMap<String, Vec<PackId>>>,
+    /// Condemnation records read, by name.
+    condemned: Mutex<HashMap<String, Condemnation>>,
+    /// Packs some condemnation record names: about to be deleted by a prune.
+    /// Locations in them are used last, and never deduplicated against.
+    condemned_packs: Mutex<HashSet<PackId>>,
     /// Whether opening listed the packs and no backup has used that listing.
     packs_listed_at_open: Mutex<bool>,
 }
@@ -112,6 +142,9 @@ impl BlobStore {
             lost: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Vec::new()),
             seen_index_files: Mutex::new(HashSet::new()),
+            index_file_packs: Mutex::new(HashMap::new()),
+            condemned: Mutex::new(HashMap::new()),
+            condemned_packs: Mutex::new(HashSet::new()),
             packs_listed_at_open: Mutex::new(false),
         }
     }
@@ -129,7 +162,8 @@ impl BlobStore {
     /// before the index file naming it, so a concurrent backup's new packs are
     /// never mistaken for lost ones. Returns the index files skipped.
     pub fn load(&mut self) -> Result<Vec<Unreadable>> {
-        let skipped = self.load_new_index_files()?;
+        let mut skipped = self.load_new_index_files()?;
+        skipped.extend(self.load_condemned()?);
         self.list_packs()?;
         *self
             .packs_listed_at_open
@@ -149,7 +183,14 @@ impl BlobStore {
             }
             let object_name = object(Namespace::Index, &name)?;
             match self.read_index_file(&object_name, &name) {
-                Ok(segment) => self.write_index().merge(&segment),
+                Ok(segment) => {
+                    self.write_index().merge(&segment);
+                    let packs = segment.packs().to_vec();
+                    lock(&self.index_file_packs).insert(name.clone(), packs);
+                }
+                // Listed, then deleted: a prune superseded it meanwhile, and
+                // the file superseding it was written first.
+                Err(Error::Store(cairn_store::Error::NotFound(_))) => {}
                 Err(e) if e.is_repository_damage() => skipped.push(Unreadable {
                     object: object_name.to_string(),
                     reason: e.to_string(),
@@ -159,6 +200,109 @@ impl BlobStore {
             lock(&self.seen_index_files).insert(name);
         }
         Ok(skipped)
+    }
+
+    /// Reads the condemnation records not read yet, and demotes the packs
+    /// they name (docs/format.md, "Sharing a repository"). A record that
+    /// cannot be read is skipped with a warning: its packs are then used as
+    /// any other (the prune that wrote it deletes nothing while a backup's
+    /// session marker is live). Returns the records skipped.
+    pub fn load_condemned(&self) -> Result<Vec<Unreadable>> {
+        let mut skipped = Vec::new();
+        let mut new_packs = HashSet::new();
+        for name in self.store.list(Namespace::Condemned)? {
+            if lock(&self.condemned).contains_key(&name) {
+                continue;
+            }
+            let object_name = object(Namespace::Condemned, &name)?;
+            match self.read_condemned(&object_name, &name) {
+                Ok(record) => {
+                    new_packs.extend(record.packs.iter().copied());
+                    lock(&self.condemned).insert(name, record);
+                }
+                // Finished and removed by its prune since the listing.
+                Err(Error::Store(cairn_store::Error::NotFound(_))) => {}
+                Err(e) if e.is_repository_damage() => skipped.push(Unreadable {
+                    object: object_name.to_string(),
+                    reason: e.to_string(),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        if !new_packs.is_empty() {
+            let mut all = lock(&self.condemned_packs);
+            all.extend(new_packs);
+            self.write_index().demote_packs(&all);
+        }
+        Ok(skipped)
+    }
+
+    /// Reads and authenticates one condemnation record.
+    pub fn read_condemned(&self, object_name: &ObjectName, name: &str) -> Result<Condemnation> {
+        let bytes = self.store.get(object_name, MAX_CONDEMNED_FILE_LEN)?;
+        let shown = object_name.to_string();
+        if PackId::of_bytes(&bytes).to_hex() != name {
+            return Err(Error::integrity(&shown));
+        }
+        Condemnation::open(&self.metadata_key, &bytes).map_err(from_meta(&shown))
+    }
+
+    /// The condemnation records read, by name.
+    pub fn condemnations(&self) -> HashMap<String, Condemnation> {
+        lock(&self.condemned).clone()
+    }
+
+    /// Whether some condemnation record names this pack.
+    pub fn is_condemned(&self, pack: &PackId) -> bool {
+        lock(&self.condemned_packs).contains(pack)
+    }
+
+    /// The loaded index files and the packs each names.
+    pub fn index_files(&self) -> HashMap<String, Vec<PackId>> {
+        lock(&self.index_file_packs).clone()
+    }
+
+    /// Runs `f` on the whole index (read-locked meanwhile).
+    pub fn with_index<R>(&self, f: impl FnOnce(&Index) -> R) -> R {
+        f(&self.read_index())
+    }
+
+    /// The packs this session has verified (since the last backup began).
+    pub fn verified_packs(&self) -> Vec<PackId> {
+        lock(&self.packs)
+            .iter()
+            .filter(|(_, state)| **state == PackState::Verified)
+            .map(|(pack, _)| *pack)
+            .collect()
+    }
+
+    /// Registers an index file this process wrote (its blobs are merged
+    /// separately).
+    pub fn register_index_file(&self, name: String, packs: Vec<PackId>) {
+        lock(&self.seen_index_files).insert(name.clone());
+        lock(&self.index_file_packs).insert(name, packs);
+    }
+
+    /// Forgets the locations in packs a prune of this process deleted
+    /// (without the warnings a lost pack gets: nothing live was in them).
+    pub fn forget_deleted_packs(&self, packs: &[PackId]) {
+        let gone: HashSet<PackId> = packs.iter().copied().collect();
+        self.write_index().forget_packs(&gone);
+        lock(&self.condemned_packs).retain(|p| !gone.contains(p));
+    }
+
+    /// Forgets index files and condemnation records deleted by a prune of
+    /// this process.
+    pub fn forget_deleted(&self, index_files: &[String], records: &[String]) {
+        let mut packs = lock(&self.index_file_packs);
+        for name in index_files {
+            packs.remove(name);
+        }
+        drop(packs);
+        let mut condemned = lock(&self.condemned);
+        for name in records {
+            condemned.remove(name);
+        }
     }
 
     /// Whether the index knows a blob of `kind` named `id`.
@@ -172,13 +316,34 @@ impl BlobStore {
     /// (one listing) so a pack lost since is noticed at once, except by the
     /// first backup after opening, whose open has just listed them. Either
     /// way a pack that vanishes later is caught by its header check.
-    pub fn prepare_backup(&self) -> Result<()> {
+    ///
+    /// The caller has written its session marker: condemnation records are
+    /// read again after it, so the backup never deduplicates against a
+    /// pack that a prune which could miss its marker is deleting.
+    pub fn prepare_backup(&self) -> Result<Vec<Unreadable>> {
         lock(&self.packs).retain(|_, state| *state != PackState::Verified);
+        let skipped = self.load_condemned()?;
         let just_listed = std::mem::take(&mut *lock(&self.packs_listed_at_open));
-        if just_listed {
-            return Ok(());
+        if !just_listed {
+            self.list_packs()?;
         }
-        self.list_packs()
+        Ok(skipped)
+    }
+
+    /// Re-validates, before a commit, a backup whose session marker may
+    /// have lapsed (the process was suspended): reads condemnation records
+    /// and lists the packs again (the caller has renewed its marker). Fails
+    /// if a pack the backup relied on is condemned or gone.
+    pub fn revalidate(&self) -> Result<()> {
+        self.load_condemned()?;
+        let present: HashSet<String> = self.store.list(Namespace::Packs)?.into_iter().collect();
+        let condemned = lock(&self.condemned_packs).clone();
+        for pack in self.verified_packs() {
+            if condemned.contains(&pack) || !present.contains(&pack.to_hex()) {
+                return Err(Error::SessionLapsed);
+            }
+        }
+        Ok(())
     }
 
     /// Lists the packs (one listing) and distrusts every pack the index names
@@ -333,6 +498,11 @@ impl BlobStore {
             let Some(location) = self.read_index().get(kind, id) else {
                 return Ok(false);
             };
+            // Condemned locations come last: this is the blob's only copy,
+            // and a prune is deleting it.
+            if self.is_condemned(&location.pack) {
+                return Ok(false);
+            }
             match self.verify_pack(&location) {
                 Ok(()) => return Ok(true),
                 // Distrusted: an alternate copy may have taken over.

@@ -103,6 +103,19 @@ pub enum Error {
     /// The system random number generator failed.
     #[error("system random number generator failed")]
     Random,
+    /// A backup stalled (suspended, stopped) for longer than its session
+    /// marker protects it, and a prune has since condemned or deleted a pack
+    /// it relied on. Nothing was committed; running it again is safe.
+    #[error(
+        "the backup was paused longer than its session lasts and a prune has since          removed data it relied on; nothing was committed: run it again"
+    )]
+    SessionLapsed,
+    /// Another prune's session marker is live.
+    #[error("another prune is running (session marker sessions/{0}); try again when it ends")]
+    PruneRunning(String),
+    /// Prune found something that makes deleting unsafe, and deleted nothing.
+    #[error("prune deleted nothing: {0}")]
+    PruneUnsafe(String),
 }
 
 impl Error {

@@ -37,7 +37,10 @@ pub use cairn_meta::{
     ChunkingRules, DEFAULT_PACK_TARGET, Node, NodeKind, RepoConfig, Snapshot, SnapshotSummary, Tree,
 };
 pub use error::{Error, KeyProblem, Result};
-pub use maintenance::{CheckOptions, CheckReport, Problem};
+pub use maintenance::{
+    CheckOptions, CheckReport, ForgetDecision, ForgetOptions, ForgetReport, ForgetWhat, KeepPolicy,
+    Problem, PruneOptions, PruneReport,
+};
 pub use progress::{NoProgress, Progress};
 pub use repo::{InitOptions, RepoStats, Repository, SnapshotListing};
 pub use restore::{

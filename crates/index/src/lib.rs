@@ -274,6 +274,56 @@ impl Index {
         })
     }
 
+    /// Every location of every blob: the ones [`Index::get`] returns and the
+    /// alternates, in no particular order.
+    pub fn iter_locations(&self) -> impl Iterator<Item = BlobLocation> + '_ {
+        self.iter().chain(self.alternates.iter().flat_map(move |((kind, id), slots)| {
+            slots
+                .iter()
+                .filter_map(move |slot| self.location(*kind, *id, slot))
+        }))
+    }
+
+    /// Every known location of one blob, the one in use first.
+    pub fn locations(&self, kind: BlobKind, id: &BlobId) -> Vec<BlobLocation> {
+        let Some(first) = self.get(kind, id) else {
+            return Vec::new();
+        };
+        let mut out = vec![first];
+        if let Some(slots) = self.alternates.get(&(kind, *id)) {
+            out.extend(slots.iter().filter_map(|s| self.location(kind, *id, s)));
+        }
+        out
+    }
+
+    /// Puts every location inside `packs` behind the blob's other locations
+    /// (packs a prune is about to delete): a blob with a copy elsewhere is
+    /// read from there; one without keeps its location in `packs`.
+    pub fn demote_packs(&mut self, packs: &HashSet<PackId>) {
+        let demoted: HashSet<u32> = packs
+            .iter()
+            .filter_map(|p| self.pack_idx.get(p).copied())
+            .collect();
+        if demoted.is_empty() {
+            return;
+        }
+        for ((kind, id), slots) in &mut self.alternates {
+            let Some(better) = slots.iter().position(|s| !demoted.contains(&s.pack_idx)) else {
+                continue;
+            };
+            let map = match kind {
+                BlobKind::Data => &mut self.data,
+                BlobKind::Tree => &mut self.trees,
+            };
+            if let Some(first) = map.get_mut(id)
+                && demoted.contains(&first.pack_idx)
+                && let Some(slot) = slots.get_mut(better)
+            {
+                std::mem::swap(first, slot);
+            }
+        }
+    }
+
     /// Every pack a location was ever recorded in (forgotten ones included).
     pub fn packs(&self) -> &[PackId] {
         &self.packs
@@ -425,6 +475,36 @@ mod tests {
         } else {
             BlobKind::Tree
         }
+    }
+
+    #[test]
+    fn demoted_packs_are_used_last_and_every_location_is_listed() {
+        let mut index = Index::new();
+        // Blob 1 first in pack 9 (to be deleted), then in pack 8; blob 2 only in 9.
+        index.insert(location(1, BlobKind::Data, 9, 0));
+        index.insert(location(1, BlobKind::Data, 8, 100));
+        index.insert(location(2, BlobKind::Data, 9, 50));
+        index.insert(location(3, BlobKind::Tree, 8, 0));
+        assert_eq!(index.iter_locations().count(), 4);
+        index.demote_packs(&HashSet::from([PackId::from_bytes([9; 32])]));
+        let one = BlobId::from_bytes([1; 32]);
+        assert_eq!(
+            index.get(BlobKind::Data, &one),
+            Some(location(1, BlobKind::Data, 8, 100))
+        );
+        assert_eq!(
+            index.locations(BlobKind::Data, &one),
+            vec![
+                location(1, BlobKind::Data, 8, 100),
+                location(1, BlobKind::Data, 9, 0)
+            ]
+        );
+        // Without another copy the demoted location stays in use.
+        assert_eq!(
+            index.get(BlobKind::Data, &BlobId::from_bytes([2; 32])),
+            Some(location(2, BlobKind::Data, 9, 50))
+        );
+        assert_eq!(index.iter_locations().count(), 4);
     }
 
     fn location(id: u8, kind: BlobKind, pack: u8, offset: u32) -> BlobLocation {

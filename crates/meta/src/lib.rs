@@ -12,6 +12,7 @@
 
 mod config;
 mod envelope;
+mod lifecycle;
 mod snapshot;
 mod tree;
 
@@ -20,6 +21,9 @@ pub use config::{
     RepoConfig,
 };
 pub use envelope::{MAX_FILE_PLAIN_LEN, open_file, seal_file};
+pub use lifecycle::{
+    Condemnation, MAX_CONDEMNED_FILE_LEN, MAX_SESSION_FILE_LEN, SessionKind, SessionMarker,
+};
 pub use snapshot::{MAX_SNAPSHOT_FILE_LEN, Snapshot, SnapshotSummary};
 pub use tree::{Node, NodeKind, Tree, is_valid_name};
 

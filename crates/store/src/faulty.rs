@@ -16,6 +16,9 @@ pub enum Fault {
     PutsTo(Namespace),
     /// Fail every read (get, get_range, size, list).
     Reads,
+    /// Let this many writes (puts and deletes together) succeed, then fail
+    /// every later one: a crash of a process that adds and deletes (prune).
+    WritesAfter(u64),
 }
 
 /// Wraps a store and injects [`Error::Injected`] as [`Fault`] says.
@@ -48,7 +51,7 @@ impl<S: Store> FaultyStore<S> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (fault, n_puts) = &mut *state;
         let fail = match fault {
-            Fault::PutsAfter(n) => *n_puts >= *n,
+            Fault::PutsAfter(n) | Fault::WritesAfter(n) => *n_puts >= *n,
             Fault::PutsTo(ns) => name.namespace() == *ns,
             Fault::None | Fault::Reads => false,
         };
@@ -57,6 +60,24 @@ impl<S: Store> FaultyStore<S> {
         }
         *n_puts += 1;
         Ok(())
+    }
+
+    fn check_delete(&self) -> Result<(), Error> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (fault, n_writes) = &mut *state;
+        if let Fault::WritesAfter(n) = fault {
+            if *n_writes >= *n {
+                return Err(Error::Injected);
+            }
+            *n_writes += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes (puts and deletes) counted since the fault was armed; with
+    /// [`Fault::WritesAfter`] armed high, the number a run performs.
+    pub fn n_writes(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1
     }
 
     fn check_read(&self) -> Result<(), Error> {
@@ -98,6 +119,7 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.list(namespace)
     }
     fn delete(&self, name: &ObjectName) -> Result<(), Error> {
+        self.check_delete()?;
         self.inner.delete(name)
     }
     fn clean_interrupted_writes(&self) -> Result<u64, Error> {
@@ -126,6 +148,11 @@ mod tests {
         s.put(&n("c"), b"3").expect("pack put");
         let snap = ObjectName::new(Namespace::Snapshots, "s").expect("name");
         assert!(matches!(s.put(&snap, b"4"), Err(Error::Injected)));
+        s.set_fault(Fault::WritesAfter(1));
+        s.delete(&n("c")).expect("first write");
+        assert!(matches!(s.delete(&n("a")), Err(Error::Injected)));
+        assert!(matches!(s.put(&n("d"), b"5"), Err(Error::Injected)));
+        assert_eq!(s.n_writes(), 1);
         s.set_fault(Fault::Reads);
         assert!(matches!(s.get(&n("a"), 8), Err(Error::Injected)));
         s.set_fault(Fault::None);

@@ -87,11 +87,27 @@ pub enum Namespace {
     Index,
     /// Snapshot files.
     Snapshots,
+    /// Session markers of running backups and prunes.
+    Sessions,
+    /// Condemnation records of prune (packs and index files to delete).
+    Condemned,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 5] = [
+    pub const ALL: [Namespace; 7] = [
+        Namespace::Config,
+        Namespace::Keys,
+        Namespace::Packs,
+        Namespace::Index,
+        Namespace::Snapshots,
+        Namespace::Sessions,
+        Namespace::Condemned,
+    ];
+
+    /// The namespaces of the first format: a repository must have them; the
+    /// later ones are created when missing (and list as empty until then).
+    pub const FIRST: [Namespace; 5] = [
         Namespace::Config,
         Namespace::Keys,
         Namespace::Packs,
@@ -107,6 +123,8 @@ impl Namespace {
             Namespace::Packs => "packs",
             Namespace::Index => "index",
             Namespace::Snapshots => "snapshots",
+            Namespace::Sessions => "sessions",
+            Namespace::Condemned => "condemned",
         }
     }
 }

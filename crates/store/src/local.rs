@@ -114,7 +114,7 @@ impl LocalStore {
     /// Opens an existing layout at `root`.
     pub fn open(root: impl AsRef<Path>) -> Result<Self, Error> {
         let root = root.as_ref().to_path_buf();
-        for ns in Namespace::ALL {
+        for ns in Namespace::FIRST {
             let dir = root.join(ns.dir());
             if !dir.is_dir() {
                 return Err(Error::Io {
@@ -127,6 +127,14 @@ impl LocalStore {
             }
         }
         create_private_dir(&root.join(TMP_DIR)).map_err(io_error(root.display()))?;
+        // Namespaces added after the first format: a repository written
+        // before has none. Creating them needs write access; a read-only
+        // repository lists them as empty (see `list`).
+        for ns in Namespace::ALL {
+            if !Namespace::FIRST.contains(&ns) {
+                let _ = create_private_dir(&root.join(ns.dir()));
+            }
+        }
         Ok(Self {
             root,
             tmp_counter: AtomicU64::new(0),
@@ -313,6 +321,9 @@ impl Store for LocalStore {
     fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
         let dir = self.root.join(namespace.dir());
         let err = || io_error(dir.display());
+        if !Namespace::FIRST.contains(&namespace) && !dir.exists() {
+            return Ok(Vec::new());
+        }
         let mut dirs = vec![dir.clone()];
         if namespace == Namespace::Packs {
             dirs.clear();

@@ -25,6 +25,15 @@ impl MemoryStore {
         self.n_puts.load(Ordering::Relaxed)
     }
 
+    /// A new store holding a copy of every object: lets a test start many
+    /// runs from one prepared repository.
+    pub fn duplicate(&self) -> Self {
+        Self {
+            objects: Mutex::new(self.lock().clone()),
+            n_puts: AtomicU64::new(0),
+        }
+    }
+
     /// Replaces an object's bytes in place, bypassing the contract: lets tests
     /// play a malicious or faulty server.
     pub fn tamper(&self, name: &ObjectName, f: impl FnOnce(&mut Vec<u8>)) -> Result<(), Error> {

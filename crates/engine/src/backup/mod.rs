@@ -7,11 +7,9 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_crypto::SnapshotId;
-use cairn_meta::{Snapshot, SnapshotSummary, Tree};
+use cairn_meta::{SessionKind, Snapshot, SnapshotSummary, Tree};
 use cairn_store::Namespace;
 
-use crate::backup::buffers::BufferPool;
-use crate::backup::packer::Packer;
 use crate::backup::pipeline::BlobSink;
 use crate::backup::prefetch::{PREFETCH_THREADS, Prefetch};
 use crate::backup::read::{Claimed, FileQueue, JobSource};
@@ -19,11 +17,15 @@ use crate::backup::walk::{Walk, file_worker};
 use crate::blobs::object;
 use crate::deep::DEEP_STACK;
 use crate::error::{Error, Result, from_meta};
+use crate::maintenance::Session;
 use crate::progress::Progress;
 use crate::repo::Repository;
 
 mod buffers;
 mod packer;
+
+pub(crate) use buffers::BufferPool;
+pub(crate) use packer::Packer;
 mod pipeline;
 mod prefetch;
 mod read;
@@ -107,7 +109,17 @@ impl Repository {
         // listing (the open's, for the first backup) confirms the packs the
         // index names still exist, and headers are checked afresh.
         self.store().clean_interrupted_writes()?;
-        self.blobs().prepare_backup()?;
+        // The session marker goes first: from here, a prune either sees it
+        // and deletes nothing, or condemned its packs before, and
+        // `prepare_backup` reads that (docs/format.md, "Sharing a
+        // repository").
+        let session = Session::begin(
+            self.store().clone(),
+            self.keys().metadata.clone(),
+            SessionKind::Backup,
+        )?;
+        let skipped = self.blobs().prepare_backup()?;
+        self.note(skipped.iter().map(ToString::to_string));
         let mut parent = self.choose_parent(&options.parent, &options.host, &absolute_paths)?;
         let parent_root = match &parent {
             Some((id, snap)) => match self.load_tree(&snap.root_id()) {
@@ -146,7 +158,8 @@ impl Repository {
                 repo.config().pack_target_size,
                 Some(progress),
                 pool.clone(),
-            );
+            )
+            .with_session(&session);
             let sink = BlobSink::new(
                 scope,
                 packer,
@@ -267,10 +280,22 @@ impl Repository {
             .seal(&self.keys().metadata)
             .map_err(from_meta("snapshot"))?;
         let snapshot_id = SnapshotId::of_bytes(&sealed);
+        // A backup that stalled past half the staleness window (a suspended
+        // phone) may have been taken for dead by a prune: it renews its
+        // marker and makes sure nothing it relied on is being deleted.
+        if session.may_have_lapsed() {
+            session.renew()?;
+            self.blobs().revalidate()?;
+        }
         self.store().put(
             &object(Namespace::Snapshots, &snapshot_id.to_hex())?,
             &sealed,
         )?;
+        // Committed: a marker left behind only delays prunes until it goes
+        // stale, so failing to delete it fails nothing.
+        if let Err(e) = session.end() {
+            self.note([format!("could not remove this backup's session marker: {e}")]);
+        }
         self.blobs().merge(&new_index);
         // What the repository noticed (skipped index or snapshot files,
         // distrusted packs) comes first, then what the walk skipped.

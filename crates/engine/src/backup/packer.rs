@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use cairn_crypto::{BlobId, SealKey, SealKind, SealedBlob};
+use cairn_crypto::{BlobId, SealKey, SealedBlob};
 use cairn_index::{BlobLocation, Index};
 use cairn_pack::{BlobKind, PackWriter};
-use cairn_store::{Namespace, Store};
+use cairn_store::Store;
 
 use crate::backup::buffers::BufferPool;
-use crate::blobs::{INDEX_MAGIC, object, pack_object};
-use crate::error::{Error, Result, from_meta};
+use crate::blobs::{pack_object, put_index_file};
+use crate::error::{Error, Result};
+use crate::maintenance::Session;
 use crate::progress::Progress;
 
 /// Counters of what the packer wrote.
@@ -24,6 +25,8 @@ pub(crate) struct PackerTotals {
 
 pub(crate) struct Packer<'p> {
     progress: Option<&'p dyn Progress>,
+    /// The writer's session, whose marker is renewed as packs are written.
+    session: Option<&'p Session>,
     pool: BufferPool,
     store: Arc<dyn Store>,
     metadata_key: SealKey,
@@ -47,6 +50,7 @@ impl<'p> Packer<'p> {
     ) -> Self {
         Self {
             progress,
+            session: None,
             pool,
             store,
             metadata_key,
@@ -57,6 +61,12 @@ impl<'p> Packer<'p> {
             indexed: Index::new(),
             totals: PackerTotals::default(),
         }
+    }
+
+    /// Renews `session`'s marker when due, as packs are written.
+    pub fn with_session(mut self, session: &'p Session) -> Self {
+        self.session = Some(session);
+        self
     }
 
     /// Adds a sealed blob. The caller has decided it is new (the walk keeps the
@@ -108,6 +118,9 @@ impl<'p> Packer<'p> {
         }
         self.totals.bytes_stored += pack_len;
         self.totals.n_packs += 1;
+        if let Some(session) = self.session {
+            session.refresh_if_due()?;
+        }
         if let Some(progress) = self.progress {
             progress.stored(pack_len);
         }
@@ -135,18 +148,10 @@ impl<'p> Packer<'p> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let segment = self
-            .pending
-            .encode_segment()
-            .map_err(|_| Error::InvalidInput("index segment too large".into()))?;
-        let sealed =
-            cairn_meta::seal_file(&self.metadata_key, SealKind::Index, INDEX_MAGIC, &segment)
-                .map_err(from_meta("index file"))?;
-        let name = cairn_crypto::PackId::of_bytes(&sealed).to_hex();
-        self.store.put(&object(Namespace::Index, &name)?, &sealed)?;
-        self.totals.bytes_stored += sealed.len() as u64;
+        let (_, len) = put_index_file(&*self.store, &self.metadata_key, &self.pending)?;
+        self.totals.bytes_stored += len;
         if let Some(progress) = self.progress {
-            progress.stored(sealed.len() as u64);
+            progress.stored(len);
         }
         self.indexed.merge(&std::mem::take(&mut self.pending));
         Ok(())

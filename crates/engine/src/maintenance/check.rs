@@ -64,6 +64,11 @@ pub struct CheckReport {
     pub n_unreferenced_packs: usize,
     /// Bytes of those packs.
     pub unreferenced_bytes: u64,
+    /// Packs a prune has condemned and not yet deleted (or not finished
+    /// deleting: an interrupted prune; the next one finishes).
+    pub n_condemned_packs: usize,
+    /// Of those, the ones already gone while index files still name them.
+    pub n_condemned_packs_deleted: usize,
     /// Everything found wrong. Empty means the repository is sound.
     pub problems: Vec<Problem>,
 }
@@ -126,6 +131,19 @@ impl Repository {
             }
         }
 
+        // Condemnation records: each must read. The packs they name are
+        // being deleted by a prune; that some are gone already is no problem.
+        for unreadable in self.blobs().load_condemned()? {
+            report.problem(unreadable.object, unreadable.reason);
+        }
+        let condemned: HashSet<PackId> = self
+            .blobs()
+            .condemnations()
+            .values()
+            .flat_map(|r| r.packs.iter().copied())
+            .collect();
+        report.n_condemned_packs = condemned.len();
+
         // Packs: every named pack must exist and its header must list exactly
         // what the index says it holds.
         let present: HashSet<String> = self.store().list(Namespace::Packs)?.into_iter().collect();
@@ -138,7 +156,15 @@ impl Repository {
             }
             report.n_packs += 1;
             let verdict = self.check_pack(pack, entries, &present, options, &mut report)?;
+            let deleting = condemned.contains(pack) && !present.contains(&pack.to_hex());
             match &verdict {
+                // A prune condemned it and was interrupted after deleting
+                // it: the next prune finishes the job. What a snapshot needs
+                // from it is reported by the snapshot walk below.
+                PackVerdict::Bad(_) if deleting => {
+                    report.n_condemned_packs_deleted += 1;
+                    self.blobs().forget_deleted_packs(&[*pack]);
+                }
                 PackVerdict::Bad(what) => {
                     report.problem(pack_object(pack)?, what);
                     // Its blobs' other copies, if any, take over (what is

@@ -1,6 +1,12 @@
-//! Maintenance of a repository as a whole. Today: `check`. Forget and prune
-//! come here too.
+//! Maintenance of a repository as a whole: `check`, `forget`, `prune`, and
+//! the session markers that let prune run beside backups.
 
 mod check;
+mod forget;
+mod prune;
+mod sessions;
 
 pub use check::{CheckOptions, CheckReport, Problem};
+pub use forget::{ForgetDecision, ForgetOptions, ForgetReport, ForgetWhat, KeepPolicy};
+pub use prune::{PruneOptions, PruneReport};
+pub(crate) use sessions::Session;

@@ -1,0 +1,204 @@
+//! forget and prune: space comes back, nothing a remaining snapshot needs
+//! goes, and a prune that fails at any write leaves a sound repository.
+
+use std::sync::Arc;
+
+use cairn::{
+    CheckOptions, ForgetOptions, ForgetWhat, KeepPolicy, NoProgress, PruneOptions, Repository,
+    SnapshotId,
+};
+use cairn_store::{Fault, FaultyStore, MemoryStore, Namespace, Store};
+
+use crate::history::*;
+use crate::support::*;
+
+fn forget_ids(repo: &Repository, ids: &[SnapshotId]) {
+    let report = repo
+        .forget(&ForgetOptions {
+            what: ForgetWhat::Ids(ids.to_vec()),
+            dry_run: false,
+        })
+        .expect("forget");
+    assert_eq!(report.n_removed, ids.len());
+}
+
+fn assert_sound(repo: &Repository) {
+    let report = repo
+        .check(
+            &CheckOptions {
+                read_data: true,
+                ..CheckOptions::default()
+            },
+            &NoProgress,
+        )
+        .expect("check");
+    assert!(report.is_ok(), "check found problems: {:?}", report.problems);
+}
+
+#[test]
+fn forgetting_half_of_twenty_days_and_pruning_leaves_what_a_fresh_repository_holds() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (store, repo, _key, ids) = repo_with_days(scratch.path(), 20);
+    let before = store_bytes(&*store);
+    // Every other day goes.
+    let gone: Vec<SnapshotId> = ids.iter().step_by(2).copied().collect();
+    forget_ids(&repo, &gone);
+    let report = repo.prune(&PruneOptions::default(), &NoProgress).expect("prune");
+    assert!(report.deferred.is_none(), "{report:?}");
+    assert!(report.n_packs_deleted > 0, "{report:?}");
+    let after = store_bytes(&*store);
+
+    // A fresh repository holding only the remaining days.
+    let fresh_store = Arc::new(MemoryStore::new());
+    let (mut fresh, _) = Repository::init(fresh_store.clone(), &small_packs()).expect("init");
+    let src = scratch.path().join("fresh-src");
+    for d in (1..20).step_by(2) {
+        backup_day(&mut fresh, &src, d);
+    }
+    let fresh_bytes = store_bytes(&*fresh_store);
+    assert!(
+        after as f64 <= fresh_bytes as f64 * 1.10,
+        "after prune {after} bytes, fresh {fresh_bytes}, before {before}"
+    );
+    assert!(after < before);
+
+    // Sound, and every remaining day restores exactly.
+    let reopened = Repository::open(store.clone(), &_key).expect("open");
+    assert_sound(&reopened);
+    for (d, id) in ids.iter().enumerate().skip(1).step_by(2) {
+        assert_restores_day(&reopened, id, d as u64, scratch.path());
+    }
+    // Nothing is left for a second prune, and no lifecycle file remains.
+    let again = reopened
+        .prune(&PruneOptions::default(), &NoProgress)
+        .expect("prune again");
+    assert_eq!(again.n_packs_deleted, 0, "{again:?}");
+    assert_eq!(again.n_blobs_copied, 0, "{again:?}");
+    assert!(store.list(Namespace::Condemned).expect("list").is_empty());
+    assert!(store.list(Namespace::Sessions).expect("list").is_empty());
+}
+
+#[test]
+fn a_dry_run_changes_nothing_and_says_what_would_go() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (store, repo, _key, ids) = repo_with_days(scratch.path(), 6);
+    let report = repo
+        .forget(&ForgetOptions {
+            what: ForgetWhat::Policy(KeepPolicy {
+                last: 2,
+                ..KeepPolicy::default()
+            }),
+            dry_run: true,
+        })
+        .expect("forget");
+    let going: Vec<SnapshotId> = report.removed().map(|d| d.id).collect();
+    assert_eq!(going, ids[..4].to_vec());
+    assert_eq!(report.n_removed, 0);
+    assert_eq!(repo.snapshots().expect("list").len(), 6);
+    forget_ids(&repo, &going);
+    let before = store_bytes(&*store);
+    let dry = repo
+        .prune(
+            &PruneOptions {
+                dry_run: true,
+                ..PruneOptions::default()
+            },
+            &NoProgress,
+        )
+        .expect("dry prune");
+    assert!(dry.n_packs_deleted > 0);
+    assert_eq!(store_bytes(&*store), before);
+    assert!(store.list(Namespace::Sessions).expect("list").is_empty());
+}
+
+#[test]
+fn an_empty_policy_is_refused_and_unknown_ids_are_errors() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (_store, repo, _key, _ids) = repo_with_days(scratch.path(), 2);
+    let empty = repo.forget(&ForgetOptions {
+        what: ForgetWhat::Policy(KeepPolicy::default()),
+        dry_run: false,
+    });
+    assert!(matches!(empty, Err(cairn::Error::InvalidInput(_))), "{empty:?}");
+    let unknown = repo.forget(&ForgetOptions {
+        what: ForgetWhat::Ids(vec![SnapshotId::from_bytes([9; 32])]),
+        dry_run: false,
+    });
+    assert!(matches!(unknown, Err(cairn::Error::SnapshotNotFound(_))));
+    assert_eq!(repo.snapshots().expect("list").len(), 2);
+}
+
+#[test]
+fn max_repack_bounds_the_bytes_copied_per_run() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (_store, repo, _key, ids) = repo_with_days(scratch.path(), 10);
+    forget_ids(&repo, &ids[..8]);
+    let bounded = repo
+        .prune(
+            &PruneOptions {
+                max_repack: Some(50 * 1024),
+                ..PruneOptions::default()
+            },
+            &NoProgress,
+        )
+        .expect("prune");
+    assert!(bounded.bytes_copied <= 50 * 1024, "{bounded:?}");
+    let rest = repo.prune(&PruneOptions::default(), &NoProgress).expect("prune");
+    assert_sound(&repo);
+    for (d, id) in ids.iter().enumerate().skip(8) {
+        assert_restores_day(&repo, id, d as u64, scratch.path());
+    }
+    assert!(bounded.bytes_unused_left >= rest.bytes_unused_left);
+}
+
+/// The repository every fault run starts from: 8 days, the first 5 forgotten.
+fn prepared() -> (tempfile::TempDir, MemoryStore, cairn::RecoveryKey, Vec<SnapshotId>) {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (store, repo, key, ids) = repo_with_days(scratch.path(), 8);
+    forget_ids(&repo, &ids[..5]);
+    drop(repo);
+    (scratch, store.duplicate(), key, ids)
+}
+
+#[test]
+fn a_prune_failing_at_any_write_leaves_every_remaining_snapshot_restorable() {
+    let (scratch, base, key, ids) = prepared();
+    let mut n_failure_points = 0;
+    for fail_at in 0.. {
+        let store = Arc::new(FaultyStore::new(base.duplicate()));
+        let repo = Repository::open(store.clone(), &key).expect("open");
+        store.set_fault(Fault::WritesAfter(fail_at));
+        let outcome = repo.prune(&PruneOptions::default(), &NoProgress);
+        store.set_fault(Fault::None);
+        drop(repo);
+        // What the crash left: every remaining snapshot restores, and the
+        // repository is sound; the next prune finishes the job.
+        let repo = Repository::open(store.clone(), &key).expect("open after failure");
+        for (d, id) in ids.iter().enumerate().skip(5) {
+            assert_restores_day(&repo, id, d as u64, scratch.path());
+        }
+        assert_sound(&repo);
+        if outcome.is_ok() {
+            assert!(fail_at > 5, "a prune needs several writes");
+            break;
+        }
+        assert!(
+            matches!(
+                outcome,
+                Err(cairn::Error::Store(cairn_store::Error::Injected))
+            ),
+            "{outcome:?}"
+        );
+        n_failure_points += 1;
+        let finish = repo.prune(&PruneOptions::default(), &NoProgress).expect("finish");
+        assert!(finish.deferred.is_none(), "{finish:?}");
+        assert_sound(&repo);
+        for (d, id) in ids.iter().enumerate().skip(5) {
+            assert_restores_day(&repo, id, d as u64, scratch.path());
+        }
+        assert!(store.list(Namespace::Condemned).expect("list").is_empty());
+        let left = repo.prune(&PruneOptions::default(), &NoProgress).expect("third");
+        assert_eq!(left.n_packs_deleted, 0, "fail_at {fail_at}: {left:?}");
+    }
+    assert!(n_failure_points > 5);
+}
