@@ -277,11 +277,12 @@ impl Index {
     /// Every location of every blob: the ones [`Index::get`] returns and the
     /// alternates, in no particular order.
     pub fn iter_locations(&self) -> impl Iterator<Item = BlobLocation> + '_ {
-        self.iter().chain(self.alternates.iter().flat_map(move |((kind, id), slots)| {
-            slots
-                .iter()
-                .filter_map(move |slot| self.location(*kind, *id, slot))
-        }))
+        self.iter()
+            .chain(self.alternates.iter().flat_map(move |((kind, id), slots)| {
+                slots
+                    .iter()
+                    .filter_map(move |slot| self.location(*kind, *id, slot))
+            }))
     }
 
     /// Every known location of one blob, the one in use first.

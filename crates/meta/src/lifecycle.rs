@@ -163,9 +163,12 @@ impl Condemnation {
 
     /// Encodes and seals the record; refuses one larger than readers accept.
     pub fn seal(&self, key: &SealKey) -> Result<Vec<u8>, Error> {
-        let sealed = envelope::seal_file(key, SealKind::Condemned, CONDEMNED_MAGIC, &self.encode())?;
+        let sealed =
+            envelope::seal_file(key, SealKind::Condemned, CONDEMNED_MAGIC, &self.encode())?;
         if sealed.len() as u64 > MAX_CONDEMNED_FILE_LEN {
-            return Err(Error::Invalid("too many packs for one condemnation record".into()));
+            return Err(Error::Invalid(
+                "too many packs for one condemnation record".into(),
+            ));
         }
         Ok(sealed)
     }
@@ -182,7 +185,7 @@ impl Condemnation {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

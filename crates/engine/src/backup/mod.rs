@@ -294,7 +294,9 @@ impl Repository {
         // Committed: a marker left behind only delays prunes until it goes
         // stale, so failing to delete it fails nothing.
         if let Err(e) = session.end() {
-            self.note([format!("could not remove this backup's session marker: {e}")]);
+            self.note([format!(
+                "could not remove this backup's session marker: {e}"
+            )]);
         }
         self.blobs().merge(&new_index);
         // What the repository noticed (skipped index or snapshot files,

@@ -199,13 +199,15 @@ pub(crate) fn apply_policy(
         // Newest first.
         let newest_first: Vec<usize> = members.iter().rev().copied().collect();
         let time = |i: usize| snapshots.get(i).map_or(0, |(_, s)| s.time_secs);
-        let buckets: [(&str, u32, fn(i64) -> i64); 6] = [
+        let buckets: [(&str, u32, Bucket); 6] = [
             ("last", policy.last, |t| t),
             ("hourly", policy.hourly, |t| t.div_euclid(3600)),
             ("daily", policy.daily, |t| t.div_euclid(86_400)),
             ("weekly", policy.weekly, week_of),
             ("monthly", policy.monthly, month_of),
-            ("yearly", policy.yearly, |t| civil_from_days(t.div_euclid(86_400)).0),
+            ("yearly", policy.yearly, |t| {
+                civil_from_days(t.div_euclid(86_400)).0
+            }),
         ];
         for (name, n, bucket) in buckets {
             let mut left = n;
@@ -215,7 +217,11 @@ pub(crate) fn apply_policy(
                     break;
                 }
                 // `last` counts snapshots, not periods: every one is new.
-                let b = if name == "last" { None } else { Some(bucket(time(i))) };
+                let b = if name == "last" {
+                    None
+                } else {
+                    Some(bucket(time(i)))
+                };
                 if b.is_some() && b == last_bucket {
                     continue;
                 }
@@ -227,7 +233,8 @@ pub(crate) fn apply_policy(
             }
         }
         if let (Some(within), Some(&newest)) = (policy.within, newest_first.first()) {
-            let limit = time(newest).saturating_sub(i64::try_from(within.as_secs()).unwrap_or(i64::MAX));
+            let limit =
+                time(newest).saturating_sub(i64::try_from(within.as_secs()).unwrap_or(i64::MAX));
             for &i in &newest_first {
                 if time(i) >= limit
                     && let Some(r) = reasons.get_mut(i)
@@ -261,6 +268,9 @@ pub(crate) fn apply_policy(
         })
         .collect()
 }
+
+/// A calendar period's number for a time in seconds since the epoch.
+type Bucket = fn(i64) -> i64;
 
 /// Weeks since the epoch, Monday to Sunday (1970-01-01 was a Thursday).
 fn week_of(t: i64) -> i64 {
@@ -347,14 +357,25 @@ mod tests {
         let mut k = kept(&decisions);
         k.sort_unstable();
         assert_eq!(k, vec![6, 8, 50]);
-        let reasons = &decisions.iter().find(|d| d.id.as_bytes()[0] == 8).expect("8").reasons;
+        let reasons = &decisions
+            .iter()
+            .find(|d| d.id.as_bytes()[0] == 8)
+            .expect("8")
+            .reasons;
         assert_eq!(reasons, &vec!["daily".to_owned()]);
     }
 
     #[test]
     fn last_within_and_tags_add_up() {
         let snapshots: Vec<_> = (1..=10u8)
-            .map(|i| snap(i, i64::from(i) * 3600, "h", if i == 2 { &["keep"] } else { &[] }))
+            .map(|i| {
+                snap(
+                    i,
+                    i64::from(i) * 3600,
+                    "h",
+                    if i == 2 { &["keep"] } else { &[] },
+                )
+            })
             .collect();
         let policy = KeepPolicy {
             last: 2,

@@ -147,7 +147,10 @@ impl Repository {
                 let pack = packs.entry(location.pack).or_default();
                 let len = u64::from(location.entry.sealed_len);
                 pack.total += len;
-                if live.blobs.contains(&(location.entry.kind, location.entry.id)) {
+                if live
+                    .blobs
+                    .contains(&(location.entry.kind, location.entry.id))
+                {
                     pack.live += len;
                 }
                 pack.entries.push(location.entry);
@@ -250,7 +253,15 @@ impl Repository {
         let mut copied: HashSet<(BlobKind, BlobId)> = HashSet::new();
         for (pack, entries) in &repack {
             check_cancelled(progress)?;
-            self.copy_live(pack, entries, &live, &kept, &mut copied, &mut packer, &mut report)?;
+            self.copy_live(
+                pack,
+                entries,
+                &live,
+                &kept,
+                &mut copied,
+                &mut packer,
+                &mut report,
+            )?;
         }
         let (copies, totals) = packer.finish()?;
         report.bytes_written += totals.bytes_stored;
@@ -272,7 +283,8 @@ impl Repository {
         });
         for part in split_index(&compacted) {
             let (name, len) = put_index_file(&**self.store(), &key, &part)?;
-            self.blobs().register_index_file(name, part.packs().to_vec());
+            self.blobs()
+                .register_index_file(name, part.packs().to_vec());
             report.bytes_written += len;
             report.n_index_files_written += 1;
         }
@@ -283,17 +295,24 @@ impl Repository {
         new_packs.extend(repack.iter().map(|(p, _)| *p));
         new_packs.sort();
         new_packs.dedup();
-        let superseded_ids: Vec<PackId> =
-            superseded.iter().filter_map(|n| PackId::from_hex(n)).collect();
+        let superseded_ids: Vec<PackId> = superseded
+            .iter()
+            .filter_map(|n| PackId::from_hex(n))
+            .collect();
         if !new_packs.is_empty() || !superseded_ids.is_empty() {
             let record = Condemnation {
                 time_secs: now_secs(),
                 packs: new_packs,
                 superseded_index_files: superseded_ids,
             };
-            let sealed = record.seal(&key).map_err(from_meta("condemnation record"))?;
+            let sealed = record
+                .seal(&key)
+                .map_err(from_meta("condemnation record"))?;
             let name = PackId::of_bytes(&sealed).to_hex();
-            match self.store().put(&object(Namespace::Condemned, &name)?, &sealed) {
+            match self
+                .store()
+                .put(&object(Namespace::Condemned, &name)?, &sealed)
+            {
                 Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -368,7 +387,8 @@ impl Repository {
             });
             for part in split_index(&keep) {
                 let (name, len) = put_index_file(&**self.store(), &key, &part)?;
-                self.blobs().register_index_file(name, part.packs().to_vec());
+                self.blobs()
+                    .register_index_file(name, part.packs().to_vec());
                 report.bytes_written += len;
                 report.n_index_files_written += 1;
             }
@@ -463,9 +483,11 @@ impl Repository {
             .map(|e| u64::from(e.offset) + u64::from(e.sealed_len))
             .max()
             .unwrap_or(0);
-        let span = self
-            .store()
-            .get_range(&pack_object(pack)?, u64::from(start), end - u64::from(start))?;
+        let span = self.store().get_range(
+            &pack_object(pack)?,
+            u64::from(start),
+            end - u64::from(start),
+        )?;
         for entry in wanted {
             if !header.contains(entry) {
                 return Err(Error::integrity(format!("packs/{}", pack.to_hex())));

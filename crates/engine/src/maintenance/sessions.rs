@@ -174,10 +174,15 @@ impl Session {
             pid: std::process::id(),
             pid_start: process_start(std::process::id()).unwrap_or(0),
         };
-        let sealed = marker.seal(&self.key).map_err(from_meta("session marker"))?;
+        let sealed = marker
+            .seal(&self.key)
+            .map_err(from_meta("session marker"))?;
         let name = random_marker_name()?;
         live().get_or_insert_with(HashSet::new).insert(name.clone());
-        if let Err(e) = self.store.put(&object(Namespace::Sessions, &name)?, &sealed) {
+        if let Err(e) = self
+            .store
+            .put(&object(Namespace::Sessions, &name)?, &sealed)
+        {
             if let Some(l) = live().as_mut() {
                 l.remove(&name);
             }
@@ -277,7 +282,11 @@ mod tests {
         assert!(!found[0].is_live(now_secs() + STALE_AFTER.as_secs() as i64 + 1));
         session.renew().expect("renew");
         let renewed = list_sessions(&*store, &key()).expect("list");
-        assert_eq!(renewed.len(), 1, "the old marker goes when a new one is written");
+        assert_eq!(
+            renewed.len(),
+            1,
+            "the old marker goes when a new one is written"
+        );
         assert_ne!(renewed[0].name, found[0].name);
         // The marker outlives its session (a failed delete): this process
         // knows the session ended.

@@ -22,7 +22,12 @@ pub fn make_day(dir: &Path, d: u64) {
     // Two 40 KiB photos a day (each its own chunk), kept MEDIA_WINDOW days.
     let window = d.saturating_sub(MEDIA_WINDOW - 1)..=d;
     let wanted: Vec<(String, u64)> = window
-        .flat_map(|n| [(format!("a{n}.jpg"), 1000 + n), (format!("b{n}.jpg"), 5000 + n)])
+        .flat_map(|n| {
+            [
+                (format!("a{n}.jpg"), 1000 + n),
+                (format!("b{n}.jpg"), 5000 + n),
+            ]
+        })
         .collect();
     for entry in std::fs::read_dir(&media).expect("readdir") {
         let entry = entry.expect("entry");
@@ -52,7 +57,9 @@ pub fn backup_day(repo: &mut Repository, src: &Path, d: u64) -> SnapshotId {
     make_day(src, d);
     let options = BackupOptions {
         host: "phone".into(),
-        time: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000 + d * 86_400)),
+        time: Some(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000 + d * 86_400),
+        ),
         ..BackupOptions::default()
     };
     repo.backup(&[src.to_path_buf()], &options, &NoProgress)
@@ -73,11 +80,18 @@ pub fn small_packs() -> InitOptions {
 pub fn repo_with_days(
     scratch: &Path,
     n_days: u64,
-) -> (Arc<MemoryStore>, Repository, cairn::RecoveryKey, Vec<SnapshotId>) {
+) -> (
+    Arc<MemoryStore>,
+    Repository,
+    cairn::RecoveryKey,
+    Vec<SnapshotId>,
+) {
     let store = Arc::new(MemoryStore::new());
     let (mut repo, key) = Repository::init(store.clone(), &small_packs()).expect("init");
     let src = scratch.join("chat");
-    let ids = (0..n_days).map(|d| backup_day(&mut repo, &src, d)).collect();
+    let ids = (0..n_days)
+        .map(|d| backup_day(&mut repo, &src, d))
+        .collect();
     (store, repo, key, ids)
 }
 

@@ -16,6 +16,7 @@ mod integrity;
 mod keys;
 mod lost_packs;
 mod prune;
+mod prune_concurrency;
 mod restore_safety;
 mod roundtrip;
 mod secrecy;

@@ -24,15 +24,13 @@ fn forget_ids(repo: &Repository, ids: &[SnapshotId]) {
 
 fn assert_sound(repo: &Repository) {
     let report = repo
-        .check(
-            &CheckOptions {
-                read_data: true,
-                ..CheckOptions::default()
-            },
-            &NoProgress,
-        )
+        .check(&CheckOptions { read_data: true }, &NoProgress)
         .expect("check");
-    assert!(report.is_ok(), "check found problems: {:?}", report.problems);
+    assert!(
+        report.is_ok(),
+        "check found problems: {:?}",
+        report.problems
+    );
 }
 
 #[test]
@@ -43,7 +41,9 @@ fn forgetting_half_of_twenty_days_and_pruning_leaves_what_a_fresh_repository_hol
     // Every other day goes.
     let gone: Vec<SnapshotId> = ids.iter().step_by(2).copied().collect();
     forget_ids(&repo, &gone);
-    let report = repo.prune(&PruneOptions::default(), &NoProgress).expect("prune");
+    let report = repo
+        .prune(&PruneOptions::default(), &NoProgress)
+        .expect("prune");
     assert!(report.deferred.is_none(), "{report:?}");
     assert!(report.n_packs_deleted > 0, "{report:?}");
     let after = store_bytes(&*store);
@@ -119,7 +119,10 @@ fn an_empty_policy_is_refused_and_unknown_ids_are_errors() {
         what: ForgetWhat::Policy(KeepPolicy::default()),
         dry_run: false,
     });
-    assert!(matches!(empty, Err(cairn::Error::InvalidInput(_))), "{empty:?}");
+    assert!(
+        matches!(empty, Err(cairn::Error::InvalidInput(_))),
+        "{empty:?}"
+    );
     let unknown = repo.forget(&ForgetOptions {
         what: ForgetWhat::Ids(vec![SnapshotId::from_bytes([9; 32])]),
         dry_run: false,
@@ -143,7 +146,9 @@ fn max_repack_bounds_the_bytes_copied_per_run() {
         )
         .expect("prune");
     assert!(bounded.bytes_copied <= 50 * 1024, "{bounded:?}");
-    let rest = repo.prune(&PruneOptions::default(), &NoProgress).expect("prune");
+    let rest = repo
+        .prune(&PruneOptions::default(), &NoProgress)
+        .expect("prune");
     assert_sound(&repo);
     for (d, id) in ids.iter().enumerate().skip(8) {
         assert_restores_day(&repo, id, d as u64, scratch.path());
@@ -152,7 +157,12 @@ fn max_repack_bounds_the_bytes_copied_per_run() {
 }
 
 /// The repository every fault run starts from: 8 days, the first 5 forgotten.
-fn prepared() -> (tempfile::TempDir, MemoryStore, cairn::RecoveryKey, Vec<SnapshotId>) {
+fn prepared() -> (
+    tempfile::TempDir,
+    MemoryStore,
+    cairn::RecoveryKey,
+    Vec<SnapshotId>,
+) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let (store, repo, key, ids) = repo_with_days(scratch.path(), 8);
     forget_ids(&repo, &ids[..5]);
@@ -190,14 +200,18 @@ fn a_prune_failing_at_any_write_leaves_every_remaining_snapshot_restorable() {
             "{outcome:?}"
         );
         n_failure_points += 1;
-        let finish = repo.prune(&PruneOptions::default(), &NoProgress).expect("finish");
+        let finish = repo
+            .prune(&PruneOptions::default(), &NoProgress)
+            .expect("finish");
         assert!(finish.deferred.is_none(), "{finish:?}");
         assert_sound(&repo);
         for (d, id) in ids.iter().enumerate().skip(5) {
             assert_restores_day(&repo, id, d as u64, scratch.path());
         }
         assert!(store.list(Namespace::Condemned).expect("list").is_empty());
-        let left = repo.prune(&PruneOptions::default(), &NoProgress).expect("third");
+        let left = repo
+            .prune(&PruneOptions::default(), &NoProgress)
+            .expect("third");
         assert_eq!(left.n_packs_deleted, 0, "fail_at {fail_at}: {left:?}");
     }
     assert!(n_failure_points > 5);

@@ -1,0 +1,282 @@
+//! Backups and prunes interleaved at every store operation: a backup that
+//! deduplicates against what a prune is removing never commits a snapshot
+//! with a missing blob (docs/format.md, "Sharing a repository").
+//!
+//! A `HookStore` runs a whole second operation (a backup inside a prune,
+//! or a prune inside a backup) at the N-th store operation of the first,
+//! for every N: each interleaving of the two at store-operation grain in
+//! which the inner one runs without a pause.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cairn::{
+    BackupOptions, CheckOptions, ForgetOptions, ForgetWhat, NoProgress, PruneOptions, Repository,
+    SnapshotId,
+};
+use cairn_store::{Error, MemoryStore, Namespace, ObjectName, Store};
+
+use crate::history::*;
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// Counts every operation and runs a hook once, before operation `trigger`.
+struct HookStore {
+    inner: Arc<MemoryStore>,
+    n_ops: AtomicU64,
+    trigger: u64,
+    hook: Mutex<Option<Hook>>,
+}
+
+impl HookStore {
+    fn new(inner: Arc<MemoryStore>, trigger: u64, hook: Option<Hook>) -> Self {
+        Self {
+            inner,
+            n_ops: AtomicU64::new(0),
+            trigger,
+            hook: Mutex::new(hook),
+        }
+    }
+
+    fn tick(&self) {
+        if self.n_ops.fetch_add(1, Ordering::SeqCst) == self.trigger {
+            let hook = self.hook.lock().expect("hook").take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+    }
+
+    fn fired(&self) -> bool {
+        self.hook.lock().expect("hook").is_none()
+    }
+}
+
+impl Store for HookStore {
+    fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
+        self.tick();
+        self.inner.put(name, bytes)
+    }
+    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
+        self.tick();
+        self.inner.get(name, max_len)
+    }
+    fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        self.tick();
+        self.inner.get_range(name, offset, len)
+    }
+    fn size(&self, name: &ObjectName) -> Result<u64, Error> {
+        self.tick();
+        self.inner.size(name)
+    }
+    fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
+        self.tick();
+        self.inner.list(namespace)
+    }
+    fn delete(&self, name: &ObjectName) -> Result<(), Error> {
+        self.tick();
+        self.inner.delete(name)
+    }
+    fn clean_interrupted_writes(&self) -> Result<u64, Error> {
+        self.inner.clean_interrupted_writes()
+    }
+}
+
+/// Day 1's media live only in the forgotten days 0-4: a backup of day 1
+/// deduplicates against exactly what prune removes.
+const REVIVED_DAY: u64 = 1;
+
+fn prepared(scratch: &Path) -> (MemoryStore, cairn::RecoveryKey, Vec<SnapshotId>) {
+    let (store, repo, key, ids) = repo_with_days(scratch, 8);
+    repo.forget(&ForgetOptions {
+        what: ForgetWhat::Ids(ids[..5].to_vec()),
+        dry_run: false,
+    })
+    .expect("forget");
+    (store.duplicate(), key, ids)
+}
+
+fn backup_revived(repo: &mut Repository, src: &Path) -> SnapshotId {
+    make_day(src, REVIVED_DAY);
+    let options = BackupOptions {
+        host: "tablet".into(),
+        threads: 1,
+        ..BackupOptions::default()
+    };
+    repo.backup(&[src.to_path_buf()], &options, &NoProgress)
+        .expect("backup")
+        .snapshot_id
+}
+
+fn assert_all_restore(
+    store: &Arc<MemoryStore>,
+    key: &cairn::RecoveryKey,
+    ids: &[SnapshotId],
+    revived: &SnapshotId,
+    scratch: &Path,
+    when: &str,
+) {
+    let repo = Repository::open(store.clone(), key).expect("open");
+    let report = repo
+        .check(&CheckOptions { read_data: true }, &NoProgress)
+        .expect("check");
+    assert!(report.is_ok(), "{when}: {:?}", report.problems);
+    assert_restores_day(&repo, revived, REVIVED_DAY, scratch);
+    for (d, id) in ids.iter().enumerate().skip(5) {
+        assert_restores_day(&repo, id, d as u64, scratch);
+    }
+}
+
+/// Runs `f` against a hooked store that never fires and returns how many
+/// store operations it made.
+fn count_ops(base: &MemoryStore, f: impl FnOnce(Arc<HookStore>)) -> u64 {
+    let hooked = Arc::new(HookStore::new(Arc::new(base.duplicate()), u64::MAX, None));
+    f(hooked.clone());
+    hooked.n_ops.load(Ordering::SeqCst)
+}
+
+#[test]
+fn a_backup_completing_at_any_step_of_a_prune_loses_nothing() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (base, key, ids) = prepared(scratch.path());
+    let n_ops = count_ops(&base, |store| {
+        let repo = Repository::open(store, &key).expect("open");
+        repo.prune(&PruneOptions::default(), &NoProgress)
+            .expect("prune");
+    });
+    assert!(n_ops > 20, "prune made {n_ops} store operations");
+    for trigger in 0..n_ops {
+        let inner = Arc::new(base.duplicate());
+        let revived: Arc<Mutex<Option<SnapshotId>>> = Arc::default();
+        let hook: Hook = {
+            let (inner, key, revived) = (inner.clone(), key.clone(), revived.clone());
+            let src = scratch.path().join("tablet").join("chat");
+            Box::new(move || {
+                let mut repo = Repository::open(inner, &key).expect("open inside prune");
+                *revived.lock().expect("id") = Some(backup_revived(&mut repo, &src));
+            })
+        };
+        let hooked = Arc::new(HookStore::new(inner.clone(), trigger, Some(hook)));
+        let repo = Repository::open(hooked.clone(), &key).expect("open");
+        repo.prune(&PruneOptions::default(), &NoProgress)
+            .unwrap_or_else(|e| panic!("prune with a backup at op {trigger}: {e}"));
+        assert!(hooked.fired());
+        let revived = revived.lock().expect("id").expect("backup ran");
+        let when = format!("backup at prune op {trigger}");
+        assert_all_restore(&inner, &key, &ids, &revived, scratch.path(), &when);
+        // A later prune (the backup is over) keeps it all too.
+        let repo = Repository::open(inner.clone(), &key).expect("open");
+        let later = repo
+            .prune(&PruneOptions::default(), &NoProgress)
+            .expect("later prune");
+        assert!(later.deferred.is_none());
+        assert_all_restore(&inner, &key, &ids, &revived, scratch.path(), &when);
+    }
+}
+
+#[test]
+fn a_prune_running_at_any_step_of_a_backup_loses_nothing() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (base, key, ids) = prepared(scratch.path());
+    let src = scratch.path().join("tablet").join("chat");
+    let n_ops = count_ops(&base, |store| {
+        let mut repo = Repository::open(store, &key).expect("open");
+        backup_revived(&mut repo, &src);
+    });
+    assert!(n_ops > 10, "backup made {n_ops} store operations");
+    let mut n_deferred = 0;
+    for trigger in 0..n_ops {
+        let inner = Arc::new(base.duplicate());
+        let deferred: Arc<Mutex<Option<bool>>> = Arc::default();
+        let hook: Hook = {
+            let (inner, key, deferred) = (inner.clone(), key.clone(), deferred.clone());
+            Box::new(move || {
+                let repo = Repository::open(inner, &key).expect("open inside backup");
+                let report = repo
+                    .prune(&PruneOptions::default(), &NoProgress)
+                    .expect("prune inside backup");
+                *deferred.lock().expect("flag") = Some(report.deferred.is_some());
+            })
+        };
+        let hooked = Arc::new(HookStore::new(inner.clone(), trigger, Some(hook)));
+        let mut repo = Repository::open(hooked.clone(), &key).expect("open");
+        let revived = backup_revived(&mut repo, &src);
+        assert!(hooked.fired());
+        n_deferred += usize::from(*deferred.lock().expect("flag") == Some(true));
+        let when = format!("prune at backup op {trigger}");
+        assert_all_restore(&inner, &key, &ids, &revived, scratch.path(), &when);
+        let repo = Repository::open(inner.clone(), &key).expect("open");
+        let later = repo
+            .prune(&PruneOptions::default(), &NoProgress)
+            .expect("later prune");
+        assert!(later.deferred.is_none());
+        assert_all_restore(&inner, &key, &ids, &revived, scratch.path(), &when);
+    }
+    // While the backup's marker was there, prunes put deleting off.
+    assert!(n_deferred > 0);
+}
+
+#[test]
+fn a_long_lived_process_never_deduplicates_against_condemned_packs() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (base, key, ids) = prepared(scratch.path());
+    let src = scratch.path().join("tablet").join("chat");
+    let inner = Arc::new(base.duplicate());
+    // Opened before anything is condemned, as a frontend keeps it open.
+    let mut long_lived = Repository::open(inner.clone(), &key).expect("open");
+    // A prune condemns day 1's packs but cannot delete them: a backup's
+    // marker is live while it runs (it runs inside that backup).
+    let n_ops = count_ops(&base, |store| {
+        let mut repo = Repository::open(store, &key).expect("open");
+        backup_revived(&mut repo, &src);
+    });
+    let deferred: Arc<Mutex<Option<bool>>> = Arc::default();
+    let hook: Hook = {
+        let (inner, key, deferred) = (inner.clone(), key.clone(), deferred.clone());
+        Box::new(move || {
+            let repo = Repository::open(inner, &key).expect("open");
+            let report = repo
+                .prune(&PruneOptions::default(), &NoProgress)
+                .expect("prune");
+            *deferred.lock().expect("flag") = Some(report.deferred.is_some());
+        })
+    };
+    let hooked = Arc::new(HookStore::new(inner.clone(), n_ops / 2, Some(hook)));
+    let mut other = Repository::open(hooked, &key).expect("open");
+    let first = backup_revived(&mut other, &src);
+    assert_eq!(*deferred.lock().expect("flag"), Some(true));
+    assert!(!inner.list(Namespace::Condemned).expect("list").is_empty());
+    // The long-lived process backs up the same day: what it would reuse is
+    // condemned, so it stores it again rather than rely on it.
+    make_day(&src, REVIVED_DAY);
+    let report = long_lived
+        .backup(
+            &[src.clone()],
+            &BackupOptions {
+                host: "tablet".into(),
+                threads: 1,
+                ..BackupOptions::default()
+            },
+            &NoProgress,
+        )
+        .expect("backup");
+    assert!(
+        report.n_blobs_new >= 4,
+        "day 1's photos are condemned and must be stored again: {report:?}"
+    );
+    let repo = Repository::open(inner.clone(), &key).expect("open");
+    let done = repo
+        .prune(&PruneOptions::default(), &NoProgress)
+        .expect("prune");
+    assert!(done.deferred.is_none());
+    assert_all_restore(&inner, &key, &ids, &first, scratch.path(), "after");
+    assert_all_restore(
+        &inner,
+        &key,
+        &ids,
+        &report.snapshot_id,
+        scratch.path(),
+        "after",
+    );
+}
