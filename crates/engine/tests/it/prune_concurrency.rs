@@ -252,7 +252,7 @@ fn a_long_lived_process_never_deduplicates_against_condemned_packs() {
     make_day(&src, REVIVED_DAY);
     let report = long_lived
         .backup(
-            &[src.clone()],
+            std::slice::from_ref(&src),
             &BackupOptions {
                 host: "tablet".into(),
                 threads: 1,
