@@ -5,6 +5,7 @@
 
 mod demo;
 mod keys;
+mod maintenance;
 mod output;
 mod progress;
 
@@ -102,6 +103,18 @@ enum Command {
         /// Also read every pack whole and authenticate every blob.
         #[arg(long)]
         read_data: bool,
+    },
+    /// Remove snapshots, named or chosen by keep rules (per host and paths).
+    /// Their data stays until `prune` (or `--prune`).
+    Forget(maintenance::ForgetArgs),
+    /// Delete what no snapshot needs and repack partly used packs. Safe
+    /// while backups run: what they may rely on is deleted only later.
+    Prune {
+        #[command(flatten)]
+        args: maintenance::PruneArgs,
+        /// Say what would be deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run a self-contained demonstration: daily backups of a generated chat
     /// history, then a verified restore.
@@ -254,6 +267,10 @@ fn run(cli: Cli) -> Result<Done> {
         }
         Command::Stats => stats(&cli),
         Command::Check { read_data } => check(&cli, *read_data),
+        Command::Forget(args) => maintenance::forget(&cli, &open_repo(&cli)?, args),
+        Command::Prune { args, dry_run } => {
+            maintenance::prune(&cli, &open_repo(&cli)?, args, *dry_run)
+        }
         Command::Demo { dir, days } => {
             demo::run(dir.as_deref(), *days)?;
             Ok(Done::Complete)

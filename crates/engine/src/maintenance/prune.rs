@@ -115,13 +115,22 @@ impl Repository {
         }
 
         // Step 2: the view, and what the snapshots reach.
+        // An unreadable index file may be the only one naming some packs:
+        // they would look unindexed and be deleted. Stop instead.
         let skipped_index = self.blobs().load_new_index_files()?;
-        let skipped_records = self.blobs().load_condemned()?;
-        if let Some(bad) = skipped_index.first().or(skipped_records.first()) {
+        if let Some(bad) = skipped_index.first() {
             return Err(Error::PruneUnsafe(format!(
                 "{} is unreadable ({}); run `check`",
                 bad.object, bad.reason
             )));
+        }
+        // An unreadable condemnation record condemns nothing: its packs are
+        // judged afresh below, and it is removed at the end.
+        let void_records = self.blobs().load_condemned()?;
+        for bad in &void_records {
+            report
+                .warnings
+                .push(format!("{bad}; it condemns nothing and is removed"));
         }
         let listing = self.list_snapshots()?;
         if let Some(bad) = listing.unreadable.first() {
@@ -234,7 +243,11 @@ impl Repository {
                 .sum();
             return Ok(report);
         }
-        if deleting.is_empty() && superseded.is_empty() && self.blobs().condemnations().is_empty() {
+        if deleting.is_empty()
+            && superseded.is_empty()
+            && void_records.is_empty()
+            && self.blobs().condemnations().is_empty()
+        {
             session.end()?;
             return Ok(report);
         }
@@ -432,6 +445,14 @@ impl Repository {
             match self.store().delete(&object(Namespace::Condemned, name)?) {
                 Ok(()) | Err(cairn_store::Error::NotFound(_)) => records_gone.push(name.clone()),
                 Err(e) => return Err(e.into()),
+            }
+        }
+        for bad in &void_records {
+            if let Some(name) = bad.object.strip_prefix("condemned/") {
+                match self.store().delete(&object(Namespace::Condemned, name)?) {
+                    Ok(()) | Err(cairn_store::Error::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         self.blobs().forget_deleted(&index_gone, &records_gone);

@@ -216,3 +216,79 @@ fn a_prune_failing_at_any_write_leaves_every_remaining_snapshot_restorable() {
     }
     assert!(n_failure_points > 5);
 }
+
+#[test]
+fn damaged_lifecycle_files_never_make_prune_delete_what_is_needed() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (store, repo, key, ids) = repo_with_days(scratch.path(), 6);
+    forget_ids(&repo, &ids[..3]);
+    // A junk session marker and a junk condemnation record, as a hostile
+    // server could plant: they must not block prune nor steer it.
+    let junk = |ns, name: &str| {
+        store
+            .put(
+                &cairn_store::ObjectName::new(ns, name).expect("name"),
+                b"junk",
+            )
+            .expect("plant");
+    };
+    junk(Namespace::Sessions, "0123456789abcdef0123456789abcdef");
+    junk(Namespace::Condemned, &"ab".repeat(32));
+    // A damaged index file: prune refuses and deletes nothing.
+    let index_files = store.list(Namespace::Index).expect("list");
+    let victim = cairn_store::ObjectName::new(Namespace::Index, &index_files[0]).expect("name");
+    let original = store.get(&victim, 1 << 30).expect("get");
+    store.tamper(&victim, |b| b[20] ^= 1).expect("tamper");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let before = store.list(Namespace::Packs).expect("list");
+    let refused = repo.prune(&PruneOptions::default(), &NoProgress);
+    assert!(
+        matches!(refused, Err(cairn::Error::PruneUnsafe(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.list(Namespace::Packs).expect("list"), before);
+    assert!(store.list(Namespace::Sessions).expect("list").len() == 1);
+    // Repaired, it runs, warns about the junk and removes it.
+    store
+        .tamper(&victim, |b| *b = original.clone())
+        .expect("restore");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let report = repo
+        .prune(&PruneOptions::default(), &NoProgress)
+        .expect("prune");
+    assert!(
+        report.deferred.is_none(),
+        "a junk marker protects nothing: {report:?}"
+    );
+    assert!(report.n_packs_deleted > 0);
+    assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
+    assert!(store.list(Namespace::Sessions).expect("list").is_empty());
+    assert!(store.list(Namespace::Condemned).expect("list").is_empty());
+    assert_sound(&repo);
+    for (d, id) in ids.iter().enumerate().skip(3) {
+        assert_restores_day(&repo, id, d as u64, scratch.path());
+    }
+}
+
+#[test]
+fn an_unreadable_snapshot_stops_prune_until_it_is_forgotten_by_id() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (store, repo, key, ids) = repo_with_days(scratch.path(), 4);
+    let victim =
+        cairn_store::ObjectName::new(Namespace::Snapshots, &ids[0].to_hex()).expect("name");
+    store.tamper(&victim, |b| b[30] ^= 1).expect("tamper");
+    drop(repo);
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let refused = repo.prune(&PruneOptions::default(), &NoProgress);
+    assert!(
+        matches!(refused, Err(cairn::Error::PruneUnsafe(_))),
+        "{refused:?}"
+    );
+    forget_ids(&repo, &ids[..1]);
+    repo.prune(&PruneOptions::default(), &NoProgress)
+        .expect("prune");
+    assert_sound(&repo);
+    for (d, id) in ids.iter().enumerate().skip(1) {
+        assert_restores_day(&repo, id, d as u64, scratch.path());
+    }
+}
