@@ -120,6 +120,9 @@ pub(crate) struct BlobStore {
     /// Packs some condemnation record names: about to be deleted by a prune.
     /// Locations in them are used last, and never deduplicated against.
     condemned_packs: Mutex<HashSet<PackId>>,
+    /// Packs (or blobs) whose loss made a reader look for index files
+    /// written since: once each.
+    reloaded_for: Mutex<HashSet<String>>,
     /// Whether opening listed the packs and no backup has used that listing.
     packs_listed_at_open: Mutex<bool>,
 }
@@ -145,6 +148,7 @@ impl BlobStore {
             index_file_packs: Mutex::new(HashMap::new()),
             condemned: Mutex::new(HashMap::new()),
             condemned_packs: Mutex::new(HashSet::new()),
+            reloaded_for: Mutex::new(HashSet::new()),
             packs_listed_at_open: Mutex::new(false),
         }
     }
@@ -177,27 +181,32 @@ impl BlobStore {
     /// names blobs only those files know. Returns the files skipped.
     pub fn load_new_index_files(&self) -> Result<Vec<Unreadable>> {
         let mut skipped = Vec::new();
-        for name in self.store.list(Namespace::Index)? {
-            if lock(&self.seen_index_files).contains(&name) {
-                continue;
-            }
-            let object_name = object(Namespace::Index, &name)?;
-            match self.read_index_file(&object_name, &name) {
-                Ok(segment) => {
-                    self.write_index().merge(&segment);
-                    let packs = segment.packs().to_vec();
-                    lock(&self.index_file_packs).insert(name.clone(), packs);
+        // A listed file that is gone when read was superseded by a prune
+        // meanwhile, and the file superseding it was written before it went
+        // but after the listing: list again until a listing reads whole.
+        let mut vanished = true;
+        while vanished {
+            vanished = false;
+            for name in self.store.list(Namespace::Index)? {
+                if lock(&self.seen_index_files).contains(&name) {
+                    continue;
                 }
-                // Listed, then deleted: a prune superseded it meanwhile, and
-                // the file superseding it was written first.
-                Err(Error::Store(cairn_store::Error::NotFound(_))) => {}
-                Err(e) if e.is_repository_damage() => skipped.push(Unreadable {
-                    object: object_name.to_string(),
-                    reason: e.to_string(),
-                }),
-                Err(e) => return Err(e),
+                let object_name = object(Namespace::Index, &name)?;
+                match self.read_index_file(&object_name, &name) {
+                    Ok(segment) => {
+                        self.write_index().merge(&segment);
+                        let packs = segment.packs().to_vec();
+                        lock(&self.index_file_packs).insert(name.clone(), packs);
+                    }
+                    Err(Error::Store(cairn_store::Error::NotFound(_))) => vanished = true,
+                    Err(e) if e.is_repository_damage() => skipped.push(Unreadable {
+                        object: object_name.to_string(),
+                        reason: e.to_string(),
+                    }),
+                    Err(e) => return Err(e),
+                }
+                lock(&self.seen_index_files).insert(name);
             }
-            lock(&self.seen_index_files).insert(name);
         }
         Ok(skipped)
     }
@@ -461,6 +470,16 @@ impl BlobStore {
         std::mem::take(&mut *lock(&self.warnings))
     }
 
+    /// [`Self::locate`], reading the index files written since this view
+    /// was loaded when the blob is unknown (once per blob): a prune may have
+    /// moved it. For planners that locate before they read.
+    pub fn locate_fresh(&self, kind: BlobKind, id: &BlobId) -> Result<BlobLocation> {
+        match self.locate(kind, id) {
+            Err(e) if self.reload_for(&e)? => self.locate(kind, id),
+            other => other,
+        }
+    }
+
     /// Where a blob lives, or why it cannot be had.
     pub fn locate(&self, kind: BlobKind, id: &BlobId) -> Result<BlobLocation> {
         if let Some(location) = self.read_index().get(kind, id) {
@@ -512,8 +531,38 @@ impl BlobStore {
         }
     }
 
-    /// Reads and opens one blob: the read path of trees and file streams.
+    /// Reads and opens one blob: the read path of trees, file streams and
+    /// restores' fallbacks. A blob whose known copies are gone may have been
+    /// moved by a prune since this view was loaded: the index files and
+    /// condemnation records written since are read (once per lost pack) and
+    /// the read is tried again.
     pub fn read(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
+        match self.read_known(kind, id) {
+            Err(e) if self.reload_for(&e)? => self.read_known(kind, id),
+            other => other,
+        }
+    }
+
+    /// After `error` from a lookup or read: if it says a blob or its pack is
+    /// gone, and this view was not refreshed for that blob or pack yet,
+    /// reads the index files and condemnation records written since (a
+    /// prune may have moved the blob) and says to try again.
+    fn reload_for(&self, error: &Error) -> Result<bool> {
+        let key = match error {
+            Error::MissingPack { pack, .. } => pack,
+            Error::MissingBlob { blob, .. } => blob,
+            _ => return Ok(false),
+        };
+        if !lock(&self.reloaded_for).insert(key.clone()) {
+            return Ok(false);
+        }
+        let mut skipped = self.load_new_index_files()?;
+        skipped.extend(self.load_condemned()?);
+        lock(&self.warnings).extend(skipped.iter().map(ToString::to_string));
+        Ok(true)
+    }
+
+    fn read_known(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
         loop {
             let location = self.locate(kind, id)?;
             let pack = pack_object(&location.pack)?;

@@ -331,7 +331,7 @@ impl Planner<'_> {
                 let mut offset = 0u64;
                 let mut destinations = Vec::with_capacity(node.content.len());
                 for id in node.chunks() {
-                    match self.repo.blobs().locate(BlobKind::Data, &id) {
+                    match self.repo.blobs().locate_fresh(BlobKind::Data, &id) {
                         Ok(location) => {
                             destinations.push((location, offset));
                             offset += u64::from(location.entry.plain_len);

@@ -280,3 +280,48 @@ fn a_long_lived_process_never_deduplicates_against_condemned_packs() {
         "after",
     );
 }
+
+#[test]
+fn a_restore_during_a_prune_that_moves_its_blobs_is_complete() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (base, key, ids) = prepared(scratch.path());
+    let restore_last = |store: Arc<HookStore>| {
+        let repo = Repository::open(store, &key).expect("open");
+        let target = scratch.path().join("during");
+        let _ = std::fs::remove_dir_all(&target);
+        let report = repo
+            .restore(&ids[7], None, &target, &NoProgress)
+            .expect("restore");
+        assert!(report.is_complete(), "{:?}", report.failed);
+        crate::support::assert_files_match_source(&scratch.path().join("expected-7"), &target);
+        std::fs::remove_dir_all(&target).expect("cleanup");
+    };
+    make_day(&scratch.path().join("expected-7").join("chat"), 7);
+    let n_ops = count_ops(&base, restore_last);
+    let mut n_moved = 0;
+    for trigger in 0..n_ops {
+        let inner = Arc::new(base.duplicate());
+        let hook: Hook = {
+            let (inner, key) = (inner.clone(), key.clone());
+            Box::new(move || {
+                let repo = Repository::open(inner, &key).expect("open");
+                // Every partly used pack is repacked: day 7's blobs move.
+                let report = repo
+                    .prune(
+                        &PruneOptions {
+                            max_unused: 0.0,
+                            ..PruneOptions::default()
+                        },
+                        &NoProgress,
+                    )
+                    .expect("prune");
+                assert!(report.deferred.is_none());
+            })
+        };
+        let hooked = Arc::new(HookStore::new(inner.clone(), trigger, Some(hook)));
+        restore_last(hooked.clone());
+        assert!(hooked.fired());
+        n_moved += 1;
+    }
+    assert!(n_moved > 5);
+}
