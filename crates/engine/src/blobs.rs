@@ -120,6 +120,9 @@ pub(crate) struct BlobStore {
     /// Packs some condemnation record names: about to be deleted by a prune.
     /// Locations in them are used last, and never deduplicated against.
     condemned_packs: Mutex<HashSet<PackId>>,
+    /// Index files skipped because they could not be read: the packs only
+    /// they name look unindexed, so prune must not run while there are any.
+    unreadable_index_files: Mutex<Vec<Unreadable>>,
     /// Packs (or blobs) whose loss made a reader look for index files
     /// written since: once each.
     reloaded_for: Mutex<HashSet<String>>,
@@ -149,6 +152,7 @@ impl BlobStore {
             condemned: Mutex::new(HashMap::new()),
             condemned_packs: Mutex::new(HashSet::new()),
             reloaded_for: Mutex::new(HashSet::new()),
+            unreadable_index_files: Mutex::new(Vec::new()),
             packs_listed_at_open: Mutex::new(false),
         }
     }
@@ -194,15 +198,31 @@ impl BlobStore {
                 let object_name = object(Namespace::Index, &name)?;
                 match self.read_index_file(&object_name, &name) {
                     Ok(segment) => {
-                        self.write_index().merge(&segment);
+                        let mut index = self.write_index();
+                        index.merge(&segment);
+                        // Packs found missing or damaged stay distrusted:
+                        // their locations must not come back.
+                        let distrusted: HashSet<PackId> = lock(&self.packs)
+                            .iter()
+                            .filter(|(_, state)| **state != PackState::Verified)
+                            .map(|(pack, _)| *pack)
+                            .collect();
+                        if segment.packs().iter().any(|p| distrusted.contains(p)) {
+                            index.forget_packs(&distrusted);
+                        }
+                        drop(index);
                         let packs = segment.packs().to_vec();
                         lock(&self.index_file_packs).insert(name.clone(), packs);
                     }
                     Err(Error::Store(cairn_store::Error::NotFound(_))) => vanished = true,
-                    Err(e) if e.is_repository_damage() => skipped.push(Unreadable {
-                        object: object_name.to_string(),
-                        reason: e.to_string(),
-                    }),
+                    Err(e) if e.is_repository_damage() => {
+                        let bad = Unreadable {
+                            object: object_name.to_string(),
+                            reason: e.to_string(),
+                        };
+                        lock(&self.unreadable_index_files).push(bad.clone());
+                        skipped.push(bad);
+                    }
                     Err(e) => return Err(e),
                 }
                 lock(&self.seen_index_files).insert(name);
@@ -254,6 +274,11 @@ impl BlobStore {
             return Err(Error::integrity(&shown));
         }
         Condemnation::open(&self.metadata_key, &bytes).map_err(from_meta(&shown))
+    }
+
+    /// Index files this view skipped because they could not be read.
+    pub fn unreadable_index_files(&self) -> Vec<Unreadable> {
+        lock(&self.unreadable_index_files).clone()
     }
 
     /// The condemnation records read, by name.
@@ -342,13 +367,14 @@ impl BlobStore {
     /// Re-validates, before a commit, a backup whose session marker may
     /// have lapsed (the process was suspended): reads condemnation records
     /// and lists the packs again (the caller has renewed its marker). Fails
-    /// if a pack the backup relied on is condemned or gone.
-    pub fn revalidate(&self) -> Result<()> {
+    /// if a pack the backup relied on (`own_packs`, which it wrote, or one
+    /// it deduplicated against) is condemned or gone.
+    pub fn revalidate(&self, own_packs: &[PackId]) -> Result<()> {
         self.load_condemned()?;
         let present: HashSet<String> = self.store.list(Namespace::Packs)?.into_iter().collect();
         let condemned = lock(&self.condemned_packs).clone();
-        for pack in self.verified_packs() {
-            if condemned.contains(&pack) || !present.contains(&pack.to_hex()) {
+        for pack in self.verified_packs().iter().chain(own_packs) {
+            if condemned.contains(pack) || !present.contains(&pack.to_hex()) {
                 return Err(Error::SessionLapsed);
             }
         }
@@ -563,8 +589,15 @@ impl BlobStore {
     }
 
     fn read_known(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
+        let mut tried: Vec<BlobLocation> = Vec::new();
         loop {
             let location = self.locate(kind, id)?;
+            // Each failed location is forgotten before the next try; one
+            // offered again means it was not (a bug): stop, never spin.
+            if tried.contains(&location) {
+                return Err(self.unavailable_pack_error(&location.pack, kind, id));
+            }
+            tried.push(location);
             let pack = pack_object(&location.pack)?;
             let mut sealed = match self.store.get_range(
                 &pack,

@@ -34,8 +34,9 @@ pub struct SessionMarker {
     pub started_secs: i64,
     /// When this marker was written (writer's clock).
     pub refreshed_secs: i64,
-    /// The kernel's boot ID of the writer's machine (zeros if unknown).
-    pub boot_id: [u8; 16],
+    /// Where `pid` means something: a hash of the writer's boot ID, PID
+    /// namespace and user (zeros if unknown).
+    pub pid_space: [u8; 16],
     /// The writer's process ID.
     pub pid: u32,
     /// The writer's start time in clock ticks since boot (0 if unknown).
@@ -47,7 +48,7 @@ struct SessionWire {
     kind: u8,
     started_secs: i64,
     refreshed_secs: i64,
-    boot_id: [u8; 16],
+    pid_space: [u8; 16],
     pid: u32,
     pid_start: u64,
 }
@@ -62,7 +63,7 @@ impl SessionMarker {
             },
             started_secs: self.started_secs,
             refreshed_secs: self.refreshed_secs,
-            boot_id: self.boot_id,
+            pid_space: self.pid_space,
             pid: self.pid,
             pid_start: self.pid_start,
         };
@@ -86,7 +87,7 @@ impl SessionMarker {
             kind,
             started_secs: w.started_secs,
             refreshed_secs: w.refreshed_secs,
-            boot_id: w.boot_id,
+            pid_space: w.pid_space,
             pid: w.pid,
             pid_start: w.pid_start,
         })
@@ -197,7 +198,7 @@ mod tests {
                 kind: if kind { SessionKind::Backup } else { SessionKind::Prune },
                 started_secs: secs,
                 refreshed_secs: secs / 2,
-                boot_id: boot,
+                pid_space: boot,
                 pid,
                 pid_start: u64::from(pid) * 3,
             };
@@ -227,7 +228,7 @@ mod tests {
             kind: SessionKind::Prune,
             started_secs: 1,
             refreshed_secs: 2,
-            boot_id: [7; 16],
+            pid_space: [7; 16],
             pid: 9,
             pid_start: 10,
         };

@@ -158,8 +158,7 @@ impl Repository {
                 repo.config().pack_target_size,
                 Some(progress),
                 pool.clone(),
-            )
-            .with_session(&session);
+            );
             let sink = BlobSink::new(
                 scope,
                 packer,
@@ -280,17 +279,24 @@ impl Repository {
             .seal(&self.keys().metadata)
             .map_err(from_meta("snapshot"))?;
         let snapshot_id = SnapshotId::of_bytes(&sealed);
-        // A backup that stalled past half the staleness window (a suspended
-        // phone) may have been taken for dead by a prune: it renews its
-        // marker and makes sure nothing it relied on is being deleted.
-        if session.may_have_lapsed() {
+        // A backup whose marker once went unrenewed past half the staleness
+        // window (a suspended laptop or phone) may have been taken for dead
+        // by a prune: it renews the marker, then makes sure that nothing it
+        // relied on, its own new packs included, is condemned or gone.
+        if session.lapsed() {
             session.renew()?;
-            self.blobs().revalidate()?;
+            self.blobs().revalidate(new_index.packs())?;
+            session.revalidated();
         }
-        self.store().put(
-            &object(Namespace::Snapshots, &snapshot_id.to_hex())?,
-            &sealed,
-        )?;
+        let snapshot_name = object(Namespace::Snapshots, &snapshot_id.to_hex())?;
+        self.store().put(&snapshot_name, &sealed)?;
+        // The put itself stalled past the window: a prune may have judged
+        // this session dead before the snapshot was there to see. Take it
+        // back; nothing is lost that a new backup does not redo.
+        if session.lapsed() {
+            let _ = self.store().delete(&snapshot_name);
+            return Err(Error::SessionLapsed);
+        }
         // Committed: a marker left behind only delays prunes until it goes
         // stale, so failing to delete it fails nothing.
         if let Err(e) = session.end() {
@@ -299,6 +305,10 @@ impl Repository {
             )]);
         }
         self.blobs().merge(&new_index);
+        for (name, packs) in &totals.index_files {
+            self.blobs()
+                .register_index_file(name.clone(), packs.clone());
+        }
         // What the repository noticed (skipped index or snapshot files,
         // distrusted packs) comes first, then what the walk skipped.
         let mut warnings = self.take_warnings();
@@ -416,4 +426,76 @@ pub(crate) fn forge_snapshot(repo: &Repository, root: &Tree) -> SnapshotId {
         )
         .expect("put");
     snapshot_id
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use cairn_store::{MemoryStore, Namespace, ObjectName, Store};
+
+    use super::*;
+    use crate::maintenance::FORCE_LAPSE;
+    use crate::repo::InitOptions;
+
+    /// Deletes the given packs when the backup writes its first pack: after
+    /// every reuse was confirmed, as a prune that took a suspended backup
+    /// for dead would.
+    struct DeleteWhileAsleep {
+        store: Arc<MemoryStore>,
+        packs: Mutex<Vec<String>>,
+    }
+
+    impl Progress for DeleteWhileAsleep {
+        fn stored(&self, _bytes: u64) {
+            for name in std::mem::take(&mut *self.packs.lock().expect("lock")) {
+                let object = ObjectName::new(Namespace::Packs, &name).expect("name");
+                self.store.delete(&object).expect("delete");
+            }
+        }
+    }
+
+    fn setup() -> (
+        tempfile::TempDir,
+        Arc<MemoryStore>,
+        Repository,
+        BackupOptions,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("old.bin"), vec![7u8; 200_000]).expect("write");
+        let store = Arc::new(MemoryStore::new());
+        let (mut repo, _) = Repository::init(store.clone(), &InitOptions::default()).expect("init");
+        let options = BackupOptions {
+            threads: 1,
+            parent: Parent::None,
+            ..BackupOptions::default()
+        };
+        repo.backup(&[dir.path().to_path_buf()], &options, &crate::NoProgress)
+            .expect("first backup");
+        std::fs::write(dir.path().join("new.bin"), vec![9u8; 100_000]).expect("write");
+        (dir, store, repo, options)
+    }
+
+    #[test]
+    fn a_lapsed_backup_whose_reused_pack_went_commits_nothing() {
+        let (dir, store, mut repo, options) = setup();
+        let progress = DeleteWhileAsleep {
+            store: store.clone(),
+            packs: Mutex::new(store.list(Namespace::Packs).expect("list")),
+        };
+        FORCE_LAPSE.with(|f| f.set(true));
+        let outcome = repo.backup(&[dir.path().to_path_buf()], &options, &progress);
+        assert!(matches!(outcome, Err(Error::SessionLapsed)), "{outcome:?}");
+        assert_eq!(store.list(Namespace::Snapshots).expect("list").len(), 1);
+        assert!(store.list(Namespace::Sessions).expect("list").is_empty());
+    }
+
+    #[test]
+    fn a_lapsed_backup_whose_packs_are_all_there_commits() {
+        let (dir, store, mut repo, options) = setup();
+        FORCE_LAPSE.with(|f| f.set(true));
+        repo.backup(&[dir.path().to_path_buf()], &options, &crate::NoProgress)
+            .expect("revalidated backup");
+        assert_eq!(store.list(Namespace::Snapshots).expect("list").len(), 2);
+    }
 }

@@ -11,12 +11,13 @@ use cairn_store::Store;
 use crate::backup::buffers::BufferPool;
 use crate::blobs::{pack_object, put_index_file};
 use crate::error::{Error, Result};
-use crate::maintenance::Session;
 use crate::progress::Progress;
 
 /// Counters of what the packer wrote.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct PackerTotals {
+    /// The index files written, with the packs each names.
+    pub index_files: Vec<(String, Vec<cairn_crypto::PackId>)>,
     pub n_blobs_new: u64,
     pub bytes_new: u64,
     pub bytes_stored: u64,
@@ -25,8 +26,6 @@ pub(crate) struct PackerTotals {
 
 pub(crate) struct Packer<'p> {
     progress: Option<&'p dyn Progress>,
-    /// The writer's session, whose marker is renewed as packs are written.
-    session: Option<&'p Session>,
     pool: BufferPool,
     store: Arc<dyn Store>,
     metadata_key: SealKey,
@@ -50,7 +49,6 @@ impl<'p> Packer<'p> {
     ) -> Self {
         Self {
             progress,
-            session: None,
             pool,
             store,
             metadata_key,
@@ -61,12 +59,6 @@ impl<'p> Packer<'p> {
             indexed: Index::new(),
             totals: PackerTotals::default(),
         }
-    }
-
-    /// Renews `session`'s marker when due, as packs are written.
-    pub fn with_session(mut self, session: &'p Session) -> Self {
-        self.session = Some(session);
-        self
     }
 
     /// Adds a sealed blob. The caller has decided it is new (the walk keeps the
@@ -118,9 +110,6 @@ impl<'p> Packer<'p> {
         }
         self.totals.bytes_stored += pack_len;
         self.totals.n_packs += 1;
-        if let Some(session) = self.session {
-            session.refresh_if_due()?;
-        }
         if let Some(progress) = self.progress {
             progress.stored(pack_len);
         }
@@ -148,7 +137,10 @@ impl<'p> Packer<'p> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let (_, len) = put_index_file(&*self.store, &self.metadata_key, &self.pending)?;
+        let (name, len) = put_index_file(&*self.store, &self.metadata_key, &self.pending)?;
+        self.totals
+            .index_files
+            .push((name, self.pending.packs().to_vec()));
         self.totals.bytes_stored += len;
         if let Some(progress) = self.progress {
             progress.stored(len);

@@ -112,27 +112,9 @@ impl Repository {
     fn check_here(&self, options: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
         let mut report = CheckReport::default();
 
-        // Index files: each must read, authenticate and decode.
-        let mut by_pack: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
-        for name in self.store().list(Namespace::Index)? {
-            let object_name = object(Namespace::Index, &name)?;
-            match self.blobs().read_index_file(&object_name, &name) {
-                Ok(segment) => {
-                    report.n_index_files += 1;
-                    for location in segment.iter() {
-                        by_pack
-                            .entry(location.pack)
-                            .or_default()
-                            .push(location.entry);
-                    }
-                }
-                Err(e) if e.is_repository_damage() => report.problem(object_name, e),
-                Err(e) => return Err(e),
-            }
-        }
-
-        // Condemnation records: each must read. The packs they name are
-        // being deleted by a prune; that some are gone already is no problem.
+        // Condemnation records first (a prune deletes its record last, after
+        // the packs and index files it names): each must read. The packs
+        // they name are being deleted; that some are gone is no problem.
         for unreadable in self.blobs().load_condemned()? {
             report.problem(unreadable.object, unreadable.reason);
         }
@@ -143,6 +125,31 @@ impl Repository {
             .flat_map(|r| r.packs.iter().copied())
             .collect();
         report.n_condemned_packs = condemned.len();
+
+        // Index files: each must read, authenticate and decode.
+        let mut by_pack: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+        let mut files_of: HashMap<PackId, Vec<String>> = HashMap::new();
+        for name in self.store().list(Namespace::Index)? {
+            let object_name = object(Namespace::Index, &name)?;
+            match self.blobs().read_index_file(&object_name, &name) {
+                Ok(segment) => {
+                    report.n_index_files += 1;
+                    for pack in segment.packs() {
+                        files_of.entry(*pack).or_default().push(name.clone());
+                    }
+                    for location in segment.iter() {
+                        by_pack
+                            .entry(location.pack)
+                            .or_default()
+                            .push(location.entry);
+                    }
+                }
+                // Superseded and deleted by a prune since the listing.
+                Err(Error::Store(cairn_store::Error::NotFound(_))) => {}
+                Err(e) if e.is_repository_damage() => report.problem(object_name, e),
+                Err(e) => return Err(e),
+            }
+        }
 
         // Packs: every named pack must exist and its header must list exactly
         // what the index says it holds.
@@ -156,7 +163,12 @@ impl Repository {
             }
             report.n_packs += 1;
             let verdict = self.check_pack(pack, entries, &present, options, &mut report)?;
-            let deleting = condemned.contains(pack) && !present.contains(&pack.to_hex());
+            // Gone now (missing from the listing, or vanished since), and
+            // condemned or named by an index file that went with it: a
+            // prune deleted it, not the server.
+            let deleting = matches!(verdict, PackVerdict::Bad(_))
+                && self.is_gone(pack)?
+                && (condemned.contains(pack) || self.index_file_gone(files_of.get(pack))?);
             match &verdict {
                 // A prune condemned it and was interrupted after deleting
                 // it: the next prune finishes the job. What a snapshot needs
@@ -180,7 +192,12 @@ impl Repository {
         for name in &present {
             if PackId::from_hex(name).is_none_or(|id| !verdicts.contains_key(&id)) {
                 report.n_unreferenced_packs += 1;
-                report.unreferenced_bytes += self.store().size(&object(Namespace::Packs, name)?)?;
+                match self.store().size(&object(Namespace::Packs, name)?) {
+                    Ok(size) => report.unreferenced_bytes += size,
+                    // Deleted by a prune since the listing.
+                    Err(cairn_store::Error::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
 
@@ -234,6 +251,25 @@ impl Repository {
         Ok(report)
     }
 
+    fn is_gone(&self, pack: &PackId) -> Result<bool> {
+        match self.store().size(&pack_object(pack)?) {
+            Ok(_) => Ok(false),
+            Err(cairn_store::Error::NotFound(_)) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether one of the index files naming a missing pack is gone since
+    /// the check read it: a prune that ran meanwhile deleted both (and the
+    /// record condemning them, which the check had read too early).
+    fn index_file_gone(&self, files: Option<&Vec<String>>) -> Result<bool> {
+        let Some(files) = files else {
+            return Ok(false);
+        };
+        let now: HashSet<String> = self.store().list(Namespace::Index)?.into_iter().collect();
+        Ok(files.iter().any(|f| !now.contains(f)))
+    }
+
     fn check_pack(
         &self,
         pack: &PackId,
@@ -278,8 +314,17 @@ impl Repository {
         report: &mut CheckReport,
     ) -> Result<PackVerdict> {
         let name = pack_object(pack)?;
-        let size = self.store().size(&name)?;
-        let bytes = self.store().get_range(&name, 0, size)?;
+        let whole = self
+            .store()
+            .size(&name)
+            .and_then(|size| self.store().get_range(&name, 0, size));
+        let bytes = match whole {
+            Ok(bytes) => bytes,
+            Err(cairn_store::Error::NotFound(_)) => {
+                return Ok(PackVerdict::Bad("vanished while checked".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let name_matches = PackId::of_bytes(&bytes) == *pack;
         let mut damaged = HashSet::new();
         for entry in header {
@@ -294,6 +339,10 @@ impl Repository {
                 .and_then(|sealed| self.blobs().open(&location, sealed));
             match opened {
                 Ok(_) => report.n_blobs_read += 1,
+                // Its header, read again on first use, is gone.
+                Err(Error::MissingPack { .. }) => {
+                    return Ok(PackVerdict::Bad("vanished while checked".into()));
+                }
                 Err(e) if e.is_repository_damage() => {
                     damaged.insert((entry.kind, entry.id));
                 }
@@ -359,7 +408,7 @@ impl SnapshotWalk<'_> {
         let location = self
             .repo
             .blobs()
-            .locate(kind, id)
+            .locate_fresh(kind, id)
             .map_err(|e| e.to_string())?;
         let unusable = |what: &str| {
             Err(format!(

@@ -9,4 +9,6 @@ mod sessions;
 pub use check::{CheckOptions, CheckReport, Problem};
 pub use forget::{ForgetDecision, ForgetOptions, ForgetReport, ForgetWhat, KeepPolicy};
 pub use prune::{PruneOptions, PruneReport};
+#[cfg(test)]
+pub(crate) use sessions::FORCE_LAPSE;
 pub(crate) use sessions::Session;

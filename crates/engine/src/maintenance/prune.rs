@@ -58,6 +58,8 @@ pub struct PruneReport {
     pub n_live_blobs: usize,
     /// Packs deleted because nothing in them is reachable.
     pub n_packs_unused: usize,
+    /// Packs no index file named that hold reachable blobs: indexed again.
+    pub n_packs_adopted: usize,
     /// Packs deleted that no index file named (left by interrupted writers).
     pub n_packs_unindexed: usize,
     /// Packs whose live blobs were copied before they were deleted.
@@ -104,26 +106,27 @@ impl Repository {
         let session = Session::begin(self.store().clone(), key.clone(), SessionKind::Prune)?;
         let own = session.name().unwrap_or_default();
         let now = now_secs();
+        // While another writer runs, deleting will wait: do nothing that
+        // would be redone (copying, merging every index file), only
+        // condemn, so a later prune can delete at once.
+        let mut busy = false;
         for found in list_sessions(&**self.store(), &key)? {
-            let is_prune = found
+            if found.name == own || !found.is_live(now) {
+                continue;
+            }
+            if found
                 .marker
                 .as_ref()
-                .is_some_and(|m| m.kind == SessionKind::Prune);
-            if found.name != own && is_prune && found.is_live(now) {
+                .is_some_and(|m| m.kind == SessionKind::Prune)
+            {
                 return Err(Error::PruneRunning(found.name));
             }
+            busy = true;
         }
 
         // Step 2: the view, and what the snapshots reach.
-        // An unreadable index file may be the only one naming some packs:
-        // they would look unindexed and be deleted. Stop instead.
-        let skipped_index = self.blobs().load_new_index_files()?;
-        if let Some(bad) = skipped_index.first() {
-            return Err(Error::PruneUnsafe(format!(
-                "{} is unreadable ({}); run `check`",
-                bad.object, bad.reason
-            )));
-        }
+        self.blobs().load_new_index_files()?;
+        self.refuse_if_index_unreadable()?;
         // An unreadable condemnation record condemns nothing: its packs are
         // judged afresh below, and it is removed at the end.
         let void_records = self.blobs().load_condemned()?;
@@ -132,6 +135,44 @@ impl Repository {
                 .warnings
                 .push(format!("{bad}; it condemns nothing and is removed"));
         }
+        // Packs no index file names: left by interrupted writers, or named
+        // only by an index file lost since. Their authenticated headers say
+        // what they hold, and join the view before marking: one holding a
+        // reachable blob is adopted (indexed again), any other condemned.
+        let present: HashSet<String> = self.store().list(Namespace::Packs)?.into_iter().collect();
+        let earlier: HashSet<PackId> = self
+            .blobs()
+            .condemnations()
+            .values()
+            .flat_map(|r| r.packs.iter().copied())
+            .collect();
+        let indexed: HashSet<PackId> = self
+            .blobs()
+            .with_index(|index| index.packs().to_vec())
+            .into_iter()
+            .chain(self.blobs().index_files().into_values().flatten())
+            .collect();
+        let mut orphans: BTreeMap<PackId, Vec<cairn_pack::PackEntry>> = BTreeMap::new();
+        for id in present.iter().filter_map(|name| PackId::from_hex(name)) {
+            if indexed.contains(&id) || earlier.contains(&id) {
+                continue;
+            }
+            let entries = match self.blobs().read_header(&id) {
+                Ok(entries) => entries.unwrap_or_default(),
+                Err(cairn_store::Error::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let mut found = Index::new();
+            for entry in &entries {
+                found.insert(cairn_index::BlobLocation {
+                    pack: id,
+                    entry: *entry,
+                });
+            }
+            self.blobs().merge(&found);
+            orphans.insert(id, entries);
+        }
+
         let listing = self.list_snapshots()?;
         if let Some(bad) = listing.unreadable.first() {
             return Err(Error::PruneUnsafe(format!(
@@ -147,12 +188,15 @@ impl Repository {
             live.mark(self, &snapshot.root_id(), &id.to_hex())?;
         }
         report.n_live_blobs = live.blobs.len();
+        let missing_before = live.unlocated(self);
 
         // Step 3: decide, pack by pack.
-        let present: HashSet<String> = self.store().list(Namespace::Packs)?.into_iter().collect();
         let mut packs: BTreeMap<PackId, PackUse> = BTreeMap::new();
         self.blobs().with_index(|index| {
             for location in index.iter_locations() {
+                if orphans.contains_key(&location.pack) {
+                    continue;
+                }
                 let pack = packs.entry(location.pack).or_default();
                 let len = u64::from(location.entry.sealed_len);
                 pack.total += len;
@@ -165,12 +209,6 @@ impl Repository {
                 pack.entries.push(location.entry);
             }
         });
-        let earlier: HashSet<PackId> = self
-            .blobs()
-            .condemnations()
-            .values()
-            .flat_map(|r| r.packs.iter().copied())
-            .collect();
         let mut condemn: Vec<PackId> = Vec::new();
         let mut candidates: Vec<(&PackId, &PackUse)> = Vec::new();
         for (pack, usage) in &packs {
@@ -188,18 +226,18 @@ impl Repository {
                 report.bytes_unused_left += usage.total - usage.live;
             }
         }
-        // Named by an index file, even if this session forgot its entries.
-        let indexed: HashSet<String> = packs
-            .keys()
-            .chain(self.blobs().index_files().values().flatten())
-            .map(PackId::to_hex)
-            .collect();
-        for name in &present {
-            if !indexed.contains(name)
-                && let Some(id) = PackId::from_hex(name)
-                && !earlier.contains(&id)
-            {
-                condemn.push(id);
+        let mut adopted = Index::new();
+        for (id, entries) in &orphans {
+            if entries.iter().any(|e| live.blobs.contains(&(e.kind, e.id))) {
+                for entry in entries {
+                    adopted.insert(cairn_index::BlobLocation {
+                        pack: *id,
+                        entry: *entry,
+                    });
+                }
+                report.n_packs_adopted += 1;
+            } else {
+                condemn.push(*id);
                 report.n_packs_unindexed += 1;
             }
         }
@@ -208,7 +246,7 @@ impl Repository {
         let mut repack: Vec<(PackId, Vec<cairn_pack::PackEntry>)> = Vec::new();
         let mut budget = options.max_repack.unwrap_or(u64::MAX);
         for (pack, usage) in candidates {
-            if usage.live > budget {
+            if busy || usage.live > budget {
                 report.bytes_unused_left += usage.total - usage.live;
                 continue;
             }
@@ -222,16 +260,26 @@ impl Repository {
             .chain(repack.iter().map(|(p, _)| *p))
             .chain(earlier.iter().copied())
             .collect();
-        let index_files = self.blobs().index_files();
-        let mut superseded: Vec<String> = if index_files.len() > MAX_INDEX_FILES {
-            index_files.keys().cloned().collect()
-        } else {
-            index_files
-                .iter()
-                .filter(|(_, named)| named.iter().any(|p| deleting.contains(p)))
-                .map(|(name, _)| name.clone())
-                .collect()
-        };
+        // Index files an earlier record supersedes already: its own new
+        // files carry what they still hold.
+        let superseded_before: HashSet<String> = self
+            .blobs()
+            .condemnations()
+            .values()
+            .flat_map(|r| r.superseded_index_files.iter().map(PackId::to_hex))
+            .collect();
+        let index_files: std::collections::HashMap<String, Vec<PackId>> = self
+            .blobs()
+            .index_files()
+            .into_iter()
+            .filter(|(name, _)| !superseded_before.contains(name))
+            .collect();
+        let merge_all = index_files.len() > MAX_INDEX_FILES && !busy;
+        let mut superseded: Vec<String> = index_files
+            .iter()
+            .filter(|(_, named)| merge_all || named.iter().any(|p| deleting.contains(p)))
+            .map(|(name, _)| name.clone())
+            .collect();
         superseded.sort();
         report.n_index_files_superseded = superseded.len();
         if options.dry_run {
@@ -245,6 +293,7 @@ impl Repository {
         }
         if deleting.is_empty()
             && superseded.is_empty()
+            && adopted.is_empty()
             && void_records.is_empty()
             && self.blobs().condemnations().is_empty()
         {
@@ -261,8 +310,7 @@ impl Repository {
             self.config().pack_target_size,
             None,
             BufferPool::new(),
-        )
-        .with_session(&session);
+        );
         let mut copied: HashSet<(BlobKind, BlobId)> = HashSet::new();
         for (pack, entries) in &repack {
             check_cancelled(progress)?;
@@ -278,6 +326,9 @@ impl Repository {
         }
         let (copies, totals) = packer.finish()?;
         report.bytes_written += totals.bytes_stored;
+        for (name, packs) in totals.index_files {
+            self.blobs().register_index_file(name, packs);
+        }
         report.n_index_files_written += usize::from(!copies.is_empty());
         let superseded_set: HashSet<&String> = superseded.iter().collect();
         let from_superseded: HashSet<PackId> = index_files
@@ -286,7 +337,7 @@ impl Repository {
             .flat_map(|(_, named)| named.iter().copied())
             .filter(|p| !deleting.contains(p))
             .collect();
-        let mut compacted = Index::new();
+        let mut compacted = adopted;
         self.blobs().with_index(|index| {
             for location in index.iter_locations() {
                 if from_superseded.contains(&location.pack) {
@@ -302,6 +353,7 @@ impl Repository {
             report.n_index_files_written += 1;
         }
         self.blobs().merge(&copies);
+        self.blobs().merge(&compacted);
 
         // Step 5: the condemnation record.
         let mut new_packs: Vec<PackId> = condemn.clone();
@@ -360,6 +412,7 @@ impl Repository {
         // Step 7: what snapshots committed since step 2 reach, and which
         // condemned packs they still need.
         self.blobs().load_new_index_files()?;
+        self.refuse_if_index_unreadable()?;
         let listing = self.list_snapshots()?;
         if let Some(bad) = listing.unreadable.first() {
             return Err(Error::PruneUnsafe(format!(
@@ -371,6 +424,22 @@ impl Repository {
             if !first_seen.contains(id) {
                 live.mark(self, &snapshot.root_id(), &id.to_hex())?;
             }
+        }
+        // A reachable blob that no index file places, and that was placed at
+        // step 2: something this view cannot see (an index file lost
+        // meanwhile). Deleting now could destroy it.
+        if let Some((kind, id)) = live.unlocated(self).difference(&missing_before).next() {
+            return Err(Error::PruneUnsafe(format!(
+                "{} blob {} is needed and no readable index file places it; run `check`",
+                kind.name(),
+                id.to_hex()
+            )));
+        }
+        if !missing_before.is_empty() {
+            report.warnings.push(format!(
+                "{} blobs the snapshots need are missing already (run `check`)",
+                missing_before.len()
+            ));
         }
         let records = self.blobs().condemnations();
         let mut doomed: HashSet<PackId> = records
@@ -463,6 +532,18 @@ impl Repository {
         Ok(report)
     }
 
+    /// Stops prune when an index file could not be read: the packs only it
+    /// names would look unindexed and be deleted.
+    fn refuse_if_index_unreadable(&self) -> Result<()> {
+        match self.blobs().unreadable_index_files().first() {
+            Some(bad) => Err(Error::PruneUnsafe(format!(
+                "{} is unreadable ({}); run `check`",
+                bad.object, bad.reason
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Copies the live blobs of `pack` that have no copy in a kept pack into
     /// `packer`, as sealed bytes, reading the pack's needed span once. The
     /// pack's header is checked first, so only bytes it lists are copied.
@@ -542,6 +623,17 @@ struct Live {
 }
 
 impl Live {
+    /// The reachable blobs the view places nowhere.
+    fn unlocated(&self, repo: &Repository) -> HashSet<(BlobKind, BlobId)> {
+        repo.blobs().with_index(|index| {
+            self.blobs
+                .iter()
+                .filter(|(kind, id)| !index.contains(*kind, id))
+                .copied()
+                .collect()
+        })
+    }
+
     /// Marks the tree `root` and everything below it. A tree that cannot be
     /// read stops prune: what it reaches is unknown, so nothing may go.
     fn mark(&mut self, repo: &Repository, root: &BlobId, snapshot: &str) -> Result<()> {

@@ -8,6 +8,7 @@
 //! machine, in this boot, by a process that no longer runs.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,16 +38,28 @@ fn now_secs() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// The kernel's random boot ID, or zeros where there is none.
-fn boot_id() -> [u8; 16] {
+/// The space in which this process's ID means something: a hash of the
+/// kernel's random boot ID, the PID namespace and the effective user. Two
+/// processes with equal spaces see each other in /proc (containers share
+/// the boot ID but not the PID namespace; `hidepid` hides other users).
+/// Zeros where there is no boot ID.
+fn pid_space() -> [u8; 16] {
+    let Ok(boot) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") else {
+        return [0; 16];
+    };
+    let namespace = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let user = rustix::process::geteuid().as_raw();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"cairn pid space v1\0");
+    hasher.update(boot.trim().as_bytes());
+    hasher.update(b"\0");
+    hasher.update(namespace.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(&user.to_le_bytes());
     let mut out = [0u8; 16];
-    if let Ok(text) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
-        let hex: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-            let pair = std::str::from_utf8(pair).unwrap_or("00");
-            *byte = u8::from_str_radix(pair, 16).unwrap_or(0);
-        }
-    }
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
     out
 }
 
@@ -84,12 +97,15 @@ impl FoundSession {
         let Some(marker) = &self.marker else {
             return false;
         };
+        let window = STALE_AFTER.as_secs() as i64;
         let age = now_secs.saturating_sub(marker.refreshed_secs);
-        if age > STALE_AFTER.as_secs() as i64 {
+        // Dated far in the future: a writer whose clock is wrong. Taken as
+        // stale, or one crashed writer could block prune for years.
+        let future = marker.refreshed_secs.saturating_sub(now_secs);
+        if age > window || future > window / 2 {
             return false;
         }
-        let this_boot = boot_id();
-        if marker.boot_id != [0; 16] && marker.boot_id == this_boot {
+        if marker.pid_space != [0; 16] && marker.pid_space == pid_space() {
             if marker.pid == std::process::id() {
                 return live().as_ref().is_some_and(|l| l.contains(&self.name));
             }
@@ -126,51 +142,58 @@ pub(crate) fn delete_marker(store: &dyn Store, name: &str) -> Result<()> {
 
 struct Current {
     name: String,
+    /// When the marker was dated (taken before it was written, so a put
+    /// that stalls makes it look older, never younger).
     written: Instant,
     written_wall: SystemTime,
 }
 
-/// This process's running session: its marker exists from [`Session::begin`]
-/// until [`Session::end`] or drop.
-pub(crate) struct Session {
+/// What a session and its refresher thread share.
+struct Shared {
     store: Arc<dyn Store>,
     key: SealKey,
     kind: SessionKind,
     started_secs: i64,
     current: Mutex<Option<Current>>,
+    /// Sticky: the marker once went unrenewed for more than half the
+    /// staleness window (the process was suspended or stalled), or a
+    /// renewal failed. A prune may have taken the session for dead.
+    lapsed: AtomicBool,
 }
 
-impl Session {
-    /// Writes a marker announcing a session of `kind`.
-    pub fn begin(store: Arc<dyn Store>, key: SealKey, kind: SessionKind) -> Result<Self> {
-        let session = Self {
-            store,
-            key,
-            kind,
-            started_secs: now_secs(),
-            current: Mutex::new(None),
-        };
-        session.write_new()?;
-        Ok(session)
-    }
+/// This process's running session: its marker exists from [`Session::begin`]
+/// until [`Session::end`] or drop, and a thread renews it every
+/// [`REFRESH_EVERY`] meanwhile.
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    stop: Option<crossbeam_channel::Sender<()>>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+}
 
+impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The current marker's name.
-    pub fn name(&self) -> Option<String> {
-        self.lock().as_ref().map(|c| c.name.clone())
+    /// Time since the marker was last dated, by both clocks (a suspended
+    /// machine's monotonic clock may not count the suspension).
+    fn age(&self) -> Duration {
+        self.lock()
+            .as_ref()
+            .map_or(Duration::MAX, |c| since(c.written, c.written_wall))
     }
 
     /// Writes a fresh marker, then deletes the previous one: there is always
-    /// at least one.
+    /// at least one. Notes a lapse if the previous one had gone unrenewed
+    /// for more than half the staleness window.
     fn write_new(&self) -> Result<()> {
+        let (written, written_wall) = (Instant::now(), SystemTime::now());
+        let space = pid_space();
         let marker = SessionMarker {
             kind: self.kind,
             started_secs: self.started_secs,
             refreshed_secs: now_secs(),
-            boot_id: boot_id(),
+            pid_space: space,
             pid: std::process::id(),
             pid_start: process_start(std::process::id()).unwrap_or(0),
         };
@@ -190,10 +213,19 @@ impl Session {
         }
         let previous = self.lock().replace(Current {
             name,
-            written: Instant::now(),
-            written_wall: SystemTime::now(),
+            written,
+            written_wall,
         });
         if let Some(previous) = previous {
+            if since_until(
+                previous.written,
+                previous.written_wall,
+                written,
+                written_wall,
+            ) > STALE_AFTER / 2
+            {
+                self.lapsed.store(true, Ordering::SeqCst);
+            }
             self.forget(&previous.name)?;
         }
         Ok(())
@@ -206,42 +238,123 @@ impl Session {
         delete_marker(&*self.store, name)
     }
 
-    /// Time since the marker was last written, by both clocks (a suspended
-    /// machine's monotonic clock may not count the suspension).
-    fn age(&self) -> Duration {
-        self.lock().as_ref().map_or(Duration::MAX, |c| {
-            let wall = SystemTime::now()
-                .duration_since(c.written_wall)
-                .unwrap_or_default();
-            c.written.elapsed().max(wall)
+    /// Moves the current marker's date into the past (tests of lapses).
+    #[cfg(test)]
+    fn backdate(&self, by: Duration) {
+        if let Some(c) = self.lock().as_mut() {
+            c.written = c.written.checked_sub(by).unwrap_or(c.written);
+            c.written_wall -= by;
+        }
+    }
+
+    fn refresh_if_due(&self) {
+        if self.age() >= REFRESH_EVERY && self.write_new().is_err() {
+            // Not renewed: the marker ages. Whoever relies on it checks
+            // `lapsed` before committing.
+            self.lapsed.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The longer of the two clocks' measures of the time since a moment.
+fn since(then: Instant, then_wall: SystemTime) -> Duration {
+    since_until(then, then_wall, Instant::now(), SystemTime::now())
+}
+
+fn since_until(
+    then: Instant,
+    then_wall: SystemTime,
+    now: Instant,
+    now_wall: SystemTime,
+) -> Duration {
+    let wall = now_wall.duration_since(then_wall).unwrap_or_default();
+    now.saturating_duration_since(then).max(wall)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes the next [`Session::lapsed`] on this thread say yes, as after a
+    /// suspension longer than half the staleness window.
+    pub(crate) static FORCE_LAPSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How often the refresher looks at the marker's age.
+const REFRESH_TICK: Duration = Duration::from_secs(30);
+
+impl Session {
+    /// Writes a marker announcing a session of `kind`, and starts renewing it.
+    pub fn begin(store: Arc<dyn Store>, key: SealKey, kind: SessionKind) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            store,
+            key,
+            kind,
+            started_secs: now_secs(),
+            current: Mutex::new(None),
+            lapsed: AtomicBool::new(false),
+        });
+        shared.write_new()?;
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let refresher = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("cairn-session".into())
+                .spawn(move || {
+                    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                        stopped.recv_timeout(REFRESH_TICK)
+                    {
+                        shared.refresh_if_due();
+                    }
+                })
+                .map_err(Error::Thread)?
+        };
+        Ok(Self {
+            shared,
+            stop: Some(stop),
+            refresher: Some(refresher),
         })
     }
 
-    /// Writes a new marker if the current one is due for it.
-    pub fn refresh_if_due(&self) -> Result<()> {
-        if self.age() >= REFRESH_EVERY {
-            self.write_new()?;
-        }
-        Ok(())
+    /// The current marker's name.
+    pub fn name(&self) -> Option<String> {
+        self.shared.lock().as_ref().map(|c| c.name.clone())
     }
 
-    /// Whether the marker may have been taken for stale by a prune: its
-    /// last write is more than half the staleness window old. The caller
-    /// must then write a fresh one and re-validate what it relied on.
-    pub fn may_have_lapsed(&self) -> bool {
-        self.age() > STALE_AFTER / 2
+    /// Whether a prune may have taken this session for dead: a marker went
+    /// unrenewed for more than half the staleness window at some point
+    /// (sticky until [`Session::revalidated`]), or has now. The caller must
+    /// renew it and re-validate what it relied on before it commits.
+    pub fn lapsed(&self) -> bool {
+        #[cfg(test)]
+        if FORCE_LAPSE.with(|f| f.replace(false)) {
+            return true;
+        }
+        self.shared.lapsed.load(Ordering::SeqCst) || self.shared.age() > STALE_AFTER / 2
     }
 
     /// Writes a fresh marker now.
     pub fn renew(&self) -> Result<()> {
-        self.write_new()
+        self.shared.write_new()
     }
 
-    /// Ends the session: deletes the marker.
-    pub fn end(self) -> Result<()> {
-        let current = self.lock().take();
+    /// Clears a lapse once the caller has renewed the marker and checked
+    /// that nothing it relies on was condemned or deleted meanwhile.
+    pub fn revalidated(&self) {
+        self.shared.lapsed.store(false, Ordering::SeqCst);
+    }
+
+    fn stop_refresher(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.refresher.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Ends the session: stops renewing and deletes the marker.
+    pub fn end(mut self) -> Result<()> {
+        self.stop_refresher();
+        let current = self.shared.lock().take();
         match current {
-            Some(current) => self.forget(&current.name),
+            Some(current) => self.shared.forget(&current.name),
             None => Ok(()),
         }
     }
@@ -249,11 +362,13 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.stop_refresher();
         // A session that failed: its marker goes, best effort (a marker left
         // behind is recognised as this process's and ended; on another
         // machine it goes stale).
-        if let Some(current) = self.lock().take() {
-            let _ = self.forget(&current.name);
+        let current = self.shared.lock().take();
+        if let Some(current) = current {
+            let _ = self.shared.forget(&current.name);
         }
     }
 }
@@ -291,7 +406,7 @@ mod tests {
         // The marker outlives its session (a failed delete): this process
         // knows the session ended.
         let name = session.name().expect("name");
-        session.lock().take();
+        session.shared.lock().take();
         if let Some(l) = live().as_mut() {
             l.remove(&name);
         }
@@ -305,6 +420,59 @@ mod tests {
     }
 
     #[test]
+    fn a_long_gap_between_renewals_is_a_lapse_until_revalidated() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let session = Session::begin(store.clone(), key(), SessionKind::Backup).expect("begin");
+        assert!(!session.lapsed());
+        // Suspended for a while, then renewed (by the refresher, say): the
+        // gap is remembered although the marker is fresh again.
+        session
+            .shared
+            .backdate(STALE_AFTER / 2 + Duration::from_secs(1));
+        assert!(session.lapsed());
+        session.renew().expect("renew");
+        assert!(session.shared.age() < Duration::from_secs(60));
+        assert!(session.lapsed(), "a lapse is sticky");
+        session.revalidated();
+        assert!(!session.lapsed());
+        // A short gap is no lapse.
+        session.shared.backdate(REFRESH_EVERY);
+        session.renew().expect("renew");
+        assert!(!session.lapsed());
+        session.end().expect("end");
+    }
+
+    #[test]
+    fn markers_dated_far_ahead_or_long_ago_are_stale() {
+        let at = |refreshed_secs: i64| FoundSession {
+            name: "z".into(),
+            marker: Some(SessionMarker {
+                kind: SessionKind::Backup,
+                started_secs: refreshed_secs,
+                refreshed_secs,
+                pid_space: [9; 16],
+                pid: 1,
+                pid_start: 1,
+            }),
+        };
+        let now = now_secs();
+        let window = STALE_AFTER.as_secs() as i64;
+        assert!(at(now).is_live(now));
+        assert!(at(now - window + 60).is_live(now));
+        assert!(!at(now - window - 60).is_live(now));
+        assert!(
+            at(now + window / 2 - 60).is_live(now),
+            "clocks may disagree"
+        );
+        assert!(
+            !at(now + window / 2 + 60).is_live(now),
+            "a year ahead blocks nothing"
+        );
+        assert_ne!(pid_space(), [0; 16]);
+        assert_eq!(pid_space(), pid_space());
+    }
+
+    #[test]
     fn another_process_on_this_boot_is_live_only_while_it_runs() {
         let me = std::process::id();
         let start = process_start(me).expect("this process has a start time");
@@ -314,7 +482,7 @@ mod tests {
                 kind: SessionKind::Backup,
                 started_secs: now_secs(),
                 refreshed_secs: now_secs(),
-                boot_id: boot_id(),
+                pid_space: pid_space(),
                 pid,
                 pid_start,
             }),
@@ -334,7 +502,7 @@ mod tests {
         // Another machine (or boot): judged by time only.
         let mut other = marker(me, start);
         if let Some(m) = other.marker.as_mut() {
-            m.boot_id = [1; 16];
+            m.pid_space = [1; 16];
         }
         assert!(other.is_live(now_secs()));
         // Unreadable markers protect nothing.

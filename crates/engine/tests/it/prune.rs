@@ -292,3 +292,32 @@ fn an_unreadable_snapshot_stops_prune_until_it_is_forgotten_by_id() {
         assert_restores_day(&repo, id, d as u64, scratch.path());
     }
 }
+
+#[test]
+fn packs_whose_index_files_were_lost_are_adopted_not_deleted() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (store, repo, key, ids) = repo_with_days(scratch.path(), 5);
+    forget_ids(&repo, &ids[..2]);
+    drop(repo);
+    // The server loses every index file: every pack is named by nothing,
+    // though the remaining snapshots need most of them.
+    for name in store.list(Namespace::Index).expect("list") {
+        store
+            .delete(&cairn_store::ObjectName::new(Namespace::Index, &name).expect("name"))
+            .expect("lose it");
+    }
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let report = repo
+        .prune(&PruneOptions::default(), &NoProgress)
+        .expect("prune");
+    assert!(report.n_packs_adopted > 0, "{report:?}");
+    assert!(
+        report.n_packs_unindexed > 0,
+        "forgotten days' packs go: {report:?}"
+    );
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    assert_sound(&repo);
+    for (d, id) in ids.iter().enumerate().skip(2) {
+        assert_restores_day(&repo, id, d as u64, scratch.path());
+    }
+}

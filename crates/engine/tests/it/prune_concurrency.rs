@@ -217,6 +217,43 @@ fn a_prune_running_at_any_step_of_a_backup_loses_nothing() {
     assert!(n_deferred > 0);
 }
 
+/// Runs a hook once, at the first put into one namespace.
+struct OnPutTo {
+    inner: Arc<MemoryStore>,
+    namespace: Namespace,
+    hook: Mutex<Option<Hook>>,
+}
+
+impl Store for OnPutTo {
+    fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
+        if name.namespace() == self.namespace {
+            let hook = self.hook.lock().expect("hook").take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        self.inner.put(name, bytes)
+    }
+    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
+        self.inner.get(name, max_len)
+    }
+    fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        self.inner.get_range(name, offset, len)
+    }
+    fn size(&self, name: &ObjectName) -> Result<u64, Error> {
+        self.inner.size(name)
+    }
+    fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
+        self.inner.list(namespace)
+    }
+    fn delete(&self, name: &ObjectName) -> Result<(), Error> {
+        self.inner.delete(name)
+    }
+    fn clean_interrupted_writes(&self) -> Result<u64, Error> {
+        self.inner.clean_interrupted_writes()
+    }
+}
+
 #[test]
 fn a_long_lived_process_never_deduplicates_against_condemned_packs() {
     let scratch = tempfile::tempdir().expect("tempdir");
@@ -225,28 +262,51 @@ fn a_long_lived_process_never_deduplicates_against_condemned_packs() {
     let inner = Arc::new(base.duplicate());
     // Opened before anything is condemned, as a frontend keeps it open.
     let mut long_lived = Repository::open(inner.clone(), &key).expect("open");
-    // A prune condemns day 1's packs but cannot delete them: a backup's
-    // marker is live while it runs (it runs inside that backup).
+    // A prune condemns day 1's packs but cannot delete them: a backup
+    // starts after its first look at the sessions and is still running
+    // (paused before its snapshot) when it looks again.
     let n_ops = count_ops(&base, |store| {
         let mut repo = Repository::open(store, &key).expect("open");
         backup_revived(&mut repo, &src);
     });
-    let deferred: Arc<Mutex<Option<bool>>> = Arc::default();
+    let (paused_tx, paused_rx) = crossbeam_channel::bounded::<()>(1);
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+    let running: Arc<Mutex<Option<std::thread::JoinHandle<SnapshotId>>>> = Arc::default();
     let hook: Hook = {
-        let (inner, key, deferred) = (inner.clone(), key.clone(), deferred.clone());
+        let (inner, key, src, running) = (inner.clone(), key.clone(), src.clone(), running.clone());
         Box::new(move || {
-            let repo = Repository::open(inner, &key).expect("open");
-            let report = repo
-                .prune(&PruneOptions::default(), &NoProgress)
-                .expect("prune");
-            *deferred.lock().expect("flag") = Some(report.deferred.is_some());
+            let pause: Hook = Box::new(move || {
+                paused_tx.send(()).expect("paused");
+                release_rx.recv().expect("released");
+            });
+            // The second-to-last operation of that backup is its snapshot.
+            let paused = Arc::new(HookStore::new(inner, n_ops - 2, Some(pause)));
+            let thread = std::thread::spawn(move || {
+                let mut repo = Repository::open(paused, &key).expect("open");
+                backup_revived(&mut repo, &src)
+            });
+            paused_rx.recv().expect("backup paused");
+            *running.lock().expect("thread") = Some(thread);
         })
     };
-    let hooked = Arc::new(HookStore::new(inner.clone(), n_ops / 2, Some(hook)));
-    let mut other = Repository::open(hooked, &key).expect("open");
-    let first = backup_revived(&mut other, &src);
-    assert_eq!(*deferred.lock().expect("flag"), Some(true));
+    let pruning = Arc::new(OnPutTo {
+        inner: inner.clone(),
+        namespace: Namespace::Condemned,
+        hook: Mutex::new(Some(hook)),
+    });
+    let report = Repository::open(pruning, &key)
+        .expect("open")
+        .prune(&PruneOptions::default(), &NoProgress)
+        .expect("prune");
+    assert!(report.deferred.is_some(), "{report:?}");
     assert!(!inner.list(Namespace::Condemned).expect("list").is_empty());
+    release_tx.send(()).expect("release");
+    let thread = running
+        .lock()
+        .expect("thread")
+        .take()
+        .expect("backup started");
+    let first = thread.join().expect("paused backup");
     // The long-lived process backs up the same day: what it would reuse is
     // condemned, so it stores it again rather than rely on it.
     make_day(&src, REVIVED_DAY);
@@ -324,4 +384,40 @@ fn a_restore_during_a_prune_that_moves_its_blobs_is_complete() {
         n_moved += 1;
     }
     assert!(n_moved > 5);
+}
+
+#[test]
+fn a_check_during_a_prune_reports_no_false_damage() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (base, key, _ids) = prepared(scratch.path());
+    let check = |store: Arc<HookStore>| {
+        let repo = Repository::open(store, &key).expect("open");
+        repo.check(&CheckOptions { read_data: true }, &NoProgress)
+            .expect("check")
+    };
+    let n_ops = count_ops(&base, |store| {
+        assert!(check(store).is_ok());
+    });
+    for trigger in 0..n_ops {
+        let inner = Arc::new(base.duplicate());
+        let hook: Hook = {
+            let (inner, key) = (inner.clone(), key.clone());
+            Box::new(move || {
+                let repo = Repository::open(inner, &key).expect("open");
+                let options = PruneOptions {
+                    max_unused: 0.0,
+                    ..PruneOptions::default()
+                };
+                repo.prune(&options, &NoProgress).expect("prune");
+            })
+        };
+        let hooked = Arc::new(HookStore::new(inner.clone(), trigger, Some(hook)));
+        let report = check(hooked.clone());
+        assert!(hooked.fired());
+        assert!(
+            report.is_ok(),
+            "prune at check op {trigger}: {:?}",
+            report.problems
+        );
+    }
 }
