@@ -101,8 +101,12 @@ enum Command {
     /// everything each snapshot needs. Exits 1 if anything is wrong.
     Check {
         /// Also read every pack whole and authenticate every blob.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "read_data_subset")]
         read_data: bool,
+        /// Read a random share of the packs whole (e.g. `10%`), a different
+        /// share each run.
+        #[arg(long, value_name = "PERCENT", value_parser = maintenance::parse_percent)]
+        read_data_subset: Option<f64>,
     },
     /// Remove snapshots, named or chosen by keep rules (per host and paths).
     /// Their data stays until `prune` (or `--prune`).
@@ -266,7 +270,17 @@ fn run(cli: Cli) -> Result<Done> {
             Ok(Done::Complete)
         }
         Command::Stats => stats(&cli),
-        Command::Check { read_data } => check(&cli, *read_data),
+        Command::Check {
+            read_data,
+            read_data_subset,
+        } => {
+            let read_data = match (read_data, read_data_subset) {
+                (true, _) => cairn::ReadData::All,
+                (false, Some(share)) => cairn::ReadData::Share(*share),
+                (false, None) => cairn::ReadData::None,
+            };
+            check(&cli, read_data)
+        }
         Command::Forget(args) => maintenance::forget(&cli, &open_repo(&cli)?, args),
         Command::Prune { args, dry_run } => {
             maintenance::prune(&cli, &open_repo(&cli)?, args, *dry_run)
@@ -550,7 +564,7 @@ fn restore(
     Ok(done)
 }
 
-fn check(cli: &Cli, read_data: bool) -> Result<Done> {
+fn check(cli: &Cli, read_data: cairn::ReadData) -> Result<Done> {
     let repo = open_repo(cli)?;
     // What opening skipped is reported by the check itself.
     repo.take_warnings();
@@ -570,9 +584,11 @@ fn check(cli: &Cli, read_data: bool) -> Result<Done> {
             "n_index_files": report.n_index_files,
             "n_packs": report.n_packs,
             "n_trees": report.n_trees,
+            "n_packs_read": report.n_packs_read,
             "n_blobs_read": report.n_blobs_read,
             "n_unreferenced_packs": report.n_unreferenced_packs,
             "unreferenced_bytes": report.unreferenced_bytes,
+            "n_condemned_packs": report.n_condemned_packs,
             "problems": problems,
         });
         out!("{summary}");
@@ -583,12 +599,21 @@ fn check(cli: &Cli, read_data: bool) -> Result<Done> {
             report.n_index_files,
             report.n_packs,
             report.n_trees,
-            if read_data {
-                format!(", {} blobs read", report.n_blobs_read)
-            } else {
+            if read_data == cairn::ReadData::None {
                 String::new()
+            } else {
+                format!(
+                    ", {} packs read whole ({} blobs)",
+                    report.n_packs_read, report.n_blobs_read
+                )
             }
         );
+        if report.n_condemned_packs > 0 {
+            out!(
+                "{} packs are condemned by a prune and will be deleted by the next one",
+                report.n_condemned_packs
+            );
+        }
         if report.n_unreferenced_packs > 0 {
             out!(
                 "{} packs ({:.1} MiB) are named by no index file (left by interrupted backups)",

@@ -24,10 +24,12 @@
 //!    (0600 and 0700 for the local store, whatever the umask).
 #![deny(clippy::unwrap_used)]
 
+mod counting;
 mod faulty;
 mod local;
 mod memory;
 
+pub use counting::{CountingStore, Counts};
 pub use faulty::{Fault, FaultyStore};
 pub use local::LocalStore;
 pub use memory::MemoryStore;

@@ -4,7 +4,7 @@
 //! It reads every index file and snapshot file, lists the packs, reads every
 //! referenced pack's header and compares it with the index, then walks every
 //! snapshot's trees and locates every chunk. With `read_data`, it also reads
-//! every referenced pack whole, checks its name (the hash of its bytes) and
+//! every referenced pack (or a random share of them) whole, checks its name (the hash of its bytes) and
 //! authenticates every blob in it. Packs no index names (left by interrupted
 //! backups) are counted, not reported as problems: prune removes them.
 
@@ -27,9 +27,38 @@ use crate::restore::escape_name;
 /// Options of [`Repository::check`].
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
-    /// Also read every pack whole and authenticate every blob (reads the
-    /// whole repository; without it, only metadata and pack headers are read).
-    pub read_data: bool,
+    /// Which packs to read whole, authenticating every blob in them
+    /// (without it, only metadata and pack headers are read).
+    pub read_data: ReadData,
+}
+
+/// Which packs `check` reads whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum ReadData {
+    /// None: metadata and pack headers only.
+    #[default]
+    None,
+    /// Every pack (reads the whole repository).
+    All,
+    /// A random share of the packs (0.0 to 1.0), different at each run, so
+    /// that runs over days cover the repository at a fraction of the cost.
+    Share(f64),
+}
+
+impl ReadData {
+    /// Whether to read `pack`, given this run's random `seed`.
+    fn includes(self, pack: &PackId, seed: &[u8; 32]) -> bool {
+        match self {
+            ReadData::None => false,
+            ReadData::All => true,
+            ReadData::Share(share) => {
+                let hash = blake3::keyed_hash(seed, pack.as_bytes());
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&hash.as_bytes()[..8]);
+                (u64::from_le_bytes(first) as f64) < share * u64::MAX as f64
+            }
+        }
+    }
 }
 
 /// One thing `check` found wrong.
@@ -58,6 +87,8 @@ pub struct CheckReport {
     pub n_packs: usize,
     /// Distinct trees walked.
     pub n_trees: usize,
+    /// Packs read whole (with `read_data`).
+    pub n_packs_read: usize,
     /// Blobs authenticated by reading them (with `read_data`).
     pub n_blobs_read: u64,
     /// Packs no index file names, and their bytes.
@@ -155,6 +186,8 @@ impl Repository {
         // what the index says it holds.
         let present: HashSet<String> = self.store().list(Namespace::Packs)?.into_iter().collect();
         let mut verdicts: HashMap<PackId, PackVerdict> = HashMap::new();
+        let mut seed = [0u8; 32];
+        cairn_crypto::random_bytes(&mut seed).map_err(|_| Error::Random)?;
         let mut packs: Vec<_> = by_pack.into_iter().collect();
         packs.sort_by_key(|(pack, _)| *pack);
         for (pack, entries) in &packs {
@@ -162,7 +195,7 @@ impl Repository {
                 return Err(Error::Cancelled);
             }
             report.n_packs += 1;
-            let verdict = self.check_pack(pack, entries, &present, options, &mut report)?;
+            let verdict = self.check_pack(pack, entries, &present, options, &seed, &mut report)?;
             // Gone now (missing from the listing, or vanished since), and
             // condemned or named by an index file that went with it: a
             // prune deleted it, not the server.
@@ -276,6 +309,7 @@ impl Repository {
         entries: &[PackEntry],
         present: &HashSet<String>,
         options: &CheckOptions,
+        seed: &[u8; 32],
         report: &mut CheckReport,
     ) -> Result<PackVerdict> {
         if !present.contains(&pack.to_hex()) {
@@ -299,7 +333,8 @@ impl Repository {
                 "header does not list {n_unlisted} blobs the index places in it"
             )));
         }
-        if options.read_data {
+        if options.read_data.includes(pack, seed) {
+            report.n_packs_read += 1;
             return self.read_pack_whole(pack, &header, report);
         }
         Ok(PackVerdict::Sound)

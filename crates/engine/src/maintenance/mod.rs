@@ -6,7 +6,7 @@ mod forget;
 mod prune;
 mod sessions;
 
-pub use check::{CheckOptions, CheckReport, Problem};
+pub use check::{CheckOptions, CheckReport, Problem, ReadData};
 pub use forget::{ForgetDecision, ForgetOptions, ForgetReport, ForgetWhat, KeepPolicy};
 pub use prune::{PruneOptions, PruneReport};
 #[cfg(test)]

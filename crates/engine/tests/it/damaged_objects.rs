@@ -180,8 +180,17 @@ fn a_damaged_subtree_costs_only_its_entries() {
 }
 
 fn check(repo: &Repository, read_data: bool) -> cairn::CheckReport {
-    repo.check(&cairn::CheckOptions { read_data }, &NoProgress)
-        .expect("check runs")
+    repo.check(
+        &cairn::CheckOptions {
+            read_data: if read_data {
+                cairn::ReadData::All
+            } else {
+                cairn::ReadData::None
+            },
+        },
+        &NoProgress,
+    )
+    .expect("check runs")
 }
 
 /// `check` reports each kind of damage, naming the object and what needs it;

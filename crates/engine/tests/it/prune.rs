@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use cairn::{
-    CheckOptions, ForgetOptions, ForgetWhat, KeepPolicy, NoProgress, PruneOptions, Repository,
-    SnapshotId,
+    CheckOptions, ForgetOptions, ForgetWhat, KeepPolicy, NoProgress, PruneOptions, ReadData,
+    Repository, SnapshotId,
 };
 use cairn_store::{Fault, FaultyStore, MemoryStore, Namespace, Store};
 
@@ -24,7 +24,12 @@ fn forget_ids(repo: &Repository, ids: &[SnapshotId]) {
 
 fn assert_sound(repo: &Repository) {
     let report = repo
-        .check(&CheckOptions { read_data: true }, &NoProgress)
+        .check(
+            &CheckOptions {
+                read_data: ReadData::All,
+            },
+            &NoProgress,
+        )
         .expect("check");
     assert!(
         report.is_ok(),
@@ -320,4 +325,76 @@ fn packs_whose_index_files_were_lost_are_adopted_not_deleted() {
     for (d, id) in ids.iter().enumerate().skip(2) {
         assert_restores_day(&repo, id, d as u64, scratch.path());
     }
+}
+
+/// Prune's store traffic for the same removal in a repository of `n_days`.
+fn prune_cost(scratch: &std::path::Path, n_days: u64) -> (cairn_store::Counts, cairn::PruneReport) {
+    let store = Arc::new(cairn_store::CountingStore::new(MemoryStore::new()));
+    let (mut repo, key) = Repository::init(store.clone(), &small_packs()).expect("init");
+    let src = scratch.join(format!("days-{n_days}")).join("chat");
+    let ids: Vec<SnapshotId> = (0..n_days)
+        .map(|d| backup_day(&mut repo, &src, d))
+        .collect();
+    forget_ids(&repo, &ids[..2]);
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    store.reset();
+    let report = repo
+        .prune(&PruneOptions::default(), &NoProgress)
+        .expect("prune");
+    (store.counts(), report)
+}
+
+#[test]
+fn what_prune_moves_grows_with_what_is_removed_not_with_the_repository() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (small, small_report) = prune_cost(scratch.path(), 6);
+    let (large, large_report) = prune_cost(scratch.path(), 24);
+    // The same two days go from a repository four times as large: the
+    // data deleted, copied and written is the same within chunking noise.
+    let close = |a: u64, b: u64| (a as f64) <= (b as f64) * 1.5 + 64.0 * 1024.0;
+    assert!(
+        close(large_report.bytes_deleted, small_report.bytes_deleted),
+        "{small_report:?} {large_report:?}"
+    );
+    assert!(
+        close(large.bytes_written, small.bytes_written),
+        "written: {small:?} {large:?}"
+    );
+    assert!(
+        close(large.bytes_read, small.bytes_read),
+        "read: {small:?} {large:?}"
+    );
+    assert!(close(large.deletes, small.deletes), "{small:?} {large:?}");
+    eprintln!("prune cost, 6 days: {small:?}\nprune cost, 24 days: {large:?}");
+}
+
+#[test]
+fn read_data_subset_reads_a_share_of_the_packs_and_finds_damage_in_it() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (store, repo, _key, _ids) = repo_with_days(scratch.path(), 8);
+    let check = |read_data| {
+        repo.check(&CheckOptions { read_data }, &NoProgress)
+            .expect("check")
+    };
+    let all = check(ReadData::All);
+    assert_eq!(all.n_packs_read, all.n_packs);
+    let none = check(ReadData::None);
+    assert_eq!(none.n_packs_read, 0);
+    let mut read = 0;
+    for _ in 0..20 {
+        read += check(ReadData::Share(0.25)).n_packs_read;
+    }
+    // About a quarter each time, a different quarter each run.
+    let mean = read as f64 / 20.0;
+    let expected = all.n_packs as f64 * 0.25;
+    assert!(
+        (mean - expected).abs() < expected * 0.5 + 1.0,
+        "{mean} packs read on average, {} packs",
+        all.n_packs
+    );
+    // Damage in a blob's bytes is found by some run of a full share.
+    let pack = store.list(Namespace::Packs).expect("list")[0].clone();
+    let object = cairn_store::ObjectName::new(Namespace::Packs, &pack).expect("name");
+    store.tamper(&object, |b| b[40] ^= 1).expect("tamper");
+    assert!(!check(ReadData::Share(1.0)).is_ok());
 }

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cairn::{
-    BackupOptions, CheckOptions, ForgetOptions, ForgetWhat, NoProgress, PruneOptions, Repository,
-    SnapshotId,
+    BackupOptions, CheckOptions, ForgetOptions, ForgetWhat, NoProgress, PruneOptions, ReadData,
+    Repository, SnapshotId,
 };
 use cairn_store::{Error, MemoryStore, Namespace, ObjectName, Store};
 
@@ -119,7 +119,12 @@ fn assert_all_restore(
 ) {
     let repo = Repository::open(store.clone(), key).expect("open");
     let report = repo
-        .check(&CheckOptions { read_data: true }, &NoProgress)
+        .check(
+            &CheckOptions {
+                read_data: ReadData::All,
+            },
+            &NoProgress,
+        )
         .expect("check");
     assert!(report.is_ok(), "{when}: {:?}", report.problems);
     assert_restores_day(&repo, revived, REVIVED_DAY, scratch);
@@ -392,8 +397,13 @@ fn a_check_during_a_prune_reports_no_false_damage() {
     let (base, key, _ids) = prepared(scratch.path());
     let check = |store: Arc<HookStore>| {
         let repo = Repository::open(store, &key).expect("open");
-        repo.check(&CheckOptions { read_data: true }, &NoProgress)
-            .expect("check")
+        repo.check(
+            &CheckOptions {
+                read_data: ReadData::All,
+            },
+            &NoProgress,
+        )
+        .expect("check")
     };
     let n_ops = count_ops(&base, |store| {
         assert!(check(store).is_ok());
