@@ -38,8 +38,8 @@ pub use cairn_meta::{
 };
 pub use error::{Error, KeyProblem, Result};
 pub use maintenance::{
-    CheckOptions, CheckReport, ForgetDecision, ForgetOptions, ForgetReport, ForgetWhat, KeepPolicy,
-    Problem, PruneOptions, PruneReport, ReadData,
+    CheckOptions, CheckReport, CompactReport, ForgetDecision, ForgetOptions, ForgetReport,
+    ForgetWhat, KeepPolicy, Problem, PruneOptions, PruneReport, ReadData,
 };
 pub use progress::{NoProgress, Progress};
 pub use repo::{InitOptions, RepoStats, Repository, SnapshotListing};

@@ -309,6 +309,16 @@ impl Repository {
             self.blobs()
                 .register_index_file(name.clone(), packs.clone());
         }
+        // Every backup adds an index file: past a bound, merge them, so
+        // opening stays cheap after years of daily backups. The snapshot is
+        // committed; a failure here costs only the merge (skipped while a
+        // prune runs or an index file is unreadable: the next backup tries
+        // again).
+        if self.blobs().index_files().len() > crate::maintenance::MAX_INDEX_FILES
+            && let Err(e) = self.compact_index()
+        {
+            self.note([format!("index files not merged: {e}")]);
+        }
         // What the repository noticed (skipped index or snapshot files,
         // distrusted packs) comes first, then what the walk skipped.
         let mut warnings = self.take_warnings();

@@ -2,12 +2,15 @@
 //! the session markers that let prune run beside backups.
 
 mod check;
+mod compact;
 mod forget;
 mod prune;
 mod sessions;
 
 pub use check::{CheckOptions, CheckReport, Problem, ReadData};
+pub use compact::CompactReport;
 pub use forget::{ForgetDecision, ForgetOptions, ForgetReport, ForgetWhat, KeepPolicy};
+pub(crate) use prune::MAX_INDEX_FILES;
 pub use prune::{PruneOptions, PruneReport};
 #[cfg(test)]
 pub(crate) use sessions::FORCE_LAPSE;

@@ -25,7 +25,7 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 
 /// Once there are more index files than this, prune merges them all.
-const MAX_INDEX_FILES: usize = 32;
+pub(crate) const MAX_INDEX_FILES: usize = 32;
 
 /// Options of [`Repository::prune`].
 #[derive(Clone, Debug)]
@@ -667,7 +667,7 @@ impl Live {
 /// `index` in parts that each fit one index file: at most
 /// `MAX_SEGMENT_ENTRIES` entries, and at most one location per blob (a
 /// segment names each blob once, so a second copy goes into another part).
-fn split_index(index: &Index) -> Vec<Index> {
+pub(super) fn split_index(index: &Index) -> Vec<Index> {
     let mut parts: Vec<Index> = Vec::new();
     for location in index.iter_locations() {
         let (kind, id) = (location.entry.kind, location.entry.id);
@@ -697,7 +697,7 @@ fn check_cancelled(progress: &dyn Progress) -> Result<()> {
     Ok(())
 }
 
-fn now_secs() -> i64 {
+pub(super) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

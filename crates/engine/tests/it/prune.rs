@@ -398,3 +398,72 @@ fn read_data_subset_reads_a_share_of_the_packs_and_finds_damage_in_it() {
     store.tamper(&object, |b| b[40] ^= 1).expect("tamper");
     assert!(!check(ReadData::Share(1.0)).is_ok());
 }
+
+#[test]
+fn index_files_stay_few_after_many_daily_backups() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (store, repo, key, ids) = repo_with_days(scratch.path(), 45);
+    drop(repo);
+    let n_index_files = store.list(Namespace::Index).expect("list").len();
+    assert!(
+        n_index_files <= 34,
+        "{n_index_files} index files after 45 backups"
+    );
+    assert!(store.list(Namespace::Condemned).expect("list").is_empty());
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    assert!(repo.take_warnings().is_empty());
+    assert_sound(&repo);
+    for d in [0, 20, 33, 44] {
+        assert_restores_day(&repo, &ids[d], d as u64, scratch.path());
+    }
+    // Prune after merges works as before.
+    forget_ids(&repo, &ids[..40]);
+    repo.prune(&PruneOptions::default(), &NoProgress)
+        .expect("prune");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    assert_sound(&repo);
+    assert_restores_day(&repo, &ids[44], 44, scratch.path());
+}
+
+#[test]
+fn a_backup_that_merges_index_files_may_fail_at_any_write() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    // 32 index files: the next backup's is one too many.
+    let (store, repo, key, ids) = repo_with_days(scratch.path(), 32);
+    drop(repo);
+    assert_eq!(store.list(Namespace::Index).expect("list").len(), 32);
+    let base = store.duplicate();
+    let src = scratch.path().join("again").join("chat");
+    let mut n_failures = 0;
+    for fail_at in 0.. {
+        let store = Arc::new(FaultyStore::new(base.duplicate()));
+        let mut repo = Repository::open(store.clone(), &key).expect("open");
+        store.set_fault(Fault::WritesAfter(fail_at));
+        make_day(&src, 33);
+        let outcome = repo.backup(
+            std::slice::from_ref(&src),
+            &cairn::BackupOptions {
+                host: "phone".into(),
+                ..cairn::BackupOptions::default()
+            },
+            &NoProgress,
+        );
+        store.set_fault(Fault::None);
+        let repo = Repository::open(store.clone(), &key).expect("open");
+        assert_sound(&repo);
+        for d in [0, 31] {
+            assert_restores_day(&repo, &ids[d], d as u64, scratch.path());
+        }
+        match outcome {
+            // The merge failed after the commit: a warning, not a failure.
+            Ok(report) if !report.warnings.is_empty() => n_failures += 1,
+            Ok(_) if store.n_writes() >= fail_at => n_failures += 1,
+            Ok(_) => {
+                assert!(store.list(Namespace::Index).expect("list").len() < 5);
+                break;
+            }
+            Err(_) => n_failures += 1,
+        }
+    }
+    assert!(n_failures > 5);
+}
