@@ -28,6 +28,11 @@ bench:
 bench-e2e *args:
     python3 benches/e2e.py --workloads chat,files --media-mb 1000 --files 100000 --days 3 {{args}}
 
+# Forget and prune benchmark: cairn vs restic, rustic and borg after a user
+# clears old media. Extra arguments go to the script.
+bench-lifecycle *args:
+    python3 benches/lifecycle.py {{args}}
+
 # The primitives' throughput ceiling on this machine.
 ceiling:
     cargo run --release -p cairn-benches --bin ceiling
