@@ -110,6 +110,14 @@ pub enum Error {
         "the backup was paused longer than its session lasts and a prune has since          removed data it relied on; nothing was committed: run it again"
     )]
     SessionLapsed,
+    /// A backup paused past its session's window wrote its snapshot, found
+    /// afterwards that a prune may have deleted data it names, and could not
+    /// delete the snapshot again.
+    #[error(
+        "snapshot {0} was written while this backup was paused and may name data a prune \
+         deleted; it could not be taken back: forget it and run the backup again"
+    )]
+    LapsedSnapshotLeft(String),
     /// Another prune's session marker is live.
     #[error("another prune is running (session marker sessions/{0}); try again when it ends")]
     PruneRunning(String),

@@ -281,6 +281,8 @@ impl Repository {
                 .and_then(|id| Ok((id, self.load_snapshot(&id)?)));
             match loaded {
                 Ok(pair) => out.push(pair),
+                // Listed, then forgotten by a concurrent `forget`.
+                Err(Error::SnapshotNotFound(_)) => {}
                 Err(e) if e.is_repository_damage() => unreadable.push(Unreadable {
                     object: format!("snapshots/{name}"),
                     reason: e.to_string(),

@@ -291,11 +291,26 @@ impl Repository {
         let snapshot_name = object(Namespace::Snapshots, &snapshot_id.to_hex())?;
         self.store().put(&snapshot_name, &sealed)?;
         // The put itself stalled past the window: a prune may have judged
-        // this session dead before the snapshot was there to see. Take it
-        // back; nothing is lost that a new backup does not redo.
+        // this session dead before the snapshot was there to see. Check
+        // again; if something it needs is condemned or gone, take the
+        // snapshot back (nothing is lost that a new backup does not redo).
         if session.lapsed() {
-            let _ = self.store().delete(&snapshot_name);
-            return Err(Error::SessionLapsed);
+            let checked = session
+                .renew()
+                .and_then(|()| self.blobs().revalidate(new_index.packs()));
+            match checked {
+                Ok(()) => session.revalidated(),
+                Err(e) => {
+                    let taken_back = self.store().delete(&snapshot_name).or_else(|_| {
+                        // Once more: the link that stalled may be back.
+                        self.store().delete(&snapshot_name)
+                    });
+                    return Err(match taken_back {
+                        Ok(()) => e,
+                        Err(_) => Error::LapsedSnapshotLeft(snapshot_id.to_hex()),
+                    });
+                }
+            }
         }
         // Committed: a marker left behind only delays prunes until it goes
         // stale, so failing to delete it fails nothing.

@@ -201,7 +201,7 @@ impl Repository {
             // prune deleted it, not the server.
             let deleting = matches!(verdict, PackVerdict::Bad(_))
                 && self.is_gone(pack)?
-                && (condemned.contains(pack) || self.index_file_gone(files_of.get(pack))?);
+                && (condemned.contains(pack) || self.deleted_by_prune(pack, files_of.get(pack))?);
             match &verdict {
                 // A prune condemned it and was interrupted after deleting
                 // it: the next prune finishes the job. What a snapshot needs
@@ -282,6 +282,17 @@ impl Repository {
         }
         report.n_trees = walk.sound.len() + walk.damaged.len();
         Ok(report)
+    }
+
+    /// Whether a pack gone since the check began was deleted by a prune
+    /// that ran meanwhile: a record read now names it (records are deleted
+    /// last), or an index file naming it went too.
+    fn deleted_by_prune(&self, pack: &PackId, files: Option<&Vec<String>>) -> Result<bool> {
+        self.blobs().load_condemned()?;
+        if self.blobs().is_condemned(pack) {
+            return Ok(true);
+        }
+        self.index_file_gone(files)
     }
 
     fn is_gone(&self, pack: &PackId) -> Result<bool> {

@@ -43,28 +43,12 @@ impl Repository {
     pub fn compact_index(&self) -> Result<CompactReport> {
         let mut report = CompactReport::default();
         let key = self.keys().metadata.clone();
-        self.blobs().load_new_index_files()?;
-        self.blobs().load_condemned()?;
-        let superseded_before: HashSet<String> = self
-            .blobs()
-            .condemnations()
-            .values()
-            .flat_map(|r| r.superseded_index_files.iter().map(PackId::to_hex))
-            .collect();
-        let mut files: Vec<(String, Vec<PackId>)> = self
-            .blobs()
-            .index_files()
-            .into_iter()
-            .filter(|(name, _)| !superseded_before.contains(name))
-            .collect();
-        if files.len() <= MAX_INDEX_FILES {
-            report.skipped = Some(format!("{} index files: nothing to merge", files.len()));
+        if self.blobs().index_files().len() <= MAX_INDEX_FILES {
+            report.skipped = Some("few index files: nothing to merge".into());
             return Ok(report);
         }
-        if let Some(bad) = self.blobs().unreadable_index_files().first() {
-            report.skipped = Some(format!("{bad}; run `check`"));
-            return Ok(report);
-        }
+        // The session first, then the view: what a prune did before the
+        // marker is seen below; a prune after it sees the marker and stops.
         let session = Session::begin(self.store().clone(), key.clone(), SessionKind::Prune)?;
         let own = session.name().unwrap_or_default();
         let now = now_secs();
@@ -79,23 +63,60 @@ impl Repository {
                 return Ok(report);
             }
         }
+        self.blobs().load_new_index_files()?;
+        self.blobs().load_condemned()?;
+        if let Some(bad) = self.blobs().unreadable_index_files().first() {
+            report.skipped = Some(format!("{bad}; run `check`"));
+            session.end()?;
+            return Ok(report);
+        }
+        let superseded_before: HashSet<String> = self
+            .blobs()
+            .condemnations()
+            .values()
+            .flat_map(|r| r.superseded_index_files.iter().map(PackId::to_hex))
+            .collect();
+        let listed: HashSet<String> = self.store().list(Namespace::Index)?.into_iter().collect();
+        let mut files: Vec<String> = self
+            .blobs()
+            .index_files()
+            .into_keys()
+            .filter(|name| !superseded_before.contains(name) && listed.contains(name))
+            .collect();
+        if files.len() <= MAX_INDEX_FILES {
+            report.skipped = Some(format!("{} index files: nothing to merge", files.len()));
+            session.end()?;
+            return Ok(report);
+        }
         files.sort();
-        let named: HashSet<PackId> = files.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+        // Entries come from the files themselves (the view may have
+        // forgotten some), and only for packs that are still there.
+        let present: HashSet<String> = self.store().list(Namespace::Packs)?.into_iter().collect();
         let mut merged = Index::new();
-        self.blobs().with_index(|index| {
-            for location in index.iter_locations() {
-                if named.contains(&location.pack) {
+        let mut names = Vec::new();
+        for name in files {
+            let segment = match self.reread_index_file(&name) {
+                Ok(segment) => segment,
+                Err(Error::PruneUnsafe(why)) => {
+                    report.skipped = Some(why);
+                    session.end()?;
+                    return Ok(report);
+                }
+                Err(e) => return Err(e),
+            };
+            for location in segment.iter() {
+                if present.contains(&location.pack.to_hex()) {
                     merged.insert(location);
                 }
             }
-        });
+            names.push(name);
+        }
         for part in split_index(&merged) {
             let (name, _) = put_index_file(&**self.store(), &key, &part)?;
             self.blobs()
                 .register_index_file(name, part.packs().to_vec());
             report.n_index_files_written += 1;
         }
-        let names: Vec<String> = files.into_iter().map(|(name, _)| name).collect();
         let record = Condemnation {
             time_secs: now_secs(),
             packs: Vec::new(),

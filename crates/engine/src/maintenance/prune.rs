@@ -158,7 +158,15 @@ impl Repository {
                 continue;
             }
             let entries = match self.blobs().read_header(&id) {
-                Ok(entries) => entries.unwrap_or_default(),
+                Ok(Some(entries)) => entries,
+                // What it holds is unknown: it stays, and `check` counts it.
+                Ok(None) => {
+                    report.warnings.push(format!(
+                        "packs/{name} is named by no index file and its header is damaged; left alone",
+                        name = id.to_hex()
+                    ));
+                    continue;
+                }
                 Err(cairn_store::Error::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
@@ -254,7 +262,7 @@ impl Repository {
             repack.push((*pack, usage.entries.clone()));
         }
         report.n_packs_repacked = repack.len();
-        let deleting: HashSet<PackId> = condemn
+        let mut deleting: HashSet<PackId> = condemn
             .iter()
             .copied()
             .chain(repack.iter().map(|(p, _)| *p))
@@ -275,12 +283,7 @@ impl Repository {
             .filter(|(name, _)| !superseded_before.contains(name))
             .collect();
         let merge_all = index_files.len() > MAX_INDEX_FILES && !busy;
-        let mut superseded: Vec<String> = index_files
-            .iter()
-            .filter(|(_, named)| merge_all || named.iter().any(|p| deleting.contains(p)))
-            .map(|(name, _)| name.clone())
-            .collect();
-        superseded.sort();
+        let mut superseded = supersede(&index_files, &deleting, merge_all);
         report.n_index_files_superseded = superseded.len();
         if options.dry_run {
             report.n_packs_deleted = deleting.len();
@@ -303,7 +306,9 @@ impl Repository {
 
         // Step 4: copy what is live out of the packs being repacked, then
         // write the index files that supersede the old ones.
-        let kept = |pack: &PackId| !deleting.contains(pack) && present.contains(&pack.to_hex());
+        let deleting_planned = deleting.clone();
+        let kept =
+            |pack: &PackId| !deleting_planned.contains(pack) && present.contains(&pack.to_hex());
         let mut packer = Packer::new(
             self.store().clone(),
             key.clone(),
@@ -312,9 +317,10 @@ impl Repository {
             BufferPool::new(),
         );
         let mut copied: HashSet<(BlobKind, BlobId)> = HashSet::new();
+        let mut not_repacked: HashSet<PackId> = HashSet::new();
         for (pack, entries) in &repack {
             check_cancelled(progress)?;
-            self.copy_live(
+            let done = self.copy_live(
                 pack,
                 entries,
                 &live,
@@ -323,6 +329,21 @@ impl Repository {
                 &mut packer,
                 &mut report,
             )?;
+            if !done {
+                // Its header is damaged: it stays (and `check` names it),
+                // rather than block every later prune.
+                report.warnings.push(format!(
+                    "packs/{} has a damaged header; not repacked (run `check`)",
+                    pack.to_hex()
+                ));
+                not_repacked.insert(*pack);
+            }
+        }
+        if !not_repacked.is_empty() {
+            repack.retain(|(p, _)| !not_repacked.contains(p));
+            report.n_packs_repacked = repack.len();
+            deleting.retain(|p| !not_repacked.contains(p));
+            superseded = supersede(&index_files, &deleting, merge_all);
         }
         let (copies, totals) = packer.finish()?;
         report.bytes_written += totals.bytes_stored;
@@ -330,21 +351,18 @@ impl Repository {
             self.blobs().register_index_file(name, packs);
         }
         report.n_index_files_written += usize::from(!copies.is_empty());
-        let superseded_set: HashSet<&String> = superseded.iter().collect();
-        let from_superseded: HashSet<PackId> = index_files
-            .iter()
-            .filter(|(name, _)| superseded_set.contains(name))
-            .flat_map(|(_, named)| named.iter().copied())
-            .filter(|p| !deleting.contains(p))
-            .collect();
+        // What the superseded files hold, read from the files themselves:
+        // this process's view may have forgotten entries (a pack it found
+        // damaged once), and a superseding file must drop nothing that is
+        // not being deleted.
         let mut compacted = adopted;
-        self.blobs().with_index(|index| {
-            for location in index.iter_locations() {
-                if from_superseded.contains(&location.pack) {
+        for name in &superseded {
+            for location in self.reread_index_file(name)?.iter() {
+                if !deleting.contains(&location.pack) {
                     compacted.insert(location);
                 }
             }
-        });
+        }
         for part in split_index(&compacted) {
             let (name, len) = put_index_file(&**self.store(), &key, &part)?;
             self.blobs()
@@ -384,7 +402,17 @@ impl Repository {
             self.blobs().load_condemned()?;
         }
 
-        // Step 6: delete only if no other writer is running.
+        // Step 6: delete only if no other writer is running, and if this
+        // prune was not itself paused long enough to be taken for dead
+        // (another prune or merge may have run meanwhile on a view this one
+        // no longer matches).
+        if session.lapsed() {
+            report.deferred = Some(
+                "this prune was paused for hours; the next prune deletes what it condemned".into(),
+            );
+            session.end()?;
+            return Ok(report);
+        }
         let now = now_secs();
         let mut stale = Vec::new();
         for found in list_sessions(&**self.store(), &key)? {
@@ -459,14 +487,28 @@ impl Repository {
             spared
         });
         if !spared.is_empty() {
+            // A spared pack's entries come from its authenticated header
+            // (the view may have forgotten some), else from the view.
             let mut keep = Index::new();
-            self.blobs().with_index(|index| {
-                for location in index.iter_locations() {
-                    if spared.contains(&location.pack) {
-                        keep.insert(location);
+            for pack in &spared {
+                match self.blobs().read_header(pack) {
+                    Ok(Some(entries)) => {
+                        for entry in entries {
+                            keep.insert(cairn_index::BlobLocation { pack: *pack, entry });
+                        }
                     }
+                    Ok(None) | Err(cairn_store::Error::NotFound(_)) => {
+                        self.blobs().with_index(|index| {
+                            for location in index.iter_locations() {
+                                if location.pack == *pack {
+                                    keep.insert(location);
+                                }
+                            }
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-            });
+            }
             for part in split_index(&keep) {
                 let (name, len) = put_index_file(&**self.store(), &key, &part)?;
                 self.blobs()
@@ -532,6 +574,25 @@ impl Repository {
         Ok(report)
     }
 
+    /// Reads an index file again from the store, for a file superseding it.
+    /// Prunes and merges never run side by side, so a file in the view is
+    /// still there; one gone or unreadable stops the prune.
+    pub(super) fn reread_index_file(&self, name: &str) -> Result<Index> {
+        let object_name = object(Namespace::Index, name)?;
+        self.blobs()
+            .read_index_file(&object_name, name)
+            .map_err(|e| match e {
+                e if e.is_repository_damage()
+                    || matches!(e, Error::Store(cairn_store::Error::NotFound(_))) =>
+                {
+                    Error::PruneUnsafe(format!(
+                        "{object_name} cannot be read again ({e}); run `check`"
+                    ))
+                }
+                e => e,
+            })
+    }
+
     /// Stops prune when an index file could not be read: the packs only it
     /// names would look unindexed and be deleted.
     fn refuse_if_index_unreadable(&self) -> Result<()> {
@@ -557,7 +618,7 @@ impl Repository {
         copied: &mut HashSet<(BlobKind, BlobId)>,
         packer: &mut Packer<'_>,
         report: &mut PruneReport,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let wanted: Vec<&cairn_pack::PackEntry> = entries
             .iter()
             .filter(|e| live.blobs.contains(&(e.kind, e.id)))
@@ -572,28 +633,32 @@ impl Repository {
             })
             .collect();
         if wanted.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
-        let header = self
-            .blobs()
-            .read_header(pack)
-            .map_err(Error::from)?
-            .ok_or_else(|| Error::integrity(format!("packs/{}", pack.to_hex())))?;
+        // The header must authenticate and list every blob copied: a pack
+        // that fails this is not repacked (nor deleted).
+        let Some(header) = self.blobs().read_header(pack).map_err(Error::from)? else {
+            return Ok(false);
+        };
+        if wanted.iter().any(|entry| !header.contains(entry)) {
+            return Ok(false);
+        }
         let start = wanted.iter().map(|e| e.offset).min().unwrap_or(0);
         let end = wanted
             .iter()
             .map(|e| u64::from(e.offset) + u64::from(e.sealed_len))
             .max()
             .unwrap_or(0);
-        let span = self.store().get_range(
+        let span = match self.store().get_range(
             &pack_object(pack)?,
             u64::from(start),
             end - u64::from(start),
-        )?;
+        ) {
+            Ok(span) => span,
+            Err(cairn_store::Error::OutOfRange(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
         for entry in wanted {
-            if !header.contains(entry) {
-                return Err(Error::integrity(format!("packs/{}", pack.to_hex())));
-            }
             let from = (entry.offset - start) as usize;
             let bytes = span
                 .get(from..from + entry.sealed_len as usize)
@@ -612,7 +677,7 @@ impl Repository {
             )?;
             copied.insert((entry.kind, entry.id));
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -662,6 +727,22 @@ impl Live {
         }
         Ok(())
     }
+}
+
+/// The index files to supersede: every one naming a pack being deleted, or
+/// all of them when merging.
+fn supersede(
+    index_files: &std::collections::HashMap<String, Vec<PackId>>,
+    deleting: &HashSet<PackId>,
+    merge_all: bool,
+) -> Vec<String> {
+    let mut out: Vec<String> = index_files
+        .iter()
+        .filter(|(_, named)| merge_all || named.iter().any(|p| deleting.contains(p)))
+        .map(|(name, _)| name.clone())
+        .collect();
+    out.sort();
+    out
 }
 
 /// `index` in parts that each fit one index file: at most

@@ -188,14 +188,21 @@ impl Shared {
     /// for more than half the staleness window.
     fn write_new(&self) -> Result<()> {
         let (written, written_wall) = (Instant::now(), SystemTime::now());
-        let space = pid_space();
+        let previous_date = self.lock().as_ref().map(|c| (c.written, c.written_wall));
+        // Without our own start time, a reader in our space could not tell
+        // us from a dead process: then we are judged by time only.
+        let pid_start = process_start(std::process::id());
         let marker = SessionMarker {
             kind: self.kind,
             started_secs: self.started_secs,
             refreshed_secs: now_secs(),
-            pid_space: space,
+            pid_space: if pid_start.is_some() {
+                pid_space()
+            } else {
+                [0; 16]
+            },
             pid: std::process::id(),
-            pid_start: process_start(std::process::id()).unwrap_or(0),
+            pid_start: pid_start.unwrap_or(0),
         };
         let sealed = marker
             .seal(&self.key)
@@ -211,22 +218,32 @@ impl Shared {
             }
             return Err(e.into());
         }
+        // The gap the store saw: from the previous marker's date until this
+        // one exists (a put that stalls lengthens it). Noted before the new
+        // marker is in place, so no caller sees a fresh marker and no lapse.
+        if let Some((then, then_wall)) = previous_date
+            && since(then, then_wall) > STALE_AFTER / 2
+        {
+            self.lapsed.store(true, Ordering::SeqCst);
+        }
         let previous = self.lock().replace(Current {
             name,
             written,
             written_wall,
         });
         if let Some(previous) = previous {
-            if since_until(
-                previous.written,
-                previous.written_wall,
-                written,
-                written_wall,
-            ) > STALE_AFTER / 2
-            {
-                self.lapsed.store(true, Ordering::SeqCst);
+            if let Some(l) = live().as_mut() {
+                l.remove(&previous.name);
             }
-            self.forget(&previous.name)?;
+            match self
+                .store
+                .delete(&object(Namespace::Sessions, &previous.name)?)
+            {
+                Ok(()) => {}
+                // Someone removed it: a prune took this session for dead.
+                Err(cairn_store::Error::NotFound(_)) => self.lapsed.store(true, Ordering::SeqCst),
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }

@@ -478,3 +478,117 @@ fn a_backup_that_merges_index_files_may_fail_at_any_write() {
     }
     assert!(n_failures > 5);
 }
+
+/// Regression (second review): a superseding index file was built from the
+/// process's view, which forgets the entries of a pack it once found
+/// damaged: a flaky read made prune drop every entry of live packs.
+#[test]
+fn a_pack_distrusted_once_keeps_its_entries_through_prune() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (store, repo, key, ids) = repo_with_days(scratch.path(), 8);
+    forget_ids(&repo, &ids[..4]);
+    drop(repo);
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    // Every data pack's trailer reads wrong once (the tree packs are the
+    // small ones): this process distrusts them all.
+    let packs: Vec<String> = store
+        .list(Namespace::Packs)
+        .expect("list")
+        .into_iter()
+        .filter(|name| {
+            let object = cairn_store::ObjectName::new(Namespace::Packs, name).expect("name");
+            store.size(&object).expect("size") > 16 * 1024
+        })
+        .collect();
+    let trailer_damage = |b: &mut Vec<u8>| {
+        let n = b.len();
+        b[n - 1] ^= 0xff;
+    };
+    for name in &packs {
+        let object = cairn_store::ObjectName::new(Namespace::Packs, name).expect("name");
+        store.tamper(&object, trailer_damage).expect("tamper");
+    }
+    let damaged = repo
+        .check(&CheckOptions::default(), &NoProgress)
+        .expect("check");
+    assert!(!damaged.is_ok());
+    for name in &packs {
+        let object = cairn_store::ObjectName::new(Namespace::Packs, name).expect("name");
+        store.tamper(&object, trailer_damage).expect("repair");
+    }
+    // The same process prunes: nothing it forgot may be lost.
+    repo.prune(
+        &PruneOptions {
+            max_unused: 0.0,
+            ..PruneOptions::default()
+        },
+        &NoProgress,
+    )
+    .expect("prune");
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    assert_sound(&repo);
+    for (d, id) in ids.iter().enumerate().skip(4) {
+        assert_restores_day(&repo, id, d as u64, scratch.path());
+    }
+}
+
+/// Regression (second review): a repack candidate with a damaged header
+/// stopped every prune.
+#[test]
+fn a_repack_candidate_with_a_damaged_header_is_left_alone() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (store, repo, key, ids) = repo_with_days(scratch.path(), 8);
+    forget_ids(&repo, &ids[..4]);
+    drop(repo);
+    let plan = Repository::open(store.clone(), &key)
+        .expect("open")
+        .prune(
+            &PruneOptions {
+                max_unused: 0.0,
+                dry_run: true,
+                ..PruneOptions::default()
+            },
+            &NoProgress,
+        )
+        .expect("plan");
+    assert!(plan.n_packs_repacked > 0, "{plan:?}");
+    // Damage the data packs' trailers (tree packs are the small ones, and
+    // marking needs them): whatever is repacked has no readable header.
+    let damage = |b: &mut Vec<u8>| {
+        let n = b.len();
+        b[n - 1] ^= 0xff;
+    };
+    let mut damaged = Vec::new();
+    for name in store.list(Namespace::Packs).expect("list") {
+        let object = cairn_store::ObjectName::new(Namespace::Packs, &name).expect("name");
+        if store.size(&object).expect("size") > 16 * 1024 {
+            store.tamper(&object, damage).expect("tamper");
+            damaged.push(object);
+        }
+    }
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    let report = repo
+        .prune(
+            &PruneOptions {
+                max_unused: 0.0,
+                ..PruneOptions::default()
+            },
+            &NoProgress,
+        )
+        .expect("prune completes");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("damaged header")),
+        "{report:?}"
+    );
+    // Repaired, what is left holds every remaining day.
+    for object in &damaged {
+        if store.size(object).is_ok() {
+            store.tamper(object, damage).expect("repair");
+        }
+    }
+    let repo = Repository::open(store.clone(), &key).expect("open");
+    assert_sound(&repo);
+    for (d, id) in ids.iter().enumerate().skip(4) {
+        assert_restores_day(&repo, id, d as u64, scratch.path());
+    }
+}

@@ -431,3 +431,75 @@ fn a_check_during_a_prune_reports_no_false_damage() {
         );
     }
 }
+
+/// Deletes each snapshot file just before it is first read, as a `forget`
+/// on another device between a listing and the read would.
+struct ForgetBeforeRead {
+    inner: Arc<MemoryStore>,
+    victims: Mutex<Vec<String>>,
+}
+
+impl Store for ForgetBeforeRead {
+    fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
+        self.inner.put(name, bytes)
+    }
+    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
+        let mut victims = self.victims.lock().expect("victims");
+        if name.namespace() == Namespace::Snapshots
+            && let Some(i) = victims.iter().position(|v| v == name.name())
+        {
+            victims.remove(i);
+            self.inner.delete(name)?;
+        }
+        drop(victims);
+        self.inner.get(name, max_len)
+    }
+    fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        self.inner.get_range(name, offset, len)
+    }
+    fn size(&self, name: &ObjectName) -> Result<u64, Error> {
+        self.inner.size(name)
+    }
+    fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
+        self.inner.list(namespace)
+    }
+    fn delete(&self, name: &ObjectName) -> Result<(), Error> {
+        self.inner.delete(name)
+    }
+    fn clean_interrupted_writes(&self) -> Result<u64, Error> {
+        self.inner.clean_interrupted_writes()
+    }
+}
+
+/// Regression (second review): a snapshot forgotten between a listing and
+/// its read failed backups, prunes and checks.
+#[test]
+fn snapshots_forgotten_meanwhile_fail_nothing() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (base, key, ids) = prepared(scratch.path());
+    let run = |f: &dyn Fn(&Repository)| {
+        let inner = Arc::new(base.duplicate());
+        let store = Arc::new(ForgetBeforeRead {
+            inner: inner.clone(),
+            victims: Mutex::new(vec![ids[5].to_hex()]),
+        });
+        f(&Repository::open(store, &key).expect("open"));
+    };
+    run(&|repo| {
+        repo.prune(&PruneOptions::default(), &NoProgress)
+            .expect("prune");
+    });
+    run(&|repo| {
+        let report = repo
+            .check(&CheckOptions::default(), &NoProgress)
+            .expect("check");
+        assert!(report.is_ok(), "{:?}", report.problems);
+    });
+    let inner = Arc::new(base.duplicate());
+    let store = Arc::new(ForgetBeforeRead {
+        inner: inner.clone(),
+        victims: Mutex::new(vec![ids[7].to_hex()]),
+    });
+    let mut repo = Repository::open(store, &key).expect("open");
+    backup_revived(&mut repo, &scratch.path().join("tablet").join("chat"));
+}
