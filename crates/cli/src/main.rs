@@ -66,6 +66,10 @@ enum Command {
         /// Sealing threads (default: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Say what the backup would store (new bytes, packs, left-out
+        /// entries) and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List snapshots.
     Snapshots,
@@ -228,6 +232,7 @@ fn run(cli: Cli) -> Result<Done> {
             force,
             parent,
             threads,
+            dry_run,
         } => {
             let mut repo = open_repo(&cli)?;
             let parent = match (force, parent) {
@@ -242,6 +247,7 @@ fn run(cli: Cli) -> Result<Done> {
                 parent,
                 threads: *threads,
                 scan_totals: CliProgress::wants_totals(cli.json),
+                dry_run: *dry_run,
             };
             backup(&cli, &mut repo, paths, &options)
         }
@@ -367,7 +373,13 @@ fn backup(
         let mut summary = summary_json(s);
         summary.extend([
             ("type".into(), "summary".into()),
-            ("snapshot_id".into(), report.snapshot_id.to_hex().into()),
+            (
+                "snapshot_id".into(),
+                (!report.dry_run)
+                    .then(|| report.snapshot_id.to_hex())
+                    .into(),
+            ),
+            ("dry_run".into(), report.dry_run.into()),
             ("parent_id".into(), report.parent.map(|p| p.to_hex()).into()),
             ("n_files_unchanged".into(), report.n_files_unchanged.into()),
             ("n_skipped".into(), report.n_skipped.into()),
@@ -377,6 +389,26 @@ fn backup(
             ("warnings".into(), report.warnings.clone().into()),
         ]);
         out!("{}", serde_json::Value::Object(summary));
+        return Ok(done);
+    }
+    if report.dry_run {
+        out!(
+            "dry run, nothing written: {} files ({} unchanged), {} dirs, read {:.1} MiB; would add {} blobs, {:.1} MiB new, {:.1} MiB stored in {} packs",
+            s.n_files,
+            report.n_files_unchanged,
+            s.n_dirs,
+            mib(s.bytes_read),
+            report.n_blobs_new,
+            mib(s.bytes_new),
+            mib(s.bytes_stored),
+            report.n_packs_written,
+        );
+        if report.n_skipped > 0 {
+            err!(
+                "cairn: warning: {} would be left out (see the warnings above)",
+                count(report.n_skipped as usize, "entry", "entries")
+            );
+        }
         return Ok(done);
     }
     out!(

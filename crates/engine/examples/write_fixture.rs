@@ -124,6 +124,7 @@ fn main() {
             parent: Parent::Latest,
             threads: 1,
             scan_totals: false,
+            dry_run: false,
         };
         repo.backup(&[src.join("chat")], &options, &NoProgress)
             .expect("backup");

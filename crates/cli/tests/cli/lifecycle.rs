@@ -161,3 +161,29 @@ fn prunes_in_another_process_never_break_running_backups() {
         );
     }
 }
+
+#[test]
+fn backup_dry_run_says_what_it_would_store_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, key_file) = init_repo(dir.path());
+    let env = [
+        ("CAIRN_REPOSITORY", p(&repo)),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+    ];
+    let src = dir.path().join("chat");
+    write_day(&src, 0);
+    let out = ok(&cairn(&["backup", p(&src), "--dry-run", "--json"], &env));
+    // Progress lines first (stdout is a pipe), the summary last.
+    let summary = out.lines().last().expect("summary");
+    let report: serde_json::Value = serde_json::from_str(summary).expect("json");
+    assert_eq!(report["dry_run"], true);
+    assert!(report["snapshot_id"].is_null());
+    assert!(report["bytes_new"].as_u64() > Some(90_000), "{out}");
+    assert_eq!(ok(&cairn(&["snapshots"], &env)).lines().count(), 0);
+    let text = ok(&cairn(&["backup", p(&src), "--dry-run"], &env));
+    assert!(text.starts_with("dry run, nothing written"), "{text}");
+    let real = ok(&cairn(&["backup", p(&src), "--json"], &env));
+    let real: serde_json::Value =
+        serde_json::from_str(real.lines().last().expect("summary")).expect("json");
+    assert_eq!(real["bytes_new"], report["bytes_new"]);
+}

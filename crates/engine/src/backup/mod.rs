@@ -10,6 +10,7 @@ use cairn_crypto::SnapshotId;
 use cairn_meta::{SessionKind, Snapshot, SnapshotSummary, Tree};
 use cairn_store::Namespace;
 
+use crate::backup::packer::PackerTotals;
 use crate::backup::pipeline::BlobSink;
 use crate::backup::prefetch::{PREFETCH_THREADS, Prefetch};
 use crate::backup::read::{Claimed, FileQueue, JobSource};
@@ -64,13 +65,21 @@ pub struct BackupOptions {
     /// ahead of the walk anyway, counts them; they come when it has seen the
     /// whole tree, if that is before the backup ends.
     pub scan_totals: bool,
+    /// Do everything but write: read, chunk, seal and count what would be
+    /// stored (`n_blobs_new`, `summary.bytes_new`, `summary.bytes_stored`)
+    /// and what would be left out, and leave the repository untouched. A
+    /// frontend on a metered network decides from it.
+    pub dry_run: bool,
 }
 
 /// What a backup did.
 #[derive(Clone, Debug)]
 pub struct BackupReport {
-    /// The new snapshot.
+    /// The new snapshot (in a dry run, the ID it would have had: nothing
+    /// was written).
     pub snapshot_id: SnapshotId,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
     /// The parent snapshot used, if any.
     pub parent: Option<SnapshotId>,
     /// Its totals (also stored in the snapshot).
@@ -108,16 +117,21 @@ impl Repository {
         // Leftovers of interrupted puts (a crash mid-pack) go first; then a
         // listing (the open's, for the first backup) confirms the packs the
         // index names still exist, and headers are checked afresh.
-        self.store().clean_interrupted_writes()?;
-        // The session marker goes first: from here, a prune either sees it
-        // and deletes nothing, or condemned its packs before, and
-        // `prepare_backup` reads that (docs/format.md, "Sharing a
-        // repository").
-        let session = Session::begin(
-            self.store().clone(),
-            self.keys().metadata.clone(),
-            SessionKind::Backup,
-        )?;
+        // A dry run writes nothing: no cleaning, no marker.
+        let session = if options.dry_run {
+            None
+        } else {
+            self.store().clean_interrupted_writes()?;
+            // The session marker goes first: from here, a prune either sees
+            // it and deletes nothing, or condemned its packs before, and
+            // `prepare_backup` reads that (docs/format.md, "Sharing a
+            // repository").
+            Some(Session::begin(
+                self.store().clone(),
+                self.keys().metadata.clone(),
+                SessionKind::Backup,
+            )?)
+        };
         let skipped = self.blobs().prepare_backup()?;
         self.note(skipped.iter().map(ToString::to_string));
         let mut parent = self.choose_parent(&options.parent, &options.host, &absolute_paths)?;
@@ -158,7 +172,8 @@ impl Repository {
                 repo.config().pack_target_size,
                 Some(progress),
                 pool.clone(),
-            );
+            )
+            .dry_run(options.dry_run);
             let sink = BlobSink::new(
                 scope,
                 packer,
@@ -279,6 +294,41 @@ impl Repository {
             .seal(&self.keys().metadata)
             .map_err(from_meta("snapshot"))?;
         let snapshot_id = SnapshotId::of_bytes(&sealed);
+        if let Some(session) = session {
+            self.commit(session, &sealed, &snapshot_id, &new_index, &totals)?;
+        }
+        // What the repository noticed (skipped index or snapshot files,
+        // distrusted packs) comes first, then what the walk skipped.
+        let mut warnings = self.take_warnings();
+        for w in &warnings {
+            progress.warning(w);
+        }
+        warnings.extend(walked.warnings);
+        Ok(BackupReport {
+            snapshot_id,
+            dry_run: options.dry_run,
+            parent: parent.map(|(id, _)| id),
+            summary: snapshot.summary,
+            n_files_unchanged: walked.n_files_unchanged,
+            n_skipped: walked.n_skipped,
+            n_chunks: walked.n_chunks,
+            n_blobs_new: totals.n_blobs_new,
+            n_packs_written: totals.n_packs,
+            warnings,
+        })
+    }
+
+    /// Writes the snapshot (the commit point) and what follows it: the
+    /// lapse checks around the put, the end of the session, the view's
+    /// update and the index merge.
+    fn commit(
+        &mut self,
+        session: Session,
+        sealed: &[u8],
+        snapshot_id: &SnapshotId,
+        new_index: &cairn_index::Index,
+        totals: &PackerTotals,
+    ) -> Result<()> {
         // A backup whose marker once went unrenewed past half the staleness
         // window (a suspended laptop or phone) may have been taken for dead
         // by a prune: it renews the marker, then makes sure that nothing it
@@ -289,7 +339,7 @@ impl Repository {
             session.revalidated();
         }
         let snapshot_name = object(Namespace::Snapshots, &snapshot_id.to_hex())?;
-        self.store().put(&snapshot_name, &sealed)?;
+        self.store().put(&snapshot_name, sealed)?;
         // The put itself stalled past the window: a prune may have judged
         // this session dead before the snapshot was there to see. Check
         // again; if something it needs is condemned or gone, take the
@@ -319,7 +369,7 @@ impl Repository {
                 "could not remove this backup's session marker: {e}"
             )]);
         }
-        self.blobs().merge(&new_index);
+        self.blobs().merge(new_index);
         for (name, packs) in &totals.index_files {
             self.blobs()
                 .register_index_file(name.clone(), packs.clone());
@@ -334,24 +384,7 @@ impl Repository {
         {
             self.note([format!("index files not merged: {e}")]);
         }
-        // What the repository noticed (skipped index or snapshot files,
-        // distrusted packs) comes first, then what the walk skipped.
-        let mut warnings = self.take_warnings();
-        for w in &warnings {
-            progress.warning(w);
-        }
-        warnings.extend(walked.warnings);
-        Ok(BackupReport {
-            snapshot_id,
-            parent: parent.map(|(id, _)| id),
-            summary: snapshot.summary,
-            n_files_unchanged: walked.n_files_unchanged,
-            n_skipped: walked.n_skipped,
-            n_chunks: walked.n_chunks,
-            n_blobs_new: totals.n_blobs_new,
-            n_packs_written: totals.n_packs,
-            warnings,
-        })
+        Ok(())
     }
 
     fn choose_parent(

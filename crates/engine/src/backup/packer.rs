@@ -26,6 +26,8 @@ pub(crate) struct PackerTotals {
 
 pub(crate) struct Packer<'p> {
     progress: Option<&'p dyn Progress>,
+    /// Count what would be written, write nothing (`backup --dry-run`).
+    dry_run: bool,
     pool: BufferPool,
     store: Arc<dyn Store>,
     metadata_key: SealKey,
@@ -49,6 +51,7 @@ impl<'p> Packer<'p> {
     ) -> Self {
         Self {
             progress,
+            dry_run: false,
             pool,
             store,
             metadata_key,
@@ -59,6 +62,12 @@ impl<'p> Packer<'p> {
             indexed: Index::new(),
             totals: PackerTotals::default(),
         }
+    }
+
+    /// Makes this packer count what it would write and write nothing.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
     }
 
     /// Adds a sealed blob. The caller has decided it is new (the walk keeps the
@@ -101,12 +110,14 @@ impl<'p> Packer<'p> {
         let pack = writer
             .finish(&self.metadata_key)
             .map_err(|_| Error::InvalidInput("pack too large".into()))?;
-        let parts: Vec<&[u8]> = pack.parts.iter().map(Vec::as_slice).collect();
         let pack_len = pack.len() as u64;
-        match self.store.put_parts(&pack_object(&pack.id)?, &parts) {
-            // Same name means same bytes: someone wrote this exact pack already.
-            Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => {}
-            Err(e) => return Err(e.into()),
+        if !self.dry_run {
+            let parts: Vec<&[u8]> = pack.parts.iter().map(Vec::as_slice).collect();
+            match self.store.put_parts(&pack_object(&pack.id)?, &parts) {
+                // Same name means same bytes: someone wrote this exact pack already.
+                Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         self.totals.bytes_stored += pack_len;
         self.totals.n_packs += 1;
@@ -116,6 +127,10 @@ impl<'p> Packer<'p> {
         // The sealed blobs' buffers go back to the readers.
         for part in pack.parts {
             self.pool.give(part);
+        }
+        // A dry run names no blob: nothing it counted exists.
+        if self.dry_run {
+            return Ok(());
         }
         for entry in pack.entries {
             self.pending.insert(BlobLocation {

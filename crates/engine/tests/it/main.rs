@@ -9,6 +9,7 @@ mod blob_kinds;
 mod crash;
 mod damaged_objects;
 mod dedup;
+mod dry_run;
 mod fixture;
 mod history;
 mod incremental;
