@@ -717,19 +717,11 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// UTC time as `YYYY-MM-DD HH:MM:SS` (civil-from-days, no time zone database).
+/// UTC time as `YYYY-MM-DD HH:MM:SS` (the engine's calendar: no time zone
+/// database, the same days its keep rules count).
 fn format_time(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
+    let (y, m, d) = cairn::civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         rem / 3600,

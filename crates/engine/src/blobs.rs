@@ -89,6 +89,15 @@ pub(crate) fn put_index_file(
     Ok((name, sealed.len() as u64))
 }
 
+/// Deletes an object; one already gone counts as deleted (a concurrent
+/// forget or prune did it, or an earlier run that was interrupted).
+pub(crate) fn delete_object(store: &dyn Store, namespace: Namespace, name: &str) -> Result<()> {
+    match store.delete(&object(namespace, name)?) {
+        Ok(()) | Err(cairn_store::Error::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(crate) fn object(namespace: Namespace, name: &str) -> Result<ObjectName> {
     Ok(ObjectName::new(namespace, name)?)
 }

@@ -39,7 +39,7 @@ pub use cairn_meta::{
 pub use error::{Error, KeyProblem, Result};
 pub use maintenance::{
     CheckOptions, CheckReport, CompactReport, ForgetDecision, ForgetOptions, ForgetReport,
-    ForgetWhat, KeepPolicy, Problem, PruneOptions, PruneReport, ReadData,
+    ForgetWhat, KeepPolicy, Problem, PruneOptions, PruneReport, ReadData, civil_from_days,
 };
 pub use progress::{NoProgress, Progress};
 pub use repo::{InitOptions, RepoStats, Repository, SnapshotListing};

@@ -15,13 +15,13 @@ use std::collections::HashSet;
 
 use cairn_crypto::PackId;
 use cairn_index::Index;
-use cairn_meta::{Condemnation, SessionKind};
+use cairn_meta::SessionKind;
 use cairn_store::Namespace;
 
-use crate::blobs::{object, put_index_file};
-use crate::error::{Error, Result, from_meta};
-use crate::maintenance::prune::{MAX_INDEX_FILES, now_secs, split_index};
-use crate::maintenance::sessions::{Session, list_sessions};
+use crate::blobs::{delete_object, put_index_file};
+use crate::error::{Error, Result};
+use crate::maintenance::prune::{MAX_INDEX_FILES, split_index};
+use crate::maintenance::sessions::{Session, others};
 use crate::repo::Repository;
 
 /// What [`Repository::compact_index`] did.
@@ -51,17 +51,10 @@ impl Repository {
         // marker is seen below; a prune after it sees the marker and stops.
         let session = Session::begin(self.store().clone(), key.clone(), SessionKind::Prune)?;
         let own = session.name().unwrap_or_default();
-        let now = now_secs();
-        for found in list_sessions(&**self.store(), &key)? {
-            let is_prune = found
-                .marker
-                .as_ref()
-                .is_some_and(|m| m.kind == SessionKind::Prune);
-            if found.name != own && is_prune && found.is_live(now) {
-                report.skipped = Some(format!("a prune is running (sessions/{})", found.name));
-                session.end()?;
-                return Ok(report);
-            }
+        if let Some(prune) = others(&**self.store(), &key, &own)?.prune {
+            report.skipped = Some(format!("a prune is running (sessions/{prune})"));
+            session.end()?;
+            return Ok(report);
         }
         self.blobs().load_new_index_files()?;
         self.blobs().load_condemned()?;
@@ -117,35 +110,12 @@ impl Repository {
                 .register_index_file(name, part.packs().to_vec());
             report.n_index_files_written += 1;
         }
-        let record = Condemnation {
-            time_secs: now_secs(),
-            packs: Vec::new(),
-            superseded_index_files: names.iter().filter_map(|n| PackId::from_hex(n)).collect(),
-        };
-        let sealed = record
-            .seal(&key)
-            .map_err(from_meta("condemnation record"))?;
-        let record_name = PackId::of_bytes(&sealed).to_hex();
-        match self
-            .store()
-            .put(&object(Namespace::Condemned, &record_name)?, &sealed)
-        {
-            Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        let superseded = names.iter().filter_map(|n| PackId::from_hex(n)).collect();
+        let record_name = self.put_condemnation(Vec::new(), superseded)?;
         for name in &names {
-            match self.store().delete(&object(Namespace::Index, name)?) {
-                Ok(()) | Err(cairn_store::Error::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            delete_object(&**self.store(), Namespace::Index, name)?;
         }
-        match self
-            .store()
-            .delete(&object(Namespace::Condemned, &record_name)?)
-        {
-            Ok(()) | Err(cairn_store::Error::NotFound(_)) => {}
-            Err(e) => return Err(Error::from(e)),
-        }
+        delete_object(&**self.store(), Namespace::Condemned, &record_name)?;
         self.blobs().forget_deleted(&names, &[]);
         report.n_index_files_merged = names.len();
         session.end()?;

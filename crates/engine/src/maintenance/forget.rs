@@ -13,7 +13,7 @@ use cairn_crypto::SnapshotId;
 use cairn_meta::Snapshot;
 use cairn_store::Namespace;
 
-use crate::blobs::object;
+use crate::blobs::delete_object;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 
@@ -158,14 +158,9 @@ impl Repository {
         }
         let to_remove: Vec<SnapshotId> = report.removed().map(|d| d.id).collect();
         for id in to_remove {
-            match self
-                .store()
-                .delete(&object(Namespace::Snapshots, &id.to_hex())?)
-            {
-                // Removed meanwhile by another forget: the same result.
-                Ok(()) | Err(cairn_store::Error::NotFound(_)) => report.n_removed += 1,
-                Err(e) => return Err(e.into()),
-            }
+            // Removed meanwhile by another forget: the same result.
+            delete_object(&**self.store(), Namespace::Snapshots, &id.to_hex())?;
+            report.n_removed += 1;
         }
         Ok(report)
     }
@@ -284,8 +279,9 @@ fn month_of(t: i64) -> i64 {
 }
 
 /// (year, month 1-12, day 1-31) of a day counted from 1970-01-01, in the
-/// proleptic Gregorian calendar (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// proleptic Gregorian calendar (H. Hinnant's `civil_from_days`): the UTC
+/// calendar that keep rules use, for frontends that print dates the same way.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -9,7 +9,9 @@ mod sessions;
 
 pub use check::{CheckOptions, CheckReport, Problem, ReadData};
 pub use compact::CompactReport;
-pub use forget::{ForgetDecision, ForgetOptions, ForgetReport, ForgetWhat, KeepPolicy};
+pub use forget::{
+    ForgetDecision, ForgetOptions, ForgetReport, ForgetWhat, KeepPolicy, civil_from_days,
+};
 pub(crate) use prune::MAX_INDEX_FILES;
 pub use prune::{PruneOptions, PruneReport};
 #[cfg(test)]

@@ -18,9 +18,9 @@ use cairn_meta::{Condemnation, NodeKind, SessionKind};
 use cairn_store::Namespace;
 
 use crate::backup::{BufferPool, Packer};
-use crate::blobs::{object, pack_object, put_index_file};
+use crate::blobs::{delete_object, object, pack_object, put_index_file};
 use crate::error::{Error, Result, from_meta};
-use crate::maintenance::sessions::{Session, delete_marker, list_sessions};
+use crate::maintenance::sessions::{Session, delete_marker, list_sessions, others};
 use crate::progress::Progress;
 use crate::repo::Repository;
 
@@ -105,24 +105,14 @@ impl Repository {
         // Step 1: announce, and make sure no other prune runs.
         let session = Session::begin(self.store().clone(), key.clone(), SessionKind::Prune)?;
         let own = session.name().unwrap_or_default();
-        let now = now_secs();
+        let others = others(&**self.store(), &key, &own)?;
+        if let Some(prune) = others.prune {
+            return Err(Error::PruneRunning(prune));
+        }
         // While another writer runs, deleting will wait: do nothing that
         // would be redone (copying, merging every index file), only
         // condemn, so a later prune can delete at once.
-        let mut busy = false;
-        for found in list_sessions(&**self.store(), &key)? {
-            if found.name == own || !found.is_live(now) {
-                continue;
-            }
-            if found
-                .marker
-                .as_ref()
-                .is_some_and(|m| m.kind == SessionKind::Prune)
-            {
-                return Err(Error::PruneRunning(found.name));
-            }
-            busy = true;
-        }
+        let busy = others.any_live;
 
         // Step 2: the view, and what the snapshots reach.
         self.blobs().load_new_index_files()?;
@@ -383,22 +373,7 @@ impl Repository {
             .filter_map(|n| PackId::from_hex(n))
             .collect();
         if !new_packs.is_empty() || !superseded_ids.is_empty() {
-            let record = Condemnation {
-                time_secs: now_secs(),
-                packs: new_packs,
-                superseded_index_files: superseded_ids,
-            };
-            let sealed = record
-                .seal(&key)
-                .map_err(from_meta("condemnation record"))?;
-            let name = PackId::of_bytes(&sealed).to_hex();
-            match self
-                .store()
-                .put(&object(Namespace::Condemned, &name)?, &sealed)
-            {
-                Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.put_condemnation(new_packs, superseded_ids)?;
             self.blobs().load_condemned()?;
         }
 
@@ -545,25 +520,18 @@ impl Repository {
         for record in records.values() {
             for file in &record.superseded_index_files {
                 let name = file.to_hex();
-                match self.store().delete(&object(Namespace::Index, &name)?) {
-                    Ok(()) | Err(cairn_store::Error::NotFound(_)) => index_gone.push(name),
-                    Err(e) => return Err(e.into()),
-                }
+                delete_object(&**self.store(), Namespace::Index, &name)?;
+                index_gone.push(name);
             }
         }
         let mut records_gone = Vec::new();
         for name in records.keys() {
-            match self.store().delete(&object(Namespace::Condemned, name)?) {
-                Ok(()) | Err(cairn_store::Error::NotFound(_)) => records_gone.push(name.clone()),
-                Err(e) => return Err(e.into()),
-            }
+            delete_object(&**self.store(), Namespace::Condemned, name)?;
+            records_gone.push(name.clone());
         }
         for bad in &void_records {
             if let Some(name) = bad.object.strip_prefix("condemned/") {
-                match self.store().delete(&object(Namespace::Condemned, name)?) {
-                    Ok(()) | Err(cairn_store::Error::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                delete_object(&**self.store(), Namespace::Condemned, name)?;
             }
         }
         self.blobs().forget_deleted(&index_gone, &records_gone);
@@ -572,6 +540,31 @@ impl Repository {
         }
         session.end()?;
         Ok(report)
+    }
+
+    /// Writes a condemnation record (step 5); returns its name.
+    pub(super) fn put_condemnation(
+        &self,
+        packs: Vec<PackId>,
+        superseded_index_files: Vec<PackId>,
+    ) -> Result<String> {
+        let record = Condemnation {
+            time_secs: now_secs(),
+            packs,
+            superseded_index_files,
+        };
+        let sealed = record
+            .seal(&self.keys().metadata)
+            .map_err(from_meta("condemnation record"))?;
+        let name = PackId::of_bytes(&sealed).to_hex();
+        match self
+            .store()
+            .put(&object(Namespace::Condemned, &name)?, &sealed)
+        {
+            // Same name, same bytes.
+            Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => Ok(name),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Reads an index file again from the store, for a file superseding it.

@@ -16,7 +16,7 @@ use cairn_crypto::SealKey;
 use cairn_meta::{MAX_SESSION_FILE_LEN, SessionKind, SessionMarker};
 use cairn_store::{Namespace, Store};
 
-use crate::blobs::object;
+use crate::blobs::{delete_object, object};
 use crate::error::{Error, Result, from_meta};
 
 /// How often a running session writes a new marker.
@@ -134,10 +134,39 @@ pub(crate) fn list_sessions(store: &dyn Store, key: &SealKey) -> Result<Vec<Foun
 
 /// Deletes a marker, treating one already gone as deleted.
 pub(crate) fn delete_marker(store: &dyn Store, name: &str) -> Result<()> {
-    match store.delete(&object(Namespace::Sessions, name)?) {
-        Ok(()) | Err(cairn_store::Error::NotFound(_)) => Ok(()),
-        Err(e) => Err(e.into()),
+    delete_object(store, Namespace::Sessions, name)
+}
+
+/// What other writers' markers say, seen from the session named `own`.
+pub(crate) struct Others {
+    /// The first live prune's marker, if any (prunes and merges exclude
+    /// each other).
+    pub prune: Option<String>,
+    /// Whether any other writer is live (prune then defers deleting).
+    pub any_live: bool,
+}
+
+/// Reads the markers other than `own` and says who else is running.
+pub(crate) fn others(store: &dyn Store, key: &SealKey, own: &str) -> Result<Others> {
+    let now = now_secs();
+    let mut out = Others {
+        prune: None,
+        any_live: false,
+    };
+    for found in list_sessions(store, key)? {
+        if found.name == own || !found.is_live(now) {
+            continue;
+        }
+        out.any_live = true;
+        let is_prune = found
+            .marker
+            .as_ref()
+            .is_some_and(|m| m.kind == SessionKind::Prune);
+        if is_prune && out.prune.is_none() {
+            out.prune = Some(found.name);
+        }
     }
+    Ok(out)
 }
 
 struct Current {

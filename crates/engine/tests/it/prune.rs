@@ -22,22 +22,6 @@ fn forget_ids(repo: &Repository, ids: &[SnapshotId]) {
     assert_eq!(report.n_removed, ids.len());
 }
 
-fn assert_sound(repo: &Repository) {
-    let report = repo
-        .check(
-            &CheckOptions {
-                read_data: ReadData::All,
-            },
-            &NoProgress,
-        )
-        .expect("check");
-    assert!(
-        report.is_ok(),
-        "check found problems: {:?}",
-        report.problems
-    );
-}
-
 #[test]
 fn forgetting_half_of_twenty_days_and_pruning_leaves_what_a_fresh_repository_holds() {
     let scratch = tempfile::tempdir().expect("tempdir");

@@ -118,15 +118,8 @@ fn assert_all_restore(
     when: &str,
 ) {
     let repo = Repository::open(store.clone(), key).expect("open");
-    let report = repo
-        .check(
-            &CheckOptions {
-                read_data: ReadData::All,
-            },
-            &NoProgress,
-        )
-        .expect("check");
-    assert!(report.is_ok(), "{when}: {:?}", report.problems);
+    eprintln!("checking: {when}");
+    assert_sound(&repo);
     assert_restores_day(&repo, revived, REVIVED_DAY, scratch);
     for (d, id) in ids.iter().enumerate().skip(5) {
         assert_restores_day(&repo, id, d as u64, scratch);
