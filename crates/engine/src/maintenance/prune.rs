@@ -103,8 +103,17 @@ impl Repository {
         let mut report = PruneReport::default();
         let key = self.keys().metadata.clone();
         // Step 1: announce, and make sure no other prune runs.
-        let session = Session::begin(self.store().clone(), key.clone(), SessionKind::Prune)?;
-        let own = session.name().unwrap_or_default();
+        // A dry run changes nothing, not even the sessions.
+        let session = if options.dry_run {
+            None
+        } else {
+            Some(Session::begin(
+                self.store().clone(),
+                key.clone(),
+                SessionKind::Prune,
+            )?)
+        };
+        let own = session.as_ref().and_then(Session::name).unwrap_or_default();
         let others = others(&**self.store(), &key, &own)?;
         if let Some(prune) = others.prune {
             return Err(Error::PruneRunning(prune));
@@ -275,7 +284,8 @@ impl Repository {
         let merge_all = index_files.len() > MAX_INDEX_FILES && !busy;
         let mut superseded = supersede(&index_files, &deleting, merge_all);
         report.n_index_files_superseded = superseded.len();
-        if options.dry_run {
+        let Some(session) = session else {
+            // The dry run's answer: what would go.
             report.n_packs_deleted = deleting.len();
             report.bytes_deleted = deleting
                 .iter()
@@ -283,7 +293,7 @@ impl Repository {
                 .map(|u| u.total)
                 .sum();
             return Ok(report);
-        }
+        };
         if deleting.is_empty()
             && superseded.is_empty()
             && adopted.is_empty()

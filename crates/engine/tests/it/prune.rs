@@ -586,3 +586,27 @@ fn a_repack_candidate_with_a_damaged_header_is_left_alone() {
         assert_restores_day(&repo, id, d as u64, scratch.path());
     }
 }
+
+#[test]
+fn a_dry_run_prune_makes_no_write_at_all() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(cairn_store::CountingStore::new(MemoryStore::new()));
+    let (mut repo, _key) = Repository::init(store.clone(), &small_packs()).expect("init");
+    let src = scratch.path().join("chat");
+    let ids: Vec<SnapshotId> = (0..5).map(|d| backup_day(&mut repo, &src, d)).collect();
+    forget_ids(&repo, &ids[..3]);
+    store.reset();
+    let plan = repo
+        .prune(
+            &PruneOptions {
+                dry_run: true,
+                max_unused: 0.0,
+                ..PruneOptions::default()
+            },
+            &NoProgress,
+        )
+        .expect("dry run");
+    assert!(plan.n_packs_deleted > 0, "{plan:?}");
+    let counts = store.counts();
+    assert_eq!((counts.puts, counts.deletes), (0, 0), "{counts:?}");
+}
