@@ -133,6 +133,22 @@ impl Repository {
             )?)
         };
         let skipped = self.blobs().prepare_backup()?;
+        // A condemnation record this backup cannot read names packs it
+        // cannot avoid. Only a prune already past its look at the sessions
+        // (before this backup's marker) could act on it now, and such a
+        // prune is running: then wait for it. Otherwise every later prune
+        // sees this backup's marker and deletes nothing meanwhile.
+        if !skipped.is_empty()
+            && let Some(session) = &session
+            && let Some(prune) = crate::maintenance::others(
+                &**self.store(),
+                &self.keys().metadata,
+                &session.name().unwrap_or_default(),
+            )?
+            .prune
+        {
+            return Err(Error::PruneRunning(prune));
+        }
         self.note(skipped.iter().map(ToString::to_string));
         let mut parent = self.choose_parent(&options.parent, &options.host, &absolute_paths)?;
         let parent_root = match &parent {

@@ -16,4 +16,4 @@ pub(crate) use prune::MAX_INDEX_FILES;
 pub use prune::{PruneOptions, PruneReport};
 #[cfg(test)]
 pub(crate) use sessions::FORCE_LAPSE;
-pub(crate) use sessions::Session;
+pub(crate) use sessions::{Session, others};

@@ -496,3 +496,68 @@ fn snapshots_forgotten_meanwhile_fail_nothing() {
     let mut repo = Repository::open(store, &key).expect("open");
     backup_revived(&mut repo, &scratch.path().join("tablet").join("chat"));
 }
+
+/// Regression (second review): a backup that could not read a
+/// condemnation record went on deduplicating against the packs it names,
+/// even while the prune that wrote it was deleting them.
+#[test]
+fn an_unreadable_record_stops_a_backup_only_while_a_prune_runs() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (base, key, _ids) = prepared(scratch.path());
+    let src = scratch.path().join("tablet").join("chat");
+    let inner = Arc::new(base.duplicate());
+    let junk = ObjectName::new(Namespace::Condemned, &"cd".repeat(32)).expect("name");
+    inner.put(&junk, b"not a record").expect("plant");
+    // No prune runs: the backup goes on (and says what it skipped).
+    let mut repo = Repository::open(inner.clone(), &key).expect("open");
+    backup_revived(&mut repo, &src);
+    // A prune runs (paused before its record): the backup waits for it.
+    let (paused_tx, paused_rx) = crossbeam_channel::bounded::<()>(1);
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+    let pause: Hook = Box::new(move || {
+        paused_tx.send(()).expect("paused");
+        release_rx.recv().expect("released");
+    });
+    let pruning = Arc::new(OnPutTo {
+        inner: inner.clone(),
+        namespace: Namespace::Condemned,
+        hook: Mutex::new(Some(pause)),
+    });
+    let prune = {
+        let key = key.clone();
+        std::thread::spawn(move || {
+            Repository::open(pruning, &key)
+                .expect("open")
+                .prune(&PruneOptions::default(), &NoProgress)
+        })
+    };
+    paused_rx.recv().expect("prune paused");
+    let mut repo = Repository::open(inner.clone(), &key).expect("open");
+    make_day(&src, REVIVED_DAY);
+    let waited = repo.backup(
+        std::slice::from_ref(&src),
+        &BackupOptions {
+            host: "tablet".into(),
+            threads: 1,
+            ..BackupOptions::default()
+        },
+        &NoProgress,
+    );
+    assert!(
+        matches!(waited, Err(cairn::Error::PruneRunning(_))),
+        "{waited:?}"
+    );
+    release_tx.send(()).expect("release");
+    // That prune voids the junk (it read it at its start); backups go on.
+    let report = prune.join().expect("prune thread").expect("prune");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("condemns nothing")),
+        "{report:?}"
+    );
+    assert!(inner.list(Namespace::Condemned).expect("list").is_empty());
+    let mut repo = Repository::open(inner.clone(), &key).expect("open");
+    backup_revived(&mut repo, &src);
+}
