@@ -295,6 +295,23 @@ impl BlobStore {
         lock(&self.condemned).clone()
     }
 
+    /// Every pack the condemnation records read name (gone ones included).
+    pub fn packs_in_records(&self) -> HashSet<PackId> {
+        lock(&self.condemned)
+            .values()
+            .flat_map(|r| r.packs.iter().copied())
+            .collect()
+    }
+
+    /// Every index file the condemnation records read supersede, by name:
+    /// the files superseding them already carry what they still hold.
+    pub fn index_files_in_records(&self) -> HashSet<String> {
+        lock(&self.condemned)
+            .values()
+            .flat_map(|r| r.superseded_index_files.iter().map(PackId::to_hex))
+            .collect()
+    }
+
     /// Whether some condemnation record names this pack.
     pub fn is_condemned(&self, pack: &PackId) -> bool {
         lock(&self.condemned_packs).contains(pack)

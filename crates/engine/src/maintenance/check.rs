@@ -149,12 +149,7 @@ impl Repository {
         for unreadable in self.blobs().load_condemned()? {
             report.problem(unreadable.object, unreadable.reason);
         }
-        let condemned: HashSet<PackId> = self
-            .blobs()
-            .condemnations()
-            .values()
-            .flat_map(|r| r.packs.iter().copied())
-            .collect();
+        let condemned: HashSet<PackId> = self.blobs().packs_in_records();
         report.n_condemned_packs = condemned.len();
 
         // Index files: each must read, authenticate and decode.

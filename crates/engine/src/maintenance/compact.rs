@@ -63,12 +63,7 @@ impl Repository {
             session.end()?;
             return Ok(report);
         }
-        let superseded_before: HashSet<String> = self
-            .blobs()
-            .condemnations()
-            .values()
-            .flat_map(|r| r.superseded_index_files.iter().map(PackId::to_hex))
-            .collect();
+        let superseded_before: HashSet<String> = self.blobs().index_files_in_records();
         let listed: HashSet<String> = self.store().list(Namespace::Index)?.into_iter().collect();
         let mut files: Vec<String> = self
             .blobs()

@@ -139,12 +139,7 @@ impl Repository {
         // what they hold, and join the view before marking: one holding a
         // reachable blob is adopted (indexed again), any other condemned.
         let present: HashSet<String> = self.store().list(Namespace::Packs)?.into_iter().collect();
-        let earlier: HashSet<PackId> = self
-            .blobs()
-            .condemnations()
-            .values()
-            .flat_map(|r| r.packs.iter().copied())
-            .collect();
+        let earlier: HashSet<PackId> = self.blobs().packs_in_records();
         let indexed: HashSet<PackId> = self
             .blobs()
             .with_index(|index| index.packs().to_vec())
@@ -269,12 +264,7 @@ impl Repository {
             .collect();
         // Index files an earlier record supersedes already: its own new
         // files carry what they still hold.
-        let superseded_before: HashSet<String> = self
-            .blobs()
-            .condemnations()
-            .values()
-            .flat_map(|r| r.superseded_index_files.iter().map(PackId::to_hex))
-            .collect();
+        let superseded_before: HashSet<String> = self.blobs().index_files_in_records();
         let index_files: std::collections::HashMap<String, Vec<PackId>> = self
             .blobs()
             .index_files()
@@ -455,10 +445,7 @@ impl Repository {
             ));
         }
         let records = self.blobs().condemnations();
-        let mut doomed: HashSet<PackId> = records
-            .values()
-            .flat_map(|r| r.packs.iter().copied())
-            .collect();
+        let mut doomed = self.blobs().packs_in_records();
         let spared = self.blobs().with_index(|index| {
             let mut spared = HashSet::new();
             for (kind, id) in &live.blobs {

@@ -21,25 +21,66 @@ use crate::history::*;
 
 type Hook = Box<dyn FnOnce() + Send>;
 
-/// Counts every operation and runs a hook once, before operation `trigger`.
-struct HookStore {
+/// What a store operation is, for a [`Watcher`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Put,
+    Get,
+    /// Ranged reads, sizes, listings, deletes.
+    Other,
+}
+
+/// Sees every operation of a [`Watched`] store before it reaches the store.
+trait Watcher: Send + Sync {
+    fn before(&self, inner: &MemoryStore, op: Op, name: Option<&ObjectName>);
+}
+
+/// A memory store whose operations a [`Watcher`] sees first: the one
+/// wrapper behind every interleaving here.
+struct Watched<W> {
     inner: Arc<MemoryStore>,
+    watcher: W,
+}
+
+impl<W: Watcher> Store for Watched<W> {
+    fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
+        self.watcher.before(&self.inner, Op::Put, Some(name));
+        self.inner.put(name, bytes)
+    }
+    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
+        self.watcher.before(&self.inner, Op::Get, Some(name));
+        self.inner.get(name, max_len)
+    }
+    fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+        self.watcher.before(&self.inner, Op::Other, Some(name));
+        self.inner.get_range(name, offset, len)
+    }
+    fn size(&self, name: &ObjectName) -> Result<u64, Error> {
+        self.watcher.before(&self.inner, Op::Other, Some(name));
+        self.inner.size(name)
+    }
+    fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
+        self.watcher.before(&self.inner, Op::Other, None);
+        self.inner.list(namespace)
+    }
+    fn delete(&self, name: &ObjectName) -> Result<(), Error> {
+        self.watcher.before(&self.inner, Op::Other, Some(name));
+        self.inner.delete(name)
+    }
+    fn clean_interrupted_writes(&self) -> Result<u64, Error> {
+        self.inner.clean_interrupted_writes()
+    }
+}
+
+/// Counts every operation and runs a hook once, before operation `trigger`.
+struct Trigger {
     n_ops: AtomicU64,
     trigger: u64,
     hook: Mutex<Option<Hook>>,
 }
 
-impl HookStore {
-    fn new(inner: Arc<MemoryStore>, trigger: u64, hook: Option<Hook>) -> Self {
-        Self {
-            inner,
-            n_ops: AtomicU64::new(0),
-            trigger,
-            hook: Mutex::new(hook),
-        }
-    }
-
-    fn tick(&self) {
+impl Watcher for Trigger {
+    fn before(&self, _: &MemoryStore, _: Op, _: Option<&ObjectName>) {
         if self.n_ops.fetch_add(1, Ordering::SeqCst) == self.trigger {
             let hook = self.hook.lock().expect("hook").take();
             if let Some(hook) = hook {
@@ -47,39 +88,28 @@ impl HookStore {
             }
         }
     }
-
-    fn fired(&self) -> bool {
-        self.hook.lock().expect("hook").is_none()
-    }
 }
 
-impl Store for HookStore {
-    fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
-        self.tick();
-        self.inner.put(name, bytes)
+type HookStore = Watched<Trigger>;
+
+impl HookStore {
+    fn new(inner: Arc<MemoryStore>, trigger: u64, hook: Option<Hook>) -> Self {
+        Self {
+            inner,
+            watcher: Trigger {
+                n_ops: AtomicU64::new(0),
+                trigger,
+                hook: Mutex::new(hook),
+            },
+        }
     }
-    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
-        self.tick();
-        self.inner.get(name, max_len)
+
+    fn n_ops(&self) -> u64 {
+        self.watcher.n_ops.load(Ordering::SeqCst)
     }
-    fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
-        self.tick();
-        self.inner.get_range(name, offset, len)
-    }
-    fn size(&self, name: &ObjectName) -> Result<u64, Error> {
-        self.tick();
-        self.inner.size(name)
-    }
-    fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
-        self.tick();
-        self.inner.list(namespace)
-    }
-    fn delete(&self, name: &ObjectName) -> Result<(), Error> {
-        self.tick();
-        self.inner.delete(name)
-    }
-    fn clean_interrupted_writes(&self) -> Result<u64, Error> {
-        self.inner.clean_interrupted_writes()
+
+    fn fired(&self) -> bool {
+        self.watcher.hook.lock().expect("hook").is_none()
     }
 }
 
@@ -131,7 +161,7 @@ fn assert_all_restore(
 fn count_ops(base: &MemoryStore, f: impl FnOnce(Arc<HookStore>)) -> u64 {
     let hooked = Arc::new(HookStore::new(Arc::new(base.duplicate()), u64::MAX, None));
     f(hooked.clone());
-    hooked.n_ops.load(Ordering::SeqCst)
+    hooked.n_ops()
 }
 
 #[test]
@@ -217,38 +247,18 @@ fn a_prune_running_at_any_step_of_a_backup_loses_nothing() {
 
 /// Runs a hook once, at the first put into one namespace.
 struct OnPutTo {
-    inner: Arc<MemoryStore>,
     namespace: Namespace,
     hook: Mutex<Option<Hook>>,
 }
 
-impl Store for OnPutTo {
-    fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
-        if name.namespace() == self.namespace {
+impl Watcher for OnPutTo {
+    fn before(&self, _: &MemoryStore, op: Op, name: Option<&ObjectName>) {
+        if op == Op::Put && name.is_some_and(|n| n.namespace() == self.namespace) {
             let hook = self.hook.lock().expect("hook").take();
             if let Some(hook) = hook {
                 hook();
             }
         }
-        self.inner.put(name, bytes)
-    }
-    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
-        self.inner.get(name, max_len)
-    }
-    fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
-        self.inner.get_range(name, offset, len)
-    }
-    fn size(&self, name: &ObjectName) -> Result<u64, Error> {
-        self.inner.size(name)
-    }
-    fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
-        self.inner.list(namespace)
-    }
-    fn delete(&self, name: &ObjectName) -> Result<(), Error> {
-        self.inner.delete(name)
-    }
-    fn clean_interrupted_writes(&self) -> Result<u64, Error> {
-        self.inner.clean_interrupted_writes()
     }
 }
 
@@ -287,10 +297,12 @@ fn a_long_lived_process_never_deduplicates_against_condemned_packs() {
             *running.lock().expect("thread") = Some(thread);
         })
     };
-    let pruning = Arc::new(OnPutTo {
+    let pruning = Arc::new(Watched {
         inner: inner.clone(),
-        namespace: Namespace::Condemned,
-        hook: Mutex::new(Some(hook)),
+        watcher: OnPutTo {
+            namespace: Namespace::Condemned,
+            hook: Mutex::new(Some(hook)),
+        },
     });
     let report = Repository::open(pruning, &key)
         .expect("open")
@@ -428,39 +440,20 @@ fn a_check_during_a_prune_reports_no_false_damage() {
 /// Deletes each snapshot file just before it is first read, as a `forget`
 /// on another device between a listing and the read would.
 struct ForgetBeforeRead {
-    inner: Arc<MemoryStore>,
     victims: Mutex<Vec<String>>,
 }
 
-impl Store for ForgetBeforeRead {
-    fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
-        self.inner.put(name, bytes)
-    }
-    fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
+impl Watcher for ForgetBeforeRead {
+    fn before(&self, inner: &MemoryStore, op: Op, name: Option<&ObjectName>) {
+        let Some(name) = name.filter(|n| op == Op::Get && n.namespace() == Namespace::Snapshots)
+        else {
+            return;
+        };
         let mut victims = self.victims.lock().expect("victims");
-        if name.namespace() == Namespace::Snapshots
-            && let Some(i) = victims.iter().position(|v| v == name.name())
-        {
+        if let Some(i) = victims.iter().position(|v| v == name.name()) {
             victims.remove(i);
-            self.inner.delete(name)?;
+            inner.delete(name).expect("forget");
         }
-        drop(victims);
-        self.inner.get(name, max_len)
-    }
-    fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
-        self.inner.get_range(name, offset, len)
-    }
-    fn size(&self, name: &ObjectName) -> Result<u64, Error> {
-        self.inner.size(name)
-    }
-    fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
-        self.inner.list(namespace)
-    }
-    fn delete(&self, name: &ObjectName) -> Result<(), Error> {
-        self.inner.delete(name)
-    }
-    fn clean_interrupted_writes(&self) -> Result<u64, Error> {
-        self.inner.clean_interrupted_writes()
     }
 }
 
@@ -472,9 +465,11 @@ fn snapshots_forgotten_meanwhile_fail_nothing() {
     let (base, key, ids) = prepared(scratch.path());
     let run = |f: &dyn Fn(&Repository)| {
         let inner = Arc::new(base.duplicate());
-        let store = Arc::new(ForgetBeforeRead {
+        let store = Arc::new(Watched {
             inner: inner.clone(),
-            victims: Mutex::new(vec![ids[5].to_hex()]),
+            watcher: ForgetBeforeRead {
+                victims: Mutex::new(vec![ids[5].to_hex()]),
+            },
         });
         f(&Repository::open(store, &key).expect("open"));
     };
@@ -489,9 +484,11 @@ fn snapshots_forgotten_meanwhile_fail_nothing() {
         assert!(report.is_ok(), "{:?}", report.problems);
     });
     let inner = Arc::new(base.duplicate());
-    let store = Arc::new(ForgetBeforeRead {
+    let store = Arc::new(Watched {
         inner: inner.clone(),
-        victims: Mutex::new(vec![ids[7].to_hex()]),
+        watcher: ForgetBeforeRead {
+            victims: Mutex::new(vec![ids[7].to_hex()]),
+        },
     });
     let mut repo = Repository::open(store, &key).expect("open");
     backup_revived(&mut repo, &scratch.path().join("tablet").join("chat"));
@@ -518,10 +515,12 @@ fn an_unreadable_record_stops_a_backup_only_while_a_prune_runs() {
         paused_tx.send(()).expect("paused");
         release_rx.recv().expect("released");
     });
-    let pruning = Arc::new(OnPutTo {
+    let pruning = Arc::new(Watched {
         inner: inner.clone(),
-        namespace: Namespace::Condemned,
-        hook: Mutex::new(Some(pause)),
+        watcher: OnPutTo {
+            namespace: Namespace::Condemned,
+            hook: Mutex::new(Some(pause)),
+        },
     });
     let prune = {
         let key = key.clone();
