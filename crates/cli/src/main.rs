@@ -44,7 +44,15 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a repository and a new recovery key.
-    Init,
+    Init {
+        /// Which files are media (glob, repeatable; replaces the defaults:
+        /// common image, video, audio and document extensions, and anything
+        /// under a directory named `media` or `attachments`). A pattern
+        /// without `/` matches a name at any depth; a match on a directory
+        /// covers everything under it.
+        #[arg(long, value_name = "GLOB")]
+        media: Vec<String>,
+    },
     /// Back up paths into a new snapshot.
     Backup {
         /// Files or directories to back up.
@@ -70,6 +78,11 @@ enum Command {
         /// entries) and write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Leave out what matches (glob relative to each path, repeatable;
+        /// a pattern without `/` matches a name at any depth, a match on a
+        /// directory leaves out everything under it).
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
     },
     /// List snapshots.
     Snapshots,
@@ -224,7 +237,13 @@ fn mib(bytes: u64) -> f64 {
 
 fn run(cli: Cli) -> Result<Done> {
     match &cli.command {
-        Command::Init => init(&cli),
+        Command::Init { media } => {
+            let mut options = InitOptions::default();
+            if !media.is_empty() {
+                options.classes.media = media.clone();
+            }
+            init(&cli, &options)
+        }
         Command::Backup {
             paths,
             tag,
@@ -233,6 +252,7 @@ fn run(cli: Cli) -> Result<Done> {
             parent,
             threads,
             dry_run,
+            exclude,
         } => {
             let mut repo = open_repo(&cli)?;
             let parent = match (force, parent) {
@@ -248,6 +268,7 @@ fn run(cli: Cli) -> Result<Done> {
                 threads: *threads,
                 scan_totals: CliProgress::wants_totals(cli.json),
                 dry_run: *dry_run,
+                exclude: exclude.clone(),
             };
             backup(&cli, &mut repo, paths, &options)
         }
@@ -301,8 +322,10 @@ fn run(cli: Cli) -> Result<Done> {
 /// Creates a repository. The key file (when asked for) is written before the
 /// repository and removed again if creating the repository fails, so a key
 /// is never lost and never outlives a failed init.
-fn init(cli: &Cli) -> Result<Done> {
+fn init(cli: &Cli, options: &InitOptions) -> Result<Done> {
     let path = repo_path(cli)?;
+    // Bad options are refused before a key or a directory is made.
+    cairn::PathRules::new(&options.classes.media)?;
     if let Some(key_file) = &cli.key_file
         && key_file.exists()
     {
@@ -320,8 +343,7 @@ fn init(cli: &Cli) -> Result<Done> {
     let created = LocalStore::create(&path)
         .with_context(|| format!("creating {}", path.display()))
         .and_then(|store| {
-            Repository::init_with_key(Arc::new(store), &key, &InitOptions::default())
-                .map_err(anyhow::Error::from)
+            Repository::init_with_key(Arc::new(store), &key, options).map_err(anyhow::Error::from)
         });
     if let Err(e) = created {
         if let Some(key_file) = &cli.key_file {
@@ -386,6 +408,7 @@ fn backup(
             ("n_chunks".into(), report.n_chunks.into()),
             ("n_blobs_new".into(), report.n_blobs_new.into()),
             ("n_packs_written".into(), report.n_packs_written.into()),
+            ("left_out".into(), left_out_json(&report.left_out)),
             ("warnings".into(), report.warnings.clone().into()),
         ]);
         out!("{}", serde_json::Value::Object(summary));
@@ -403,6 +426,7 @@ fn backup(
             mib(s.bytes_stored),
             report.n_packs_written,
         );
+        print_left_out(&report.left_out);
         if report.n_skipped > 0 {
             err!(
                 "cairn: warning: {} would be left out (see the warnings above)",
@@ -421,6 +445,7 @@ fn backup(
         mib(s.bytes_new),
         mib(s.bytes_stored),
     );
+    print_left_out(&report.left_out);
     if report.n_skipped > 0 {
         err!(
             "cairn: warning: {} could not be backed up (see the warnings above); the snapshot is incomplete",
@@ -428,6 +453,39 @@ fn backup(
         );
     }
     Ok(done)
+}
+
+/// What a backup left out by rule, one line per reason (the items
+/// themselves are in `--json`).
+fn print_left_out(left_out: &[cairn::LeftOut]) {
+    let mut by_reason: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
+    for item in left_out {
+        let entry = by_reason.entry(item.reason.to_string()).or_default();
+        entry.0 += 1;
+        entry.1 += item.size;
+    }
+    for (reason, (n, bytes)) in by_reason {
+        out!(
+            "left out {} ({:.1} MiB): {reason}",
+            count(n, "item", "items"),
+            mib(bytes)
+        );
+    }
+}
+
+/// What a backup left out by rule, as JSON: one object per item.
+fn left_out_json(left_out: &[cairn::LeftOut]) -> serde_json::Value {
+    left_out
+        .iter()
+        .map(|item| {
+            serde_json::json!({
+                "path": item.path,
+                "class": item.class.name(),
+                "size": item.size,
+                "reason": item.reason.to_string(),
+            })
+        })
+        .collect()
 }
 
 fn snapshots(cli: &Cli) -> Result<Done> {
@@ -506,6 +564,7 @@ fn ls(cli: &Cli, snapshot: &str, path: Option<&std::path::Path>) -> Result<Done>
                 },
                 "mode": n.mode,
                 "size": n.size,
+                "class": n.class.name(),
                 "mtime": n.mtime_secs,
                 "uid": n.uid,
                 "gid": n.gid,

@@ -1,10 +1,11 @@
 //! Writes the format fixture: a small repository with two snapshots of a
 //! varied tree, its key, and a description of what the latest snapshot holds.
-//! Run once per format version and commit the result; every later cairn must
+//! Run once per format version (it writes the current one) and commit the
+//! result beside the older ones; every later cairn must
 //! still read it (`tests/it/fixture.rs`):
 //!
 //! ```sh
-//! cargo run -p cairn --example write_fixture -- crates/engine/tests/fixtures/v1
+//! cargo run -p cairn --example write_fixture -- crates/engine/tests/fixtures/v2
 //! ```
 
 use std::fs;
@@ -125,6 +126,7 @@ fn main() {
             threads: 1,
             scan_totals: false,
             dry_run: false,
+            exclude: Vec::new(),
         };
         repo.backup(&[src.join("chat")], &options, &NoProgress)
             .expect("backup");

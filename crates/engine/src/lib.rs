@@ -28,13 +28,16 @@ mod maintenance;
 mod progress;
 mod repo;
 mod restore;
+mod rules;
+pub mod source;
 
-pub use backup::{BackupOptions, BackupReport, Parent};
+pub use backup::{BackupOptions, BackupReport, LeftOut, LeftOutReason, Parent};
 pub use blobs::Unreadable;
 pub use cairn_chunker::ChunkerParams;
 pub use cairn_crypto::{BlobId, BlobKind, RecoveryKey, SnapshotId};
 pub use cairn_meta::{
-    ChunkingRules, DEFAULT_PACK_TARGET, Node, NodeKind, RepoConfig, Snapshot, SnapshotSummary, Tree,
+    ChunkingRules, Class, ClassRules, DEFAULT_PACK_TARGET, Format, Node, NodeKind, RepoConfig,
+    Retention, Snapshot, SnapshotKeep, SnapshotSummary, Tier, Tree,
 };
 pub use error::{Error, KeyProblem, Result};
 pub use maintenance::{
@@ -46,6 +49,7 @@ pub use repo::{InitOptions, RepoStats, Repository, SnapshotListing};
 pub use restore::{
     FileReader, ListEntry, Listing, Resolved, RestoreFailure, RestoreReport, escape_name,
 };
+pub use rules::PathRules;
 
 /// Parses a recovery key as typed by a person (see [`RecoveryKey::parse`]).
 pub fn parse_recovery_key(text: &str) -> Result<RecoveryKey> {

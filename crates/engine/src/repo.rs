@@ -10,13 +10,14 @@ use cairn_crypto::{
 use cairn_store::{Namespace, Store};
 
 use cairn_meta::{
-    ChunkingRules, DEFAULT_PACK_TARGET, MAX_CONFIG_FILE_LEN, MAX_SNAPSHOT_FILE_LEN, RepoConfig,
-    Snapshot, Tree,
+    ChunkingRules, ClassRules, DEFAULT_PACK_TARGET, MAX_CONFIG_FILE_LEN, MAX_SNAPSHOT_FILE_LEN,
+    RepoConfig, Retention, Snapshot, Tree,
 };
 
 use crate::blobs::{BlobStore, Unreadable, object};
 use crate::chunking::Chunkers;
 use crate::error::{Error, Result, from_crypto, from_meta};
+use crate::rules::PathRules;
 
 /// Options of [`Repository::init`].
 #[derive(Clone, Debug)]
@@ -25,6 +26,11 @@ pub struct InitOptions {
     pub chunking: ChunkingRules,
     /// Pack size target in bytes.
     pub pack_target_size: u32,
+    /// Which items are media when their source does not say (glob
+    /// patterns; see [`PathRules`](crate::PathRules)).
+    pub classes: ClassRules,
+    /// What the repository keeps (see [`Retention::for_tier`]).
+    pub retention: Retention,
 }
 
 impl Default for InitOptions {
@@ -32,6 +38,8 @@ impl Default for InitOptions {
         Self {
             chunking: ChunkingRules::default(),
             pack_target_size: DEFAULT_PACK_TARGET,
+            classes: ClassRules::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -70,6 +78,8 @@ pub struct Repository {
     keys: WorkingKeys,
     config: RepoConfig,
     chunkers: Chunkers,
+    /// The config's media rules, compiled.
+    media: PathRules,
     blobs: BlobStore,
     /// Warnings not yet handed to the caller (see [`Repository::take_warnings`]).
     warnings: Mutex<Vec<String>>,
@@ -111,11 +121,14 @@ impl Repository {
         options: &InitOptions,
     ) -> Result<Self> {
         let config = RepoConfig {
-            repo_id: [0; 16],
             chunking: options.chunking.clone(),
             pack_target_size: options.pack_target_size,
+            classes: options.classes.clone(),
+            retention: options.retention,
+            ..RepoConfig::new([0; 16])
         };
         config.validate().map_err(from_meta("config"))?;
+        PathRules::new(&config.classes.media)?;
         if !store.list(Namespace::Config)?.is_empty() {
             return Err(Error::AlreadyInitialized);
         }
@@ -140,12 +153,18 @@ impl Repository {
 
     fn assemble(store: Arc<dyn Store>, keys: WorkingKeys, config: RepoConfig) -> Result<Self> {
         let chunkers = Chunkers::new(&config.chunking, keys.chunker_seed.value())?;
+        // Only a key holder writes the config: a rule that does not compile
+        // is damage, not input.
+        let media = PathRules::new(&config.classes.media).map_err(|_| Error::Integrity {
+            object: "config/config (media rules)".into(),
+        })?;
         let blobs = BlobStore::new(store.clone(), keys.data.clone(), keys.metadata.clone());
         Ok(Self {
             store,
             keys,
             config,
             chunkers,
+            media,
             blobs,
             warnings: Mutex::new(Vec::new()),
         })
@@ -235,6 +254,10 @@ impl Repository {
         &self.chunkers
     }
 
+    pub(crate) fn media_rules(&self) -> &PathRules {
+        &self.media
+    }
+
     pub(crate) fn blobs(&self) -> &BlobStore {
         &self.blobs
     }
@@ -242,7 +265,7 @@ impl Repository {
     /// Reads and decodes a tree.
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let bytes = self.blobs.read(BlobKind::Tree, id)?;
-        Tree::decode(&bytes).map_err(|_| Error::Integrity {
+        Tree::decode(&bytes, self.config.format).map_err(|_| Error::Integrity {
             object: format!("tree {}", id.to_hex()),
         })
     }

@@ -6,9 +6,21 @@ use cairn_chunker::ChunkerParams;
 use cairn_crypto::{SealKey, SealKind};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, corrupt, envelope};
+use crate::{Error, Format, corrupt, envelope};
 
-const MAGIC: &[u8; 8] = b"CAIRNCFG";
+/// The config of a format-1 repository.
+const MAGIC_V1: &[u8; 8] = b"CAIRNCFG";
+/// The config of a format-2 repository (class rules and retention added):
+/// the magic says which layout follows, the seal kind authenticates it.
+const MAGIC_V2: &[u8; 8] = b"CAIRNCF2";
+const MAX_CLASS_RULES: usize = 256;
+const MAX_CLASS_RULE_LEN: usize = 256;
+/// The smallest quota a config may hold: below it not even a small chat's
+/// messages and metadata fit.
+pub const MIN_QUOTA: u64 = 1024 * 1024;
+/// The longest media age a config may hold (about 100 years).
+const MAX_MEDIA_AGE_DAYS: u32 = 36_600;
+const MAX_KEEP: u32 = 100_000;
 /// Default pack size target: 16 MiB keeps the number of objects of a 100 GB
 /// history near 6,000 while a lost pack costs little.
 pub const DEFAULT_PACK_TARGET: u32 = 16 * 1024 * 1024;
@@ -84,15 +96,170 @@ impl ChunkingRules {
     }
 }
 
+/// Which items are media, when a source does not say: glob patterns over
+/// paths inside the snapshot (the engine's `PathRules` gives their meaning:
+/// a pattern without `/` matches a name at any depth, a match on a
+/// directory covers everything under it, case is ignored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassRules {
+    /// Patterns whose matches are media.
+    pub media: Vec<String>,
+}
+
+impl Default for ClassRules {
+    /// Common image, video, audio and document extensions, and anything
+    /// under a directory named `media` or `attachments`.
+    fn default() -> Self {
+        let extensions = [
+            "jpg", "jpeg", "png", "gif", "webp", "heic", "heif", "avif", "bmp", "tif", "tiff",
+            "mp4", "m4v", "mov", "3gp", "mkv", "webm", "avi", "mp3", "m4a", "aac", "ogg", "oga",
+            "opus", "wav", "flac", "amr", "pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx",
+            "odt", "ods", "odp", "zip",
+        ];
+        let mut media: Vec<String> = extensions.iter().map(|e| format!("*.{e}")).collect();
+        media.extend(["media".to_owned(), "attachments".to_owned()]);
+        Self { media }
+    }
+}
+
+/// A named retention policy (`docs/format.md`, "Tiers").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// Messages forever, media of the last 45 days, 100 MB.
+    Free,
+    /// Everything, 100 GB.
+    Paid,
+}
+
+impl Tier {
+    /// The tier's name, as the CLI writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Paid => "paid",
+        }
+    }
+}
+
+/// How many snapshots retention keeps, restic's way (0 = that rule keeps
+/// none; all zero = every snapshot is kept).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotKeep {
+    /// The newest N.
+    pub last: u32,
+    /// The newest of each of the last N days.
+    pub daily: u32,
+    /// The newest of each of the last N weeks.
+    pub weekly: u32,
+    /// The newest of each of the last N months.
+    pub monthly: u32,
+}
+
+impl SnapshotKeep {
+    /// Whether no rule is set (every snapshot is kept).
+    pub fn keeps_all(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What a repository keeps, enforced by every backup under it: stored
+/// bytes within `quota_bytes`, media no older than `media_max_age_days`,
+/// snapshots by `snapshots`. The values are recorded resolved, so a later
+/// change to a tier's defaults never changes an existing repository.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// The tier the values came from, if any.
+    pub tier: Option<Tier>,
+    /// Bound on the repository's stored bytes after each backup.
+    pub quota_bytes: Option<u64>,
+    /// Media whose own time is older than this many days are left out.
+    pub media_max_age_days: Option<u32>,
+    /// Which snapshots are kept.
+    pub snapshots: SnapshotKeep,
+}
+
+impl Retention {
+    /// A tier's policy: free keeps messages forever and media of the last
+    /// 45 days within 100 MB, and only the latest snapshot (the quota is
+    /// spent on content, not on history); paid keeps everything within
+    /// 100 GB, with daily snapshots for a week, weekly ones for a month and
+    /// monthly ones for half a year.
+    pub fn for_tier(tier: Tier) -> Self {
+        match tier {
+            Tier::Free => Self {
+                tier: Some(tier),
+                quota_bytes: Some(100_000_000),
+                media_max_age_days: Some(45),
+                snapshots: SnapshotKeep {
+                    last: 1,
+                    ..SnapshotKeep::default()
+                },
+            },
+            Tier::Paid => Self {
+                tier: Some(tier),
+                quota_bytes: Some(100_000_000_000),
+                media_max_age_days: None,
+                snapshots: SnapshotKeep {
+                    last: 1,
+                    daily: 7,
+                    weekly: 4,
+                    monthly: 6,
+                },
+            },
+        }
+    }
+
+    /// Whether the policy asks for anything (a quota, an age or a snapshot
+    /// rule).
+    pub fn is_active(&self) -> bool {
+        self.quota_bytes.is_some()
+            || self.media_max_age_days.is_some()
+            || !self.snapshots.keeps_all()
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.quota_bytes.is_some_and(|q| q < MIN_QUOTA) {
+            return Err(Error::Invalid(format!(
+                "a quota must be at least {} MiB",
+                MIN_QUOTA >> 20
+            )));
+        }
+        if self
+            .media_max_age_days
+            .is_some_and(|d| d == 0 || d > MAX_MEDIA_AGE_DAYS)
+        {
+            return Err(Error::Invalid(format!(
+                "the media age must be 1 to {MAX_MEDIA_AGE_DAYS} days"
+            )));
+        }
+        let k = self.snapshots;
+        if [k.last, k.daily, k.weekly, k.monthly]
+            .iter()
+            .any(|&n| n > MAX_KEEP)
+        {
+            return Err(Error::Invalid(format!(
+                "snapshot rules keep at most {MAX_KEEP} each"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Parameters chosen at `init` and fixed afterwards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepoConfig {
+    /// The repository's format version.
+    pub format: Format,
     /// Random repository identity.
     pub repo_id: [u8; 16],
     /// Chunking profiles and the rule choosing between them.
     pub chunking: ChunkingRules,
     /// Packs are closed once their blobs reach this many bytes.
     pub pack_target_size: u32,
+    /// Which items are media (empty in format 1, which has no classes).
+    pub classes: ClassRules,
+    /// What the repository keeps (none in format 1).
+    pub retention: Retention,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -134,10 +301,45 @@ struct Wire {
     pack_target_size: u32,
 }
 
+#[derive(Serialize, Deserialize)]
+struct WireKeep {
+    last: u32,
+    daily: u32,
+    weekly: u32,
+    monthly: u32,
+}
+
+/// Format 2: format 1's fields, then the class rules and the retention.
+#[derive(Serialize, Deserialize)]
+struct WireV2 {
+    base: Wire,
+    media_rules: Vec<String>,
+    /// 0 none, 1 free, 2 paid.
+    tier: u8,
+    quota_bytes: Option<u64>,
+    media_max_age_days: Option<u32>,
+    keep: WireKeep,
+}
+
 impl RepoConfig {
     /// Checks every parameter against the format's limits.
     pub fn validate(&self) -> Result<(), Error> {
         self.chunking.validate()?;
+        if self.format == Format::V1
+            && (!self.classes.media.is_empty() || self.retention != Retention::default())
+        {
+            return Err(Error::Invalid(
+                "a format-1 repository has no classes or retention".into(),
+            ));
+        }
+        let bad_rule =
+            |r: &String| r.is_empty() || r.len() > MAX_CLASS_RULE_LEN || r.contains('\0');
+        if self.classes.media.len() > MAX_CLASS_RULES || self.classes.media.iter().any(bad_rule) {
+            return Err(Error::Invalid(format!(
+                "media rules: at most {MAX_CLASS_RULES}, each 1 to {MAX_CLASS_RULE_LEN} bytes"
+            )));
+        }
+        self.retention.validate()?;
         if !(MIN_PACK_TARGET..=MAX_PACK_TARGET).contains(&self.pack_target_size) {
             return Err(Error::Invalid(format!(
                 "pack target size must be {MIN_PACK_TARGET} to {MAX_PACK_TARGET} bytes"
@@ -149,12 +351,29 @@ impl RepoConfig {
     /// Encodes and seals the config.
     pub fn seal(&self, key: &SealKey) -> Result<Vec<u8>, Error> {
         self.validate()?;
-        envelope::seal_file(key, SealKind::Config, MAGIC, &self.encode())
+        let magic = match self.format {
+            Format::V1 => MAGIC_V1,
+            Format::V2 => MAGIC_V2,
+        };
+        envelope::seal_file(key, SealKind::Config, magic, &self.encode())
     }
 
-    /// The config's plaintext (postcard of the wire struct).
+    /// A new repository's config: the current format, default chunking,
+    /// class rules and pack size, no retention.
+    pub fn new(repo_id: [u8; 16]) -> Self {
+        Self {
+            format: Format::CURRENT,
+            repo_id,
+            chunking: ChunkingRules::default(),
+            pack_target_size: DEFAULT_PACK_TARGET,
+            classes: ClassRules::default(),
+            retention: Retention::default(),
+        }
+    }
+
+    /// The config's plaintext (postcard of its format's wire struct).
     pub fn encode(&self) -> Vec<u8> {
-        let wire = Wire {
+        let base = Wire {
             repo_id: self.repo_id,
             default_chunker: self.chunking.default.into(),
             in_place_chunker: self.chunking.in_place.into(),
@@ -162,33 +381,98 @@ impl RepoConfig {
             pack_target_size: self.pack_target_size,
         };
         // Serializing plain structs into a Vec cannot fail.
-        postcard::to_stdvec(&wire).unwrap_or_default()
+        match self.format {
+            Format::V1 => postcard::to_stdvec(&base).unwrap_or_default(),
+            Format::V2 => {
+                let r = &self.retention;
+                let wire = WireV2 {
+                    base,
+                    media_rules: self.classes.media.clone(),
+                    tier: match r.tier {
+                        None => 0,
+                        Some(Tier::Free) => 1,
+                        Some(Tier::Paid) => 2,
+                    },
+                    quota_bytes: r.quota_bytes,
+                    media_max_age_days: r.media_max_age_days,
+                    keep: WireKeep {
+                        last: r.snapshots.last,
+                        daily: r.snapshots.daily,
+                        weekly: r.snapshots.weekly,
+                        monthly: r.snapshots.monthly,
+                    },
+                };
+                postcard::to_stdvec(&wire).unwrap_or_default()
+            }
+        }
     }
 
-    /// Opens and validates a sealed config. Never panics.
+    /// Opens and validates a sealed config of either format. Never panics.
     pub fn open(key: &SealKey, bytes: &[u8]) -> Result<Self, Error> {
-        let plain = envelope::open_file(key, SealKind::Config, MAGIC, bytes)?;
-        Self::decode(&plain)
+        let format = match bytes.get(..8) {
+            Some(m) if m == MAGIC_V1 => Format::V1,
+            Some(m) if m == MAGIC_V2 => Format::V2,
+            _ => return Err(corrupt("envelope")),
+        };
+        let magic = match format {
+            Format::V1 => MAGIC_V1,
+            Format::V2 => MAGIC_V2,
+        };
+        let plain = envelope::open_file(key, SealKind::Config, magic, bytes)?;
+        Self::decode(&plain, format)
     }
 
-    /// Decodes the config's plaintext and validates every parameter. Never panics.
-    pub fn decode(plain: &[u8]) -> Result<Self, Error> {
-        let wire: Wire = postcard::from_bytes(plain).map_err(|_| corrupt("config"))?;
+    /// Decodes the config's plaintext of `format` and validates every
+    /// parameter. Never panics.
+    pub fn decode(plain: &[u8], format: Format) -> Result<Self, Error> {
+        let (base, classes, retention) = match format {
+            Format::V1 => {
+                let wire: Wire = postcard::from_bytes(plain).map_err(|_| corrupt("config"))?;
+                (wire, ClassRules { media: Vec::new() }, Retention::default())
+            }
+            Format::V2 => {
+                let wire: WireV2 = postcard::from_bytes(plain).map_err(|_| corrupt("config"))?;
+                let tier = match wire.tier {
+                    0 => None,
+                    1 => Some(Tier::Free),
+                    2 => Some(Tier::Paid),
+                    _ => return Err(corrupt("config")),
+                };
+                let retention = Retention {
+                    tier,
+                    quota_bytes: wire.quota_bytes,
+                    media_max_age_days: wire.media_max_age_days,
+                    snapshots: SnapshotKeep {
+                        last: wire.keep.last,
+                        daily: wire.keep.daily,
+                        weekly: wire.keep.weekly,
+                        monthly: wire.keep.monthly,
+                    },
+                };
+                let classes = ClassRules {
+                    media: wire.media_rules,
+                };
+                (wire.base, classes, retention)
+            }
+        };
         let config = Self {
-            repo_id: wire.repo_id,
+            format,
+            repo_id: base.repo_id,
             chunking: ChunkingRules {
-                default: wire.default_chunker.into(),
-                in_place: wire.in_place_chunker.into(),
-                in_place_suffixes: wire.in_place_suffixes,
+                default: base.default_chunker.into(),
+                in_place: base.in_place_chunker.into(),
+                in_place_suffixes: base.in_place_suffixes,
             },
-            pack_target_size: wire.pack_target_size,
+            pack_target_size: base.pack_target_size,
+            classes,
+            retention,
         };
         config.validate().map_err(|_| corrupt("config"))?;
         Ok(config)
     }
 }
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -206,17 +490,78 @@ mod tests {
     #[test]
     fn a_config_outside_the_limits_is_corrupt() {
         let config = RepoConfig {
-            repo_id: [7; 16],
-            chunking: ChunkingRules::default(),
-            pack_target_size: DEFAULT_PACK_TARGET,
+            format: Format::V1,
+            classes: ClassRules { media: Vec::new() },
+            ..RepoConfig::new([7; 16])
         };
         let mut wire: Wire = postcard::from_bytes(&config.encode()).unwrap();
-        assert_eq!(RepoConfig::decode(&config.encode()).unwrap(), config);
+        assert_eq!(
+            RepoConfig::decode(&config.encode(), Format::V1).unwrap(),
+            config
+        );
         wire.pack_target_size = 1;
         let bytes = postcard::to_stdvec(&wire).unwrap();
         assert_eq!(
-            RepoConfig::decode(&bytes),
+            RepoConfig::decode(&bytes, Format::V1),
             Err(Error::Corrupt { what: "config" })
         );
+    }
+
+    /// Format 2 round-trips its class rules and every tier; out-of-range
+    /// retention values, an unknown tier and a format-1 config claiming a
+    /// policy are refused.
+    #[test]
+    fn format_2_carries_classes_and_retention() {
+        let keys =
+            cairn_crypto::WorkingKeys::derive(&cairn_crypto::MasterSecret::generate().unwrap());
+        for retention in [
+            Retention::default(),
+            Retention::for_tier(Tier::Free),
+            Retention::for_tier(Tier::Paid),
+            Retention {
+                quota_bytes: Some(30 << 20),
+                ..Retention::for_tier(Tier::Free)
+            },
+        ] {
+            let config = RepoConfig {
+                retention,
+                ..RepoConfig::new([9; 16])
+            };
+            let sealed = config.seal(&keys.metadata).unwrap();
+            assert_eq!(&sealed[..8], MAGIC_V2);
+            assert_eq!(RepoConfig::open(&keys.metadata, &sealed).unwrap(), config);
+        }
+        let v1 = RepoConfig {
+            format: Format::V1,
+            classes: ClassRules { media: Vec::new() },
+            ..RepoConfig::new([1; 16])
+        };
+        let sealed = v1.seal(&keys.metadata).unwrap();
+        assert_eq!(RepoConfig::open(&keys.metadata, &sealed).unwrap(), v1);
+        let policy_in_v1 = RepoConfig {
+            retention: Retention::for_tier(Tier::Free),
+            ..v1.clone()
+        };
+        assert!(policy_in_v1.seal(&keys.metadata).is_err());
+        for bad in [
+            Retention {
+                quota_bytes: Some(1000),
+                ..Retention::default()
+            },
+            Retention {
+                media_max_age_days: Some(0),
+                ..Retention::default()
+            },
+        ] {
+            let config = RepoConfig {
+                retention: bad,
+                ..RepoConfig::new([2; 16])
+            };
+            assert!(config.seal(&keys.metadata).is_err());
+        }
+        let mut wire: WireV2 = postcard::from_bytes(&RepoConfig::new([3; 16]).encode()).unwrap();
+        wire.tier = 3;
+        let bytes = postcard::to_stdvec(&wire).unwrap();
+        assert!(RepoConfig::decode(&bytes, Format::V2).is_err());
     }
 }

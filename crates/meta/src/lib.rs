@@ -17,15 +17,40 @@ mod snapshot;
 mod tree;
 
 pub use config::{
-    ChunkingRules, DEFAULT_PACK_TARGET, MAX_CONFIG_FILE_LEN, MAX_PACK_TARGET, MIN_PACK_TARGET,
-    RepoConfig,
+    ChunkingRules, ClassRules, DEFAULT_PACK_TARGET, MAX_CONFIG_FILE_LEN, MAX_PACK_TARGET,
+    MIN_PACK_TARGET, RepoConfig, Retention, SnapshotKeep, Tier,
 };
 pub use envelope::{MAX_FILE_PLAIN_LEN, open_file, seal_file};
 pub use lifecycle::{
     Condemnation, MAX_CONDEMNED_FILE_LEN, MAX_SESSION_FILE_LEN, SessionKind, SessionMarker,
 };
 pub use snapshot::{MAX_SNAPSHOT_FILE_LEN, Snapshot, SnapshotSummary};
-pub use tree::{Node, NodeKind, Tree, is_valid_name};
+pub use tree::{Class, Node, NodeKind, Tree, is_valid_name};
+
+/// A repository's format version, recorded by its config (see
+/// `docs/format.md`, "Version log"). Objects whose layout changed between
+/// versions are read and written by the version of their repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Format {
+    /// 2026-11-26: no classes, no retention policy.
+    V1,
+    /// 2026-12-03: tree nodes carry a class; the config carries class rules
+    /// and a retention policy.
+    V2,
+}
+
+impl Format {
+    /// The version new repositories get.
+    pub const CURRENT: Format = Format::V2;
+
+    /// The version number.
+    pub fn number(self) -> u8 {
+        match self {
+            Format::V1 => 1,
+            Format::V2 => 2,
+        }
+    }
+}
 
 /// Errors of the metadata codecs. Which check failed on untrusted bytes is
 /// not said: `Corrupt` names only what was being decoded.

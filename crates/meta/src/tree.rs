@@ -4,11 +4,37 @@
 //! Decoding validates everything a restore relies on: names are non-empty, not
 //! `.` or `..`, contain no `/` or NUL, and are strictly sorted (so unique); each
 //! node carries exactly the fields of its kind; modes are permission bits only.
+//!
+//! Format 2 adds each node's [`Class`] as a column after the version-1
+//! encoding (one byte per node), so version-1 trees decode unchanged and
+//! every node of them is a message.
 
 use cairn_crypto::BlobId;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, corrupt};
+use crate::{Error, Format, corrupt};
+
+/// What kind of content an item is, for retention: messages are kept whole
+/// forever; media may age out or give way under a quota. Anything a source
+/// does not call media is a message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    /// Kept whole, always (the message database, anything unclassified).
+    #[default]
+    Message,
+    /// Photos, videos, voice notes, documents: kept while the policy allows.
+    Media,
+}
+
+impl Class {
+    /// The class's name, as the CLI and reports write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Message => "message",
+            Class::Media => "media",
+        }
+    }
+}
 
 /// What a node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +78,9 @@ pub struct Node {
     pub content: Vec<BlobId>,
     /// Directory's tree blob ID.
     pub subtree: Option<BlobId>,
+    /// The file's class (always [`Class::Message`] for directories and
+    /// symlinks, and for every node of a format-1 tree).
+    pub class: Class,
 }
 
 impl Node {
@@ -73,6 +102,7 @@ impl Node {
             link_target: Vec::new(),
             content: Vec::new(),
             subtree: None,
+            class: Class::Message,
         }
     }
 
@@ -170,14 +200,23 @@ struct WireTree {
     nodes: Vec<WireNode>,
 }
 
+fn wire_class(class: Class) -> u8 {
+    match class {
+        Class::Message => 0,
+        Class::Media => 1,
+    }
+}
+
 impl Tree {
     /// Sorts nodes by name (the canonical order).
     pub fn sort(&mut self) {
         self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
-    /// The canonical encoding (postcard of the wire form).
-    pub fn encode(&self) -> Vec<u8> {
+    /// The canonical encoding of `format`: postcard of the wire form, and
+    /// from format 2 the classes column. A format-1 tree cannot hold a
+    /// class: every node is written as a message.
+    pub fn encode(&self, format: Format) -> Vec<u8> {
         let wire = WireTreeRef {
             nodes: self
                 .nodes
@@ -205,14 +244,35 @@ impl Tree {
                 .collect(),
         };
         // Serializing plain structs into a Vec cannot fail.
-        postcard::to_stdvec(&wire).unwrap_or_default()
+        let mut bytes = postcard::to_stdvec(&wire).unwrap_or_default();
+        if format >= Format::V2 {
+            let classes: Vec<u8> = self.nodes.iter().map(|n| wire_class(n.class)).collect();
+            bytes.extend(postcard::to_stdvec(&classes).unwrap_or_default());
+        }
+        bytes
     }
 
-    /// Decodes and validates a tree blob's plaintext. Never panics.
-    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        let wire: WireTree = postcard::from_bytes(bytes).map_err(|_| corrupt("tree"))?;
+    /// Decodes and validates a tree blob's plaintext of `format`. Never
+    /// panics.
+    pub fn decode(bytes: &[u8], format: Format) -> Result<Self, Error> {
+        let (wire, rest): (WireTree, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|_| corrupt("tree"))?;
+        let classes: Vec<u8> = match format {
+            // Format 1 ignored trailing bytes, and still does.
+            Format::V1 => Vec::new(),
+            Format::V2 => match postcard::take_from_bytes::<Vec<u8>>(rest) {
+                Ok((classes, [])) if classes.len() == wire.nodes.len() => classes,
+                _ => return Err(corrupt("tree")),
+            },
+        };
+        let mut classes = classes.into_iter();
         let mut nodes: Vec<Node> = Vec::with_capacity(wire.nodes.len());
         for w in wire.nodes {
+            let class = match classes.next() {
+                None | Some(0) => Class::Message,
+                Some(1) if matches!(w.kind, WireKind::File) => Class::Media,
+                Some(_) => return Err(corrupt("tree")),
+            };
             let kind = match w.kind {
                 WireKind::File => NodeKind::File,
                 WireKind::Dir => NodeKind::Dir,
@@ -253,6 +313,7 @@ impl Tree {
                 // In place: same size and alignment, so no new allocation.
                 content: w.content.into_iter().map(BlobId::from_bytes).collect(),
                 subtree: w.subtree.map(BlobId::from_bytes),
+                class,
             });
         }
         Ok(Tree { nodes })
@@ -296,6 +357,7 @@ mod tests {
             } else {
                 None
             },
+            class: Class::Message,
         }
     }
 
@@ -309,14 +371,17 @@ mod tests {
             ],
         };
         t.sort();
-        assert_eq!(Tree::decode(&t.encode()).unwrap(), t);
+        assert_eq!(Tree::decode(&t.encode(Format::V2), Format::V2).unwrap(), t);
         assert!(t.find(b"b").is_some() && t.find(b"z").is_none());
 
         for bad in [&b".."[..], b".", b"", b"a/b", b"a\0"] {
             let t = Tree {
                 nodes: vec![node(bad, NodeKind::File)],
             };
-            assert!(Tree::decode(&t.encode()).is_err(), "{bad:?}");
+            assert!(
+                Tree::decode(&t.encode(Format::V2), Format::V2).is_err(),
+                "{bad:?}"
+            );
         }
         // Regression: docs/format.md promised `mode <= 0o7777`; the decoder
         // did not check it.
@@ -327,14 +392,15 @@ mod tests {
                 &Tree {
                     nodes: vec![typed_mode]
                 }
-                .encode()
+                .encode(Format::V2),
+                Format::V2
             )
             .is_err()
         );
         let dup = Tree {
             nodes: vec![node(b"a", NodeKind::File), node(b"a", NodeKind::Dir)],
         };
-        assert!(Tree::decode(&dup.encode()).is_err());
+        assert!(Tree::decode(&dup.encode(Format::V2), Format::V2).is_err());
         let mut dir_without_subtree = node(b"d", NodeKind::Dir);
         dir_without_subtree.subtree = None;
         assert!(
@@ -342,7 +408,8 @@ mod tests {
                 &Tree {
                     nodes: vec![dir_without_subtree]
                 }
-                .encode()
+                .encode(Format::V2),
+                Format::V2
             )
             .is_err()
         );
@@ -363,7 +430,7 @@ mod tests {
         bytes.push(1); // one content ID
         bytes.extend([0xab; 32]);
         bytes.push(0); // no subtree
-        let tree = Tree::decode(&bytes).unwrap();
+        let tree = Tree::decode(&bytes, Format::V1).unwrap();
         let n = &tree.nodes[0];
         assert_eq!(
             (n.name.as_slice(), n.kind, n.mode),
@@ -375,6 +442,48 @@ mod tests {
         );
         assert_eq!((n.inode, n.uid, n.gid, n.size), (6, 7, 8, 9));
         assert_eq!(n.content, [BlobId::from_bytes([0xab; 32])]);
-        assert_eq!(tree.encode(), bytes);
+        assert_eq!(n.class, Class::Message);
+        assert_eq!(tree.encode(Format::V1), bytes);
+        // Format 2: the same, then the classes column (one node, media).
+        bytes.extend([1, 1]);
+        let tree = Tree::decode(&bytes, Format::V2).unwrap();
+        assert_eq!(tree.nodes[0].class, Class::Media);
+        assert_eq!(tree.encode(Format::V2), bytes);
+    }
+
+    /// A format-2 tree's classes column has one valid class per node, media
+    /// only for files, and nothing after it; format 1 has no column, and a
+    /// class cannot be written into one.
+    #[test]
+    fn the_classes_column_is_validated() {
+        let mut t = Tree {
+            nodes: vec![node(b"a", NodeKind::File), node(b"b", NodeKind::Dir)],
+        };
+        t.nodes[0].class = Class::Media;
+        let v2 = t.encode(Format::V2);
+        assert_eq!(Tree::decode(&v2, Format::V2).unwrap(), t);
+        let v1 = t.encode(Format::V1);
+        assert_eq!(v2.len(), v1.len() + 3);
+        let read_as_v1 = Tree::decode(&v1, Format::V1).unwrap();
+        assert_eq!(read_as_v1.nodes[0].class, Class::Message);
+        // A format-1 tree read as format 2 lacks the column.
+        assert!(Tree::decode(&v1, Format::V2).is_err());
+        let mut bad = v1.clone();
+        for column in [
+            &[2u8, 0, 0][..],
+            &[2, 2, 0],
+            &[2, 0, 1],
+            &[1, 0],
+            &[3, 0, 0, 0],
+        ] {
+            bad.truncate(v1.len());
+            bad.extend(column);
+            assert!(Tree::decode(&bad, Format::V2).is_err() || column == [2, 0, 0]);
+        }
+        bad.truncate(v1.len());
+        bad.extend([2, 0, 0]);
+        assert!(Tree::decode(&bad, Format::V2).is_ok());
+        bad.push(0);
+        assert!(Tree::decode(&bad, Format::V2).is_err(), "trailing bytes");
     }
 }

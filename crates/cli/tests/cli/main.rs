@@ -286,6 +286,98 @@ fn ls_and_stats_speak_json() {
     assert!(stats["repo_bytes"].as_u64().expect("number") > 0);
 }
 
+/// `init --media` replaces the default media rules; `backup --exclude`
+/// leaves out what it matches; `ls --json` shows each file's class.
+#[test]
+fn media_rules_and_excludes_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let key_file = dir.path().join("key.txt");
+    let bad = cairn(
+        &[
+            "init",
+            "--repo",
+            p(&repo),
+            "--key-file",
+            p(&key_file),
+            "--media",
+            "[",
+        ],
+        &[],
+    );
+    assert!(one_line_error(&bad).contains("pattern"));
+    assert!(
+        !key_file.exists() && !repo.exists(),
+        "nothing made for a bad rule"
+    );
+    ok(&cairn(
+        &[
+            "init",
+            "--repo",
+            p(&repo),
+            "--key-file",
+            p(&key_file),
+            "--media",
+            "*.txt",
+            "--media",
+            "clips",
+        ],
+        &[],
+    ));
+    let src = dir.path().join("chat");
+    for (path, bytes) in [
+        ("a.txt", &b"hello"[..]),
+        ("b.jpg", b"not media here"),
+        ("clips/c.bin", b"media by its directory"),
+        ("cache/x", b"left out"),
+        ("sub/cache/y", b"left out too"),
+        ("sub/z.tmp", b"left out by path"),
+        ("z.tmp", b"kept: the path rule is anchored"),
+    ] {
+        let path = src.join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write");
+    }
+    let env = [
+        ("CAIRN_REPOSITORY", p(&repo)),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+    ];
+    ok(&cairn(
+        &[
+            "backup",
+            "--exclude",
+            "cache",
+            "--exclude",
+            "sub/*.tmp",
+            p(&src),
+        ],
+        &env,
+    ));
+    let out = ok(&cairn(&["ls", "--json", "latest"], &env));
+    let files: Vec<(String, String)> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|e| e["type"] == "file")
+        .map(|e| {
+            (
+                e["path"].as_str().expect("path").to_owned(),
+                e["class"].as_str().expect("class").to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("chat/a.txt", "media"),
+        ("chat/b.jpg", "message"),
+        ("chat/clips/c.bin", "media"),
+        ("chat/z.tmp", "message"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    assert_eq!(files, expected);
+}
+
 /// Regression: OS errors were printed twice ("(os error 2): …(os error 2)").
 #[test]
 fn os_errors_are_printed_once() {

@@ -1,19 +1,16 @@
-//! Backup: choose a parent snapshot, walk the given paths through the sealing
+//! Backup: choose a parent snapshot, walk a source through the sealing
 //! pipeline, then commit by writing the snapshot file (the only commit point).
 
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_crypto::SnapshotId;
-use cairn_meta::{SessionKind, Snapshot, SnapshotSummary, Tree};
+use cairn_meta::{Class, SessionKind, Snapshot, SnapshotSummary, Tree};
 use cairn_store::Namespace;
 
 use crate::backup::packer::PackerTotals;
 use crate::backup::pipeline::BlobSink;
-use crate::backup::prefetch::{PREFETCH_THREADS, Prefetch};
-use crate::backup::read::{Claimed, FileQueue, JobSource};
+use crate::backup::read::{Claimed, FileQueue, JobSource, Reading};
 use crate::backup::walk::{Walk, file_worker};
 use crate::blobs::object;
 use crate::deep::DEEP_STACK;
@@ -21,6 +18,8 @@ use crate::error::{Error, Result, from_meta};
 use crate::maintenance::Session;
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::rules::PathRules;
+use crate::source::{Flags, FsSource, Source};
 
 mod buffers;
 mod packer;
@@ -28,10 +27,10 @@ mod packer;
 pub(crate) use buffers::BufferPool;
 pub(crate) use packer::Packer;
 mod pipeline;
-mod prefetch;
 mod read;
-mod source;
 mod walk;
+
+pub(crate) use read::SMALL_FILE_MAX;
 
 /// Which earlier snapshot a backup compares files against.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,6 +69,37 @@ pub struct BackupOptions {
     /// and what would be left out, and leave the repository untouched. A
     /// frontend on a metered network decides from it.
     pub dry_run: bool,
+    /// Items to leave out (glob patterns relative to each top-level item;
+    /// see [`PathRules`]): not looked at, not stored, not reported.
+    pub exclude: Vec<String>,
+}
+
+/// Why an item was left out of a snapshot by rule (not by error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeftOutReason {
+    /// Its source flagged it (`ephemeral`, `view_once`): never opened.
+    Flagged(Flags),
+}
+
+impl std::fmt::Display for LeftOutReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeftOutReason::Flagged(flags) => write!(f, "flagged {}", flags.names().join("+")),
+        }
+    }
+}
+
+/// An item a backup left out by rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeftOut {
+    /// The item, as the source names it in messages.
+    pub path: String,
+    /// Its class.
+    pub class: Class,
+    /// Its size as the source described it (not read).
+    pub size: u64,
+    /// Why.
+    pub reason: LeftOutReason,
 }
 
 /// What a backup did.
@@ -96,6 +126,9 @@ pub struct BackupReport {
     pub n_blobs_new: u64,
     /// Pack files written.
     pub n_packs_written: u64,
+    /// Items left out by rule (flags), each with the reason; they are not
+    /// in the snapshot and were never opened.
+    pub left_out: Vec<LeftOut>,
     /// Entries skipped or stored with a caveat, with the reason.
     pub warnings: Vec<String>,
 }
@@ -109,11 +142,35 @@ impl Repository {
         options: &BackupOptions,
         progress: &dyn Progress,
     ) -> Result<BackupReport> {
+        let exclude = exclude_rules(options)?;
+        let source = FsSource::excluding(paths, exclude.clone())?;
+        self.backup_source(&source, exclude.as_ref(), options, progress)
+    }
+
+    /// Backs up the items of `source` into a new snapshot: each of its
+    /// roots becomes one entry of the snapshot's root.
+    pub fn backup_from<S: Source>(
+        &mut self,
+        source: &S,
+        options: &BackupOptions,
+        progress: &dyn Progress,
+    ) -> Result<BackupReport> {
+        let exclude = exclude_rules(options)?;
+        self.backup_source(source, exclude.as_ref(), options, progress)
+    }
+
+    fn backup_source<S: Source>(
+        &mut self,
+        source: &S,
+        exclude: Option<&PathRules>,
+        options: &BackupOptions,
+        progress: &dyn Progress,
+    ) -> Result<BackupReport> {
         let time = options.time.unwrap_or_else(SystemTime::now);
         let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let roots = resolve_roots(paths)?;
-        let absolute_paths: Vec<String> =
-            roots.iter().map(|(_, p)| p.display().to_string()).collect();
+        let roots = source.roots()?;
+        check_roots(&roots)?;
+        let absolute_paths = source.paths();
         // Leftovers of interrupted puts (a crash mid-pack) go first; then a
         // listing (the open's, for the first backup) confirms the packs the
         // index names still exist, and headers are checked afresh.
@@ -176,10 +233,7 @@ impl Repository {
         let claimed = Claimed::default();
         // Without a parent every file is read: small files' contents are
         // read ahead too (by file workers' side only: see below).
-        let prefetch = Prefetch::new(
-            roots.iter().map(|(_, path)| path.clone()),
-            parent_root.is_none() && n_threads > 1,
-        );
+        let read_contents = parent_root.is_none() && n_threads > 1;
         let (root_id, walked, new_index, totals) = std::thread::scope(|scope| {
             let pool = BufferPool::new();
             let packer = Packer::new(
@@ -205,7 +259,7 @@ impl Repository {
             // exist only when sealing is threaded (they hand blobs to the
             // pipeline's threads). A deep queue lets the walk run ahead
             // rather than hand over one file at a time (a file job is small).
-            let (queue, small_rx, large_rx) = FileQueue::new(64);
+            let (queue, small_rx, large_rx) = FileQueue::<S::Entry>::new(64);
             let senders: Vec<_> = (0..n_threads * 2).map_while(|_| sink.sender()).collect();
             let files = (!senders.is_empty()).then_some(queue);
             for (i, blobs) in senders.into_iter().enumerate() {
@@ -218,40 +272,47 @@ impl Repository {
                     JobSource::Small(small_rx.clone())
                 };
                 let (pool, claimed) = (pool.clone(), &claimed);
-                scope.spawn(move || file_worker(repo, claimed, progress, jobs, blobs, pool));
+                scope.spawn(move || {
+                    let cx = Reading {
+                        repo,
+                        claimed,
+                        progress,
+                        pool: &pool,
+                    };
+                    file_worker(source, &cx, jobs, blobs);
+                });
             }
             drop((small_rx, large_rx));
             // Metadata readahead alongside file workers; it also counts the
             // totals when asked. A one-thread backup gets one thread for the
             // totals, and no readahead otherwise.
             let totals = options.scan_totals.then_some(progress);
-            let n_prefetch = match (&files, options.scan_totals) {
-                (Some(_), _) => PREFETCH_THREADS,
-                (None, true) => 1,
+            let n_readahead = match (&files, options.scan_totals) {
+                (Some(_), _) => source.readahead_threads(),
+                (None, true) => source.readahead_threads().min(1),
                 (None, false) => 0,
             };
-            for _ in 0..n_prefetch {
-                let prefetch = &prefetch;
-                scope.spawn(move || prefetch.run(totals));
+            for _ in 0..n_readahead {
+                scope.spawn(move || source.readahead(read_contents, totals));
             }
             // The walk recurses once per directory level when it starts a
             // directory and again when it finishes one: it runs on its own
             // thread with a known stack, whatever the caller's (threads of
             // some platforms get 1 MiB or less).
-            let (roots, parent_root, claimed) = (&roots, &parent_root, &claimed);
+            let (parent_root, claimed) = (&parent_root, &claimed);
             let walk_thread = std::thread::Builder::new()
                 .name("cairn-walk".into())
                 .stack_size(DEEP_STACK)
                 .spawn_scoped(scope, move || {
-                    let mut walk = Walk::new(repo, sink, progress, claimed, files, pool);
+                    let mut walk =
+                        Walk::new(repo, source, exclude, sink, progress, claimed, files, pool);
                     let walked = (|| {
                         let mut root = Tree::default();
-                        for (name, path) in roots {
-                            let parent_node = parent_root.as_ref().and_then(|t| t.find(name));
-                            // The top-level paths must be readable: failing
+                        for top in roots {
+                            let parent_node = parent_root.as_ref().and_then(|t| t.find(&top.name));
+                            // The top-level items must be readable: failing
                             // them is an error, not a warning.
-                            root.nodes
-                                .extend(walk.top_level(path, name.clone(), parent_node)?);
+                            root.nodes.extend(walk.top_level(top, parent_node)?);
                         }
                         root.sort();
                         walk.store_tree(
@@ -263,7 +324,7 @@ impl Repository {
                     (walk.into_parts(), walked)
                 });
             let joined = walk_thread.map(|thread| thread.join());
-            prefetch.stop();
+            source.stop_readahead();
             // Without a walk, the pipeline's senders went with it: its threads
             // end having written nothing (no blob reached them).
             let ((sink, outcome), walked) = match joined {
@@ -330,6 +391,7 @@ impl Repository {
             n_chunks: walked.n_chunks,
             n_blobs_new: totals.n_blobs_new,
             n_packs_written: totals.n_packs,
+            left_out: walked.left_out,
             warnings,
         })
     }
@@ -421,34 +483,39 @@ impl Repository {
     }
 }
 
-/// Each path's root entry name and absolute path. Refuses clashing names.
-fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<(Vec<u8>, PathBuf)>> {
-    let mut roots: Vec<(Vec<u8>, PathBuf)> = Vec::with_capacity(paths.len());
-    for path in paths {
-        // Absolute without resolving a final symlink (a symlink given as a path
-        // is backed up as a symlink); `..` and `/`-ending forms have no final
-        // name until canonicalized.
-        let mut absolute = std::path::absolute(path).map_err(Error::io(path))?;
-        if absolute.file_name().is_none() {
-            absolute = fs::canonicalize(path).map_err(Error::io(path))?;
-        }
-        let name = absolute
-            .file_name()
-            .ok_or_else(|| Error::InvalidInput(format!("cannot back up {}", path.display())))?
-            .as_bytes()
-            .to_vec();
-        if roots.iter().any(|(n, _)| *n == name) {
+/// The backup's excludes, compiled; `None` when there are none.
+fn exclude_rules(options: &BackupOptions) -> Result<Option<PathRules>> {
+    if options.exclude.is_empty() {
+        return Ok(None);
+    }
+    PathRules::new(&options.exclude).map(Some)
+}
+
+/// Refuses a source whose top-level names are invalid or clash (the
+/// snapshot's root could not hold them), or that has none.
+fn check_roots<E>(roots: &[crate::source::Root<E>]) -> Result<()> {
+    if roots.is_empty() {
+        return Err(Error::InvalidInput("nothing to back up".into()));
+    }
+    let mut names: Vec<&[u8]> = roots.iter().map(|r| r.name.as_slice()).collect();
+    names.sort_unstable();
+    for pair in names.windows(2) {
+        if let [a, b] = pair
+            && a == b
+        {
             return Err(Error::InvalidInput(format!(
                 "two paths share the name {:?}",
-                String::from_utf8_lossy(&name)
+                String::from_utf8_lossy(a)
             )));
         }
-        roots.push((name, absolute));
     }
-    if roots.is_empty() {
-        return Err(Error::InvalidInput("no paths to back up".into()));
+    if let Some(bad) = names.iter().find(|n| !cairn_meta::is_valid_name(n)) {
+        return Err(Error::InvalidInput(format!(
+            "cannot back up an item named {:?}",
+            String::from_utf8_lossy(bad)
+        )));
     }
-    Ok(roots)
+    Ok(())
 }
 
 /// Writes a snapshot whose root is `root`, bypassing the backup walk (and so
@@ -463,7 +530,7 @@ pub(crate) fn forge_snapshot(repo: &Repository, root: &Tree) -> SnapshotId {
         None,
         BufferPool::new(),
     );
-    let bytes = root.encode();
+    let bytes = root.encode(repo.config().format);
     let id = repo.keys().blob_ids.id_of(BlobKind::Tree, &bytes);
     let blob = pipeline::NewBlob {
         kind: BlobKind::Tree,

@@ -3,14 +3,12 @@
 //! file worker; it shares only the set of claimed blobs with other readers.
 //!
 //! A file that changes while it is read (size, mtime or ctime differ between
-//! the descriptor's status before and after) is read again, up to
-//! [`MAX_READ_ATTEMPTS`] times, then kept as last read with a warning: never
-//! silently stored as a torn mix.
+//! the reader's status before and after, where the source can tell) is
+//! opened and read again, up to [`MAX_READ_ATTEMPTS`] times, then kept as
+//! last read with a warning: never silently stored as a torn mix.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use cairn_chunker::StreamBuffer;
@@ -18,10 +16,10 @@ use cairn_crypto::{BlobId, BlobKind, SealBuffer};
 
 use crate::backup::buffers::BufferPool;
 use crate::backup::pipeline::NewBlob;
-use crate::backup::source::{Location, Status, fstatus};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::source::{Item, Source, Status};
 
 /// Reads before giving up on a file that keeps changing.
 pub(crate) const MAX_READ_ATTEMPTS: usize = 3;
@@ -54,8 +52,8 @@ pub(crate) struct FileRead {
     pub content: Vec<BlobId>,
     /// Bytes read in the attempt kept.
     pub size: u64,
-    /// The descriptor's status after the attempt kept.
-    pub status: Status,
+    /// The reader's status after the attempt kept, if the source tells.
+    pub status: Option<Status>,
     /// Bytes read over all attempts.
     pub bytes_read: u64,
     /// Chunks read over all attempts.
@@ -67,10 +65,10 @@ pub(crate) struct FileRead {
 /// One file for a worker: where it is (opened by the worker, and only if it
 /// is still `expected`), its path for messages, its name (which picks the
 /// chunker), and where the answer goes.
-pub(crate) struct FileJob {
-    pub location: Location,
+pub(crate) struct FileJob<E> {
+    pub entry: E,
     pub path: PathBuf,
-    pub expected: Status,
+    pub expected: Item,
     pub name: Vec<u8>,
     pub reply: crossbeam_channel::Sender<Result<FileRead>>,
 }
@@ -82,38 +80,35 @@ pub(crate) struct FileJob {
 pub(crate) const SMALL_FILE_MAX: u64 = 1024 * 1024;
 
 /// Where the walk sends files to read: small ones and larger ones.
-pub(crate) struct FileQueue {
-    small: crossbeam_channel::Sender<FileJob>,
-    large: crossbeam_channel::Sender<FileJob>,
+pub(crate) struct FileQueue<E> {
+    small: crossbeam_channel::Sender<FileJob<E>>,
+    large: crossbeam_channel::Sender<FileJob<E>>,
 }
 
 /// What one file worker takes jobs from.
-pub(crate) enum JobSource {
+pub(crate) enum JobSource<E> {
     /// Small files only.
-    Small(crossbeam_channel::Receiver<FileJob>),
+    Small(crossbeam_channel::Receiver<FileJob<E>>),
     /// Either queue, whichever has a job.
     Any {
-        small: crossbeam_channel::Receiver<FileJob>,
-        large: crossbeam_channel::Receiver<FileJob>,
+        small: crossbeam_channel::Receiver<FileJob<E>>,
+        large: crossbeam_channel::Receiver<FileJob<E>>,
     },
 }
 
-impl FileQueue {
+/// The receiving end of a file queue.
+pub(crate) type JobReceiver<E> = crossbeam_channel::Receiver<FileJob<E>>;
+
+impl<E> FileQueue<E> {
     /// The queues (each `depth` jobs deep) and their receiving ends.
-    pub fn new(
-        depth: usize,
-    ) -> (
-        Self,
-        crossbeam_channel::Receiver<FileJob>,
-        crossbeam_channel::Receiver<FileJob>,
-    ) {
+    pub fn new(depth: usize) -> (Self, JobReceiver<E>, JobReceiver<E>) {
         let (small, small_rx) = crossbeam_channel::bounded(depth);
         let (large, large_rx) = crossbeam_channel::bounded(depth);
         (Self { small, large }, small_rx, large_rx)
     }
 
     /// Queues a file of `size` bytes (as looked at).
-    pub fn send(&self, job: FileJob, size: u64) -> Result<()> {
+    pub fn send(&self, job: FileJob<E>, size: u64) -> Result<()> {
         let queue = if size <= SMALL_FILE_MAX {
             &self.small
         } else {
@@ -123,7 +118,7 @@ impl FileQueue {
     }
 }
 
-impl JobSource {
+impl<E> JobSource<E> {
     /// Whether this worker reads small files only: its window should stay
     /// small (a file that grew after it was looked at can still make it
     /// large once).
@@ -133,7 +128,7 @@ impl JobSource {
 
     /// The next job; `None` once the walk closed the queues and they are
     /// empty.
-    pub fn next(&self) -> Option<FileJob> {
+    pub fn next(&self) -> Option<FileJob<E>> {
         match self {
             JobSource::Small(small) => small.recv().ok(),
             JobSource::Any { small, large } => crossbeam_channel::select! {
@@ -145,38 +140,44 @@ impl JobSource {
     }
 }
 
-/// Reads and chunks an open file, given with its status as opened (`path`
-/// for messages); new chunks go to `submit`, with the file's size (small
-/// files' chunks are sealed by the reader).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn read_file(
-    repo: &Repository,
-    claimed: &Claimed,
-    progress: &dyn Progress,
-    (mut file, opened): (File, Status),
-    path: &Path,
-    name: &[u8],
-    pool: &BufferPool,
+/// What [`read_file`] works with besides the file: shared by every file a
+/// reader reads.
+pub(crate) struct Reading<'r> {
+    pub repo: &'r Repository,
+    pub claimed: &'r Claimed,
+    pub progress: &'r dyn Progress,
+    pub pool: &'r BufferPool,
+}
+
+/// Opens and reads a file of `source` that must still be `job.expected`,
+/// chunking it (its name picks the chunker; its path is for messages); new
+/// chunks go to `submit`, with the file's size (small files' chunks are
+/// sealed by the reader). `window` is the reader's buffer, kept across files.
+pub(crate) fn read_file<S: Source>(
+    source: &S,
+    job: &FileJob<S::Entry>,
+    cx: &Reading<'_>,
     window: &mut StreamBuffer,
     submit: &mut dyn FnMut(NewBlob, u64) -> Result<()>,
 ) -> Result<FileRead> {
-    let chunker = repo.chunkers().for_name(name);
+    let (repo, progress, path) = (cx.repo, cx.progress, job.path.as_path());
+    let chunker = repo.chunkers().for_name(&job.name);
     let mut bytes_read = 0u64;
     let mut n_chunks = 0u64;
     let mut attempt = 0;
-    let mut opened = Some(opened);
     loop {
         attempt += 1;
-        if attempt > 1 {
-            file.seek(SeekFrom::Start(0)).map_err(Error::io(path))?;
-        }
-        let before = match opened.take() {
-            Some(status) => status,
-            None => fstatus(&file).map_err(Error::io(path))?,
+        let (mut file, opened) = source
+            .open(&job.entry, &job.expected)
+            .map_err(Error::io(path))?;
+        let before = match opened {
+            Some(status) => Some(status),
+            None => source.status(&file).map_err(Error::io(path))?,
         };
-        progress.file(path, before.size);
+        let size_hint = before.map_or(job.expected.status.size, |b| b.size);
+        progress.file(path, size_hint);
         // The reader's window is reused across files and sized to this one.
-        let mut stream = chunker.stream_with(&file, std::mem::take(window), Some(before.size));
+        let mut stream = chunker.stream_with(&mut file, std::mem::take(window), Some(size_hint));
         let mut content = Vec::new();
         let mut size = 0u64;
         let read = loop {
@@ -192,7 +193,7 @@ pub(crate) fn read_file(
             let id = repo.keys().blob_ids.id_of(BlobKind::Data, chunk);
             size += chunk.len() as u64;
             progress.bytes(chunk.len() as u64);
-            let new = match claim(repo, claimed, BlobKind::Data, id) {
+            let new = match claim(repo, cx.claimed, BlobKind::Data, id) {
                 Ok(new) => new,
                 Err(e) => break Err(e),
             };
@@ -200,9 +201,9 @@ pub(crate) fn read_file(
                 let blob = NewBlob {
                     kind: BlobKind::Data,
                     id,
-                    buffer: SealBuffer::from_plaintext_in(pool.take(), chunk),
+                    buffer: SealBuffer::from_plaintext_in(cx.pool.take(), chunk),
                 };
-                if let Err(e) = submit(blob, before.size) {
+                if let Err(e) = submit(blob, size_hint) {
                     break Err(e);
                 }
             }
@@ -212,11 +213,17 @@ pub(crate) fn read_file(
         *window = stream.into_buffer();
         read?;
         bytes_read += size;
-        let after = fstatus(&file).map_err(Error::io(path))?;
-        let stable = after.size == size
-            && before.size == size
-            && before.mtime == after.mtime
-            && before.ctime == after.ctime;
+        let after = source.status(&file).map_err(Error::io(path))?;
+        let stable = match (before, after) {
+            (Some(before), Some(after)) => {
+                after.size == size
+                    && before.size == size
+                    && before.mtime == after.mtime
+                    && before.ctime == after.ctime
+            }
+            // A source that cannot tell: what was read is the file.
+            _ => true,
+        };
         if stable || attempt == MAX_READ_ATTEMPTS {
             let warning = (!stable).then(|| {
                 format!(
@@ -239,24 +246,14 @@ pub(crate) fn read_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::source::EntryKind;
+    use crate::source::ItemKind;
 
-    fn job(name: &str) -> FileJob {
+    fn job(name: &str) -> FileJob<()> {
         let (reply, _) = crossbeam_channel::bounded(1);
         FileJob {
-            location: Location::Path(PathBuf::from(name)),
+            entry: (),
             path: PathBuf::from(name),
-            expected: Status {
-                kind: EntryKind::File,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                size: 0,
-                mtime: (0, 0),
-                ctime: (0, 0),
-                dev: 0,
-                ino: 0,
-            },
+            expected: Item::new(ItemKind::File, Status::default()),
             name: name.as_bytes().to_vec(),
             reply,
         }

@@ -1,8 +1,9 @@
-//! The backup walk: turns paths into tree nodes, reading only files that
-//! changed since the parent snapshot, and decides which blobs are new.
+//! The backup walk: turns a source's items into tree nodes, reading only
+//! files that changed since the parent snapshot, and decides which blobs are
+//! new and what is left out.
 //!
-//! The walk visits entries in a fixed order, through directory descriptors
-//! (see `source.rs`). Files to read go to file workers (several files are
+//! The walk visits entries in a fixed order (the source's; the filesystem's
+//! goes through directory descriptors, see `source/fs.rs`). Files to read go to file workers (several files are
 //! read at once: a VM disk or an SSD serves parallel streams much faster than
 //! one), and a directory's tree is built once all its files are back, in name
 //! order, so the snapshot does not depend on timing. The walk does not wait
@@ -15,9 +16,14 @@
 //! skipped (cairn backs up content; a chat app's data holds none of them);
 //! given as a top-level path, one is an error rather than an empty snapshot.
 //! A top-level symlink is stored as the link, not followed (as restic does).
+//!
+//! What is left out, and where it is decided: an item matching the backup's
+//! excludes is not even looked at (nor anything under it); a flagged item
+//! (`ephemeral`, `view_once`) is looked at, never opened or listed, and
+//! reported. A file's class is its source's, else media when it or a
+//! directory above it matches the repository's media rules.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use cairn_chunker::StreamBuffer;
 use cairn_crypto::{BlobId, BlobKind, SealBuffer};
@@ -27,13 +33,15 @@ use crossbeam_channel::{Receiver, bounded};
 use crate::backup::buffers::BufferPool;
 use crate::backup::pipeline::{BlobSender, BlobSink, NewBlob};
 use crate::backup::read::{
-    Claimed, FileJob, FileQueue, FileRead, JobSource, SMALL_FILE_MAX, claim, read_file,
+    Claimed, FileJob, FileQueue, FileRead, JobSource, Reading, SMALL_FILE_MAX, claim, read_file,
 };
-use crate::backup::source::{EntryKind, Location, Status, join, read_names};
+use crate::backup::{LeftOut, LeftOutReason};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::MAX_TREE_DEPTH;
+use crate::rules::PathRules;
+use crate::source::{Class, Item, ItemKind, Source, Status};
 
 /// What the walk counted.
 #[derive(Default)]
@@ -43,17 +51,22 @@ pub(crate) struct WalkOutcome {
     pub n_files_unchanged: u64,
     /// Entries left out of the snapshot (unreadable, vanished, special).
     pub n_skipped: u64,
+    /// Items left out by rule (flags), not by error.
+    pub left_out: Vec<LeftOut>,
     pub warnings: Vec<String>,
 }
 
-pub(crate) struct Walk<'a, 's> {
+pub(crate) struct Walk<'a, 's, S: Source> {
     repo: &'a Repository,
+    source: &'a S,
+    /// What the backup leaves out (its excludes), if anything.
+    exclude: Option<&'a PathRules>,
     sink: BlobSink<'s>,
     progress: &'a dyn Progress,
     /// Blobs this backup has sent to the pipeline (shared with file workers).
     claimed: &'a Claimed,
     /// File workers' queues; `None` reads files on the walk's thread.
-    files: Option<FileQueue>,
+    files: Option<FileQueue<S::Entry>>,
     /// Recycled blob buffers.
     pool: BufferPool,
     /// The read window when files are read on the walk's thread.
@@ -99,6 +112,28 @@ struct PendingDir {
     children: Vec<Child>,
 }
 
+/// Where an entry is in the snapshot, for the rules: its path below the
+/// top-level item it is under (the top-level item's is its name), and
+/// whether a directory above it is media.
+#[derive(Clone)]
+pub(crate) struct Place {
+    pub relative: Vec<u8>,
+    pub media: bool,
+}
+
+impl Place {
+    fn child(&self, name: &[u8], top_level_dir: bool, media: bool) -> Place {
+        let mut relative = Vec::new();
+        if !top_level_dir {
+            relative.reserve(self.relative.len() + 1 + name.len());
+            relative.extend_from_slice(&self.relative);
+            relative.push(b'/');
+        }
+        relative.extend_from_slice(name);
+        Place { relative, media }
+    }
+}
+
 /// The entries of a directory being walked, how many of them from the start
 /// are finished already, and how many from the start are not directories
 /// waiting to be finished.
@@ -110,23 +145,29 @@ struct Level {
 
 fn node_from_status(name: Vec<u8>, status: &Status) -> Node {
     Node {
-        mode: status.mode,
+        mode: status.mode & 0o7777,
         mtime_secs: status.mtime.0,
-        mtime_nanos: status.mtime.1,
+        mtime_nanos: status.mtime.1.min(999_999_999),
         ctime_secs: status.ctime.0,
-        ctime_nanos: status.ctime.1,
-        inode: status.ino,
+        ctime_nanos: status.ctime.1.min(999_999_999),
+        inode: status.inode,
         uid: status.uid,
         gid: status.gid,
         ..Node::new(name, NodeKind::File)
     }
 }
 
+/// `dir/name` for messages.
+fn join(dir: &Path, name: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    dir.join(std::ffi::OsStr::from_bytes(name))
+}
+
 /// A directory's tree blob, if it fits the format's limit on a blob; a larger
 /// directory (hundreds of thousands of entries) is a local error naming it,
 /// so the walk leaves it out with a warning instead of failing the backup.
-fn encode_tree(tree: &Tree, path: &Path) -> Result<Vec<u8>> {
-    let bytes = tree.encode();
+fn encode_tree(tree: &Tree, format: cairn_meta::Format, path: &Path) -> Result<Vec<u8>> {
+    let bytes = tree.encode(format);
     if bytes.len() > cairn_pack::MAX_BLOB_PLAIN_LEN as usize {
         return Err(Error::io(path)(std::io::Error::other(format!(
             "directory too large to store: {} entries, a {} MiB tree (the limit is {} MiB)",
@@ -151,34 +192,16 @@ fn unchanged_since(parent: &Node, current: &Node) -> bool {
 }
 
 /// Runs file jobs until the queue closes: the body of a file worker.
-pub(crate) fn file_worker(
-    repo: &Repository,
-    claimed: &Claimed,
-    progress: &dyn Progress,
-    jobs: JobSource,
+pub(crate) fn file_worker<S: Source>(
+    source: &S,
+    cx: &Reading<'_>,
+    jobs: JobSource<S::Entry>,
     mut blobs: BlobSender,
-    pool: BufferPool,
 ) {
     let mut window = StreamBuffer::default();
     while let Some(job) = jobs.next() {
         let mut submit = |blob, file_size| blobs.send(blob, file_size);
-        let result = job
-            .location
-            .open_file(&job.expected)
-            .map_err(Error::io(&job.path))
-            .and_then(|opened| {
-                read_file(
-                    repo,
-                    claimed,
-                    progress,
-                    opened,
-                    &job.path,
-                    &job.name,
-                    &pool,
-                    &mut window,
-                    &mut submit,
-                )
-            });
+        let result = read_file(source, &job, cx, &mut window, &mut submit);
         // The walk hung up: it failed and is unwinding.
         if job.reply.send(result).is_err() {
             return;
@@ -191,19 +214,24 @@ pub(crate) fn file_worker(
     }
 }
 
-impl<'a, 's> Walk<'a, 's> {
+impl<'a, 's, S: Source> Walk<'a, 's, S> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         repo: &'a Repository,
+        source: &'a S,
+        exclude: Option<&'a PathRules>,
         sink: BlobSink<'s>,
         progress: &'a dyn Progress,
         claimed: &'a Claimed,
-        files: Option<FileQueue>,
+        files: Option<FileQueue<S::Entry>>,
         pool: BufferPool,
     ) -> Self {
         Self {
             pool,
             window: StreamBuffer::default(),
             repo,
+            source,
+            exclude,
             sink,
             progress,
             claimed,
@@ -247,7 +275,7 @@ impl<'a, 's> Walk<'a, 's> {
         {
             return Ok(parent_id);
         }
-        let bytes = encode_tree(tree, path)?;
+        let bytes = encode_tree(tree, self.repo.config().format, path)?;
         let id = self.repo.keys().blob_ids.id_of(BlobKind::Tree, &bytes);
         if claim(self.repo, self.claimed, BlobKind::Tree, id)? {
             self.sink.submit(NewBlob {
@@ -259,15 +287,17 @@ impl<'a, 's> Walk<'a, 's> {
         Ok(id)
     }
 
-    /// The node for a top-level path (waiting for it if it is a file).
+    /// The node for a top-level item (waiting for it if it is a file).
     pub fn top_level(
         &mut self,
-        path: &Path,
-        name: Vec<u8>,
+        root: crate::source::Root<S::Entry>,
         parent: Option<&Node>,
     ) -> Result<Option<Node>> {
-        let location = Location::Path(path.to_path_buf());
-        let child = self.child(location, path, name, parent, true)?;
+        let place = Place {
+            relative: root.name.clone(),
+            media: false,
+        };
+        let child = self.child(root.entry, &root.display, &place, root.name, parent, true)?;
         self.finish_child(child, true)
     }
 
@@ -324,8 +354,12 @@ impl<'a, 's> Walk<'a, 's> {
     /// Records a file's content and the status that goes with the bytes read,
     /// so the next backup compares against what was actually stored.
     fn apply_read(&mut self, node: &mut Node, read: FileRead) {
-        let name = std::mem::take(&mut node.name);
-        *node = node_from_status(name, &read.status);
+        if let Some(status) = &read.status {
+            let name = std::mem::take(&mut node.name);
+            let class = node.class;
+            *node = node_from_status(name, status);
+            node.class = class;
+        }
         node.size = read.size;
         node.content = read.content;
         self.outcome.summary.bytes_read += read.bytes_read;
@@ -338,40 +372,64 @@ impl<'a, 's> Walk<'a, 's> {
 
     /// Starts on one entry: directories are walked now, unchanged files reuse
     /// the parent's chunks, other files are read (by a worker when there are
-    /// workers). Local I/O errors below the top level become warnings;
-    /// repository errors always propagate. `path` is for messages only.
+    /// workers), flagged items are left out unopened. Local I/O errors below
+    /// the top level become warnings; repository errors always propagate.
+    /// `path` is for messages only; `place` is the entry's own.
     fn child(
         &mut self,
-        location: Location,
+        entry: S::Entry,
         path: &Path,
+        place: &Place,
         name: Vec<u8>,
         parent: Option<&Node>,
         top_level: bool,
     ) -> Result<Child> {
         self.check_cancelled()?;
-        let status = match location.status() {
-            Ok(status) => status,
+        let item = match self.source.look(&entry) {
+            Ok(item) => item,
             Err(e) => {
                 self.skip_unreadable(Error::io(path)(e), top_level)?;
                 return Ok(Child::Skipped);
             }
         };
-        let mut node = node_from_status(name, &status);
-        let result = match status.kind {
+        let media_rule = || place.media || self.repo.media_rules().matches(&place.relative);
+        let class = match item.class {
+            Some(class) => class,
+            None if media_rule() => Class::Media,
+            None => Class::Message,
+        };
+        if !item.flags.is_empty() {
+            self.outcome.left_out.push(LeftOut {
+                path: path.display().to_string(),
+                class,
+                size: item.status.size,
+                reason: LeftOutReason::Flagged(item.flags),
+            });
+            return Ok(Child::Skipped);
+        }
+        let mut node = node_from_status(name, &item.status);
+        let result = match item.kind {
             // Listing and restore walk no deeper: what they could not reach
             // is not stored.
-            EntryKind::Dir if self.depth >= MAX_TREE_DEPTH => {
+            ItemKind::Dir if self.depth >= MAX_TREE_DEPTH => {
                 Err(Error::io(path)(std::io::Error::other(format!(
                     "nested deeper than {MAX_TREE_DEPTH} directories; left out"
                 ))))
             }
-            EntryKind::Dir => {
+            ItemKind::Dir => {
                 node.kind = NodeKind::Dir;
+                let dir_place = Place {
+                    relative: place.relative.clone(),
+                    media: class == Class::Media,
+                };
                 self.depth += 1;
-                let walked = location
-                    .open_dir(&status)
+                let walked = self
+                    .source
+                    .list(&entry, &item)
                     .map_err(Error::io(path))
-                    .and_then(|dir| self.start_dir(&dir, path, parent));
+                    .and_then(|children| {
+                        self.start_dir(children, path, &dir_place, top_level, parent)
+                    });
                 self.depth -= 1;
                 match walked {
                     Ok(dir) => {
@@ -381,9 +439,11 @@ impl<'a, 's> Walk<'a, 's> {
                     Err(e) => Err(e),
                 }
             }
-            EntryKind::File => {
-                node.size = status.size;
+            ItemKind::File => {
+                node.size = item.status.size;
+                node.class = class;
                 if let Some(parent) = parent
+                    && !item.always_read
                     && unchanged_since(parent, &node)
                     && self.all_confirmed(parent)?
                 {
@@ -393,25 +453,24 @@ impl<'a, 's> Walk<'a, 's> {
                     self.count_file(node.size);
                     return Ok(Child::Ready(node));
                 }
-                return self.start_read(location, path, status, node);
+                return self.start_read(entry, path, item, node);
             }
-            EntryKind::Symlink => match location.read_link() {
-                Ok(target) if !target.is_empty() => {
-                    node.kind = NodeKind::Symlink;
-                    node.link_target = target;
-                    self.outcome.summary.n_symlinks += 1;
-                    Ok(())
-                }
-                Ok(_) => Err(Error::InvalidInput("empty symlink target".into())),
-                Err(e) => Err(Error::io(path)(e)),
-            },
-            EntryKind::Special if top_level => {
+            ItemKind::Symlink if item.link_target.is_empty() => Err(Error::io(path)(
+                std::io::Error::other("empty symlink target"),
+            )),
+            ItemKind::Symlink => {
+                node.kind = NodeKind::Symlink;
+                node.link_target = item.link_target;
+                self.outcome.summary.n_symlinks += 1;
+                Ok(())
+            }
+            ItemKind::Other if top_level => {
                 return Err(Error::InvalidInput(format!(
                     "{} is not a regular file, directory or symbolic link",
                     path.display()
                 )));
             }
-            EntryKind::Special => {
+            ItemKind::Other => {
                 self.outcome.n_skipped += 1;
                 self.warn(format!(
                     "skipped {}: not a regular file, directory or symbolic link",
@@ -441,14 +500,15 @@ impl<'a, 's> Walk<'a, 's> {
     /// The file is opened by whoever reads it, and must still be `expected`.
     fn start_read(
         &mut self,
-        location: Location,
+        entry: S::Entry,
         path: &Path,
-        expected: Status,
+        expected: Item,
         node: Node,
     ) -> Result<Child> {
         let (reply, answer) = bounded(1);
+        let size = expected.status.size;
         let job = FileJob {
-            location,
+            entry,
             path: path.to_path_buf(),
             expected,
             name: node.name.clone(),
@@ -456,40 +516,33 @@ impl<'a, 's> Walk<'a, 's> {
         };
         self.pending += 1;
         match &self.files {
-            Some(files) => files.send(job, expected.size)?,
+            Some(files) => files.send(job, size)?,
             None => {
                 let sink = &mut self.sink;
                 let mut submit = |blob, _| sink.submit(blob);
-                let read = job
-                    .location
-                    .open_file(&job.expected)
-                    .map_err(Error::io(&job.path))
-                    .and_then(|opened| {
-                        read_file(
-                            self.repo,
-                            self.claimed,
-                            self.progress,
-                            opened,
-                            &job.path,
-                            &job.name,
-                            &self.pool,
-                            &mut self.window,
-                            &mut submit,
-                        )
-                    });
+                let cx = Reading {
+                    repo: self.repo,
+                    claimed: self.claimed,
+                    progress: self.progress,
+                    pool: &self.pool,
+                };
+                let read = read_file(self.source, &job, &cx, &mut self.window, &mut submit);
                 job.reply.send(read).map_err(|_| Error::PipelineStopped)?;
             }
         }
         Ok(Child::Reading(node, answer))
     }
 
-    /// Walks an open directory (`path` for messages): starts every entry
-    /// (files to workers, subdirectories walked in turn) without waiting for
-    /// them; [`Self::finish_dir`] later builds and stores its tree.
+    /// Walks a directory's children (`path` for messages, `place` its own):
+    /// starts every entry (files to workers, subdirectories walked in turn)
+    /// without waiting for them; [`Self::finish_dir`] later builds and
+    /// stores its tree. What the excludes match is not even looked at.
     fn start_dir(
         &mut self,
-        dir: &Arc<std::os::fd::OwnedFd>,
+        mut names: Vec<(Vec<u8>, S::Entry)>,
         path: &Path,
+        place: &Place,
+        top_level: bool,
         parent: Option<&Node>,
     ) -> Result<PendingDir> {
         let parent_id = parent
@@ -510,7 +563,23 @@ impl<'a, 's> Walk<'a, 's> {
             },
             None => None,
         };
-        let names = read_names(dir).map_err(Error::io(path))?;
+        // A tree must hold valid, sorted, distinct names, or no restore
+        // could read it: a source that breaks that costs its bad entries.
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut valid: Vec<(Vec<u8>, S::Entry)> = Vec::with_capacity(names.len());
+        for (name, entry) in names {
+            if !cairn_meta::is_valid_name(&name) || valid.last().is_some_and(|(n, _)| *n == name) {
+                self.outcome.n_skipped += 1;
+                self.warn(format!(
+                    "skipped {:?} in {}: not a valid name, or given twice",
+                    String::from_utf8_lossy(&name),
+                    path.display()
+                ));
+                continue;
+            }
+            valid.push((name, entry));
+        }
+        let names = valid;
         let n_parent = parent_tree.as_ref().map_or(0, |t| t.nodes.len());
         self.held += n_parent;
         self.levels.push(Level {
@@ -518,12 +587,18 @@ impl<'a, 's> Walk<'a, 's> {
             finished: 0,
             no_dirs_before: 0,
         });
-        for name in names {
+        for (name, entry) in names {
+            let child_place = place.child(&name, top_level, place.media);
+            if self
+                .exclude
+                .is_some_and(|rules| rules.matches(&child_place.relative))
+            {
+                continue;
+            }
             let parent_child = parent_tree.as_ref().and_then(|t| t.find(&name));
             let child_path = join(path, &name);
-            let location = Location::At(dir.clone(), name.clone());
             let started = self
-                .child(location, &child_path, name, parent_child, false)
+                .child(entry, &child_path, &child_place, name, parent_child, false)
                 .and_then(|child| {
                     if let Some(level) = self.levels.last_mut() {
                         level.children.push(child);
@@ -654,11 +729,11 @@ mod tests {
         let small = Tree {
             nodes: (0..10).map(node).collect(),
         };
-        assert!(encode_tree(&small, Path::new("/x")).is_ok());
+        assert!(encode_tree(&small, cairn_meta::Format::V2, Path::new("/x")).is_ok());
         let huge = Tree {
             nodes: (0..260_000).map(node).collect(),
         };
-        let err = encode_tree(&huge, Path::new("/data/cache")).unwrap_err();
+        let err = encode_tree(&huge, cairn_meta::Format::V2, Path::new("/data/cache")).unwrap_err();
         assert!(matches!(&err, Error::Io { path, .. } if path == Path::new("/data/cache")));
         assert!(err.to_string().contains("too large"), "{err}");
     }

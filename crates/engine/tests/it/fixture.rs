@@ -1,13 +1,13 @@
-//! The format fixture: a repository written by format version 1 (see
+//! The format fixtures: a repository written by each format version (see
 //! `examples/write_fixture.rs`) that every later cairn must still open,
 //! list, restore byte for byte, and add to. A format change is a version
-//! bump with a new fixture beside this one, never an edit of it.
+//! bump with a new fixture beside the others, never an edit of one.
 
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn::{NoProgress, Repository};
+use cairn::{Class, Format, NoProgress, NodeKind, Repository};
 use cairn_store::LocalStore;
 
 use crate::support::*;
@@ -31,7 +31,20 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn the_version_1_fixture_still_reads_restores_and_grows() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    reads_restores_and_grows("v1", Format::V1);
+}
+
+/// Format 2 adds classes: the fixture's media (by the default rules: under
+/// `media/`) are media, the rest messages.
+#[test]
+fn the_version_2_fixture_still_reads_restores_and_grows() {
+    reads_restores_and_grows("v2", Format::V2);
+}
+
+fn reads_restores_and_grows(version: &str, format: Format) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(version);
     let dir = tempfile::tempdir().expect("tempdir");
     // A copy: opening a local store may create `tmp/`, and the test adds to it.
     let root = dir.path().join("repo");
@@ -41,6 +54,7 @@ fn the_version_1_fixture_still_reads_restores_and_grows() {
     let store = Arc::new(LocalStore::open(&root).expect("open store"));
     let mut repo = Repository::open(store, &key).expect("open");
     assert!(repo.take_warnings().is_empty());
+    assert_eq!(repo.config().format, format);
 
     let snapshots = repo.snapshots().expect("snapshots");
     let tags: Vec<_> = snapshots.iter().map(|(_, s)| s.tags.clone()).collect();
@@ -55,6 +69,13 @@ fn the_version_1_fixture_still_reads_restores_and_grows() {
     assert!(listing.iter().any(|e| e.path == "chat/messages.db"));
     assert!(!listing.iter().any(|e| e.path.ends_with("voice.opus")));
     restore(&repo, &first, &dir.path().join("out")).expect("restore first");
+    for entry in repo.list(&latest, None).expect("list latest").entries {
+        let media = format == Format::V2
+            && entry.node.kind == NodeKind::File
+            && entry.path.starts_with("chat/media/");
+        let class = if media { Class::Media } else { Class::Message };
+        assert_eq!(entry.node.class, class, "{}", entry.path);
+    }
 
     // This version can add to it, deduplicating against what is there.
     let report = repo

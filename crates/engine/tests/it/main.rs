@@ -21,3 +21,4 @@ mod prune_concurrency;
 mod restore_safety;
 mod roundtrip;
 mod secrecy;
+mod sources;

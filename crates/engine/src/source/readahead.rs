@@ -26,8 +26,9 @@ use std::os::fd::OwnedFd;
 
 use rustix::fs::{Advice, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
-use crate::backup::read::SMALL_FILE_MAX;
+use crate::backup::SMALL_FILE_MAX;
 use crate::progress::Progress;
+use crate::rules::PathRules;
 
 /// Threads of the readahead: they mostly wait on the disk.
 pub(crate) const PREFETCH_THREADS: usize = 4;
@@ -47,7 +48,9 @@ pub(crate) struct Prefetch {
     /// The top-level directories, opened once.
     roots: Vec<OwnedFd>,
     /// Also ask the kernel to read small files' contents ahead.
-    contents: bool,
+    contents: AtomicBool,
+    /// What the backup leaves out: not looked at, not counted.
+    exclude: Option<PathRules>,
     /// Regular files seen and their bytes.
     n_files: AtomicU64,
     n_bytes: AtomicU64,
@@ -57,11 +60,9 @@ pub(crate) struct Prefetch {
 }
 
 impl Prefetch {
-    /// Readahead of the trees under `roots` (run [`Self::run`] on threads);
-    /// with `contents`, small files' contents are read ahead too (only when
-    /// every file will be read: a first backup, not a daily one, which
-    /// reads only what changed).
-    pub fn new(roots: impl IntoIterator<Item = PathBuf>, contents: bool) -> Self {
+    /// Readahead of the trees under `roots` but what `exclude` leaves out
+    /// (run [`Self::run`] on threads).
+    pub fn new(roots: impl IntoIterator<Item = PathBuf>, exclude: Option<PathRules>) -> Self {
         let (mut n_files, mut n_bytes) = (0, 0);
         let (mut pending, mut dirs) = (Vec::new(), Vec::new());
         for root in roots {
@@ -85,7 +86,8 @@ impl Prefetch {
         pending.reverse();
         Self {
             roots: dirs,
-            contents,
+            contents: AtomicBool::new(false),
+            exclude,
             n_files: AtomicU64::new(n_files),
             n_bytes: AtomicU64::new(n_bytes),
             queue: Mutex::new(Queue {
@@ -106,8 +108,13 @@ impl Prefetch {
 
     /// The body of one readahead thread: until stopped or out of
     /// directories. The thread that finds the whole tree seen reports the
-    /// totals to `progress`, if given.
-    pub fn run(&self, progress: Option<&dyn Progress>) {
+    /// totals to `progress`, if given. With `contents`, small files'
+    /// contents are read ahead too (only when every file will be read: a
+    /// first backup, not a daily one, which reads only what changed).
+    pub fn run(&self, contents: bool, progress: Option<&dyn Progress>) {
+        if contents {
+            self.contents.store(true, Ordering::Relaxed);
+        }
         loop {
             let dir = match self.next() {
                 Next::Dir(dir) => dir,
@@ -179,6 +186,14 @@ impl Prefetch {
             if name == b"." || name == b".." {
                 continue;
             }
+            let relative = dir.relative.join(std::ffi::OsStr::from_bytes(name));
+            if self
+                .exclude
+                .as_ref()
+                .is_some_and(|rules| rules.matches(relative.as_os_str().as_bytes()))
+            {
+                continue;
+            }
             let Ok(st) = rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
             else {
                 continue;
@@ -186,15 +201,15 @@ impl Prefetch {
             match FileType::from_raw_mode(st.st_mode) {
                 FileType::Directory => subdirs.push(Pending {
                     root_idx: dir.root_idx,
-                    relative: dir.relative.join(std::ffi::OsStr::from_bytes(name)),
+                    relative,
                 }),
                 FileType::RegularFile => {
                     let size = u64::try_from(st.st_size).unwrap_or(0);
                     self.n_files.fetch_add(1, Ordering::Relaxed);
                     self.n_bytes.fetch_add(size, Ordering::Relaxed);
-                    if let Some(len) =
-                        NonZeroU64::new(size).filter(|n| self.contents && n.get() <= SMALL_FILE_MAX)
-                    {
+                    if let Some(len) = NonZeroU64::new(size).filter(|n| {
+                        self.contents.load(Ordering::Relaxed) && n.get() <= SMALL_FILE_MAX
+                    }) {
                         read_ahead(&fd, entry.file_name(), len);
                     }
                 }
@@ -278,7 +293,8 @@ mod tests {
         std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
         let outside = dir.path().join("outside");
         std::fs::create_dir_all(outside.join("b/private-dir")).expect("mkdir");
-        let prefetch = Prefetch::new([root.clone()], true);
+        let prefetch = Prefetch::new([root.clone()], None);
+        prefetch.contents.store(true, Ordering::Relaxed);
         let names = |pending: &[Pending]| -> Vec<PathBuf> {
             pending.iter().map(|p| p.relative.clone()).collect()
         };
@@ -332,10 +348,10 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("d1"), dir.path().join("link")).expect("ln");
         let lone = dir.path().join("d0/e0/f0/file");
         let totals = Totals::default();
-        let prefetch = Prefetch::new([dir.path().to_path_buf(), lone], true);
+        let prefetch = Prefetch::new([dir.path().to_path_buf(), lone], None);
         std::thread::scope(|scope| {
             for _ in 0..PREFETCH_THREADS {
-                scope.spawn(|| prefetch.run(Some(&totals)));
+                scope.spawn(|| prefetch.run(true, Some(&totals)));
             }
         });
         let queue = prefetch.queue.lock().expect("lock");
@@ -346,10 +362,10 @@ mod tests {
         assert_eq!(*totals.0.lock().expect("lock"), [(21, 190)]);
 
         let totals = Totals::default();
-        let stopped = Prefetch::new([dir.path().to_path_buf()], false);
+        let stopped = Prefetch::new([dir.path().to_path_buf()], None);
         stopped.stop();
         std::thread::scope(|scope| {
-            scope.spawn(|| stopped.run(Some(&totals)));
+            scope.spawn(|| stopped.run(false, Some(&totals)));
         });
         assert_eq!(
             stopped.queue.lock().expect("lock").pending.len(),
@@ -357,5 +373,12 @@ mod tests {
             "a stopped readahead looks at nothing"
         );
         assert!(totals.0.lock().expect("lock").is_empty());
+
+        // What the backup excludes is neither looked at nor counted.
+        let totals = Totals::default();
+        let exclude = PathRules::new(&["d1".to_owned(), "d2/e2/**".to_owned()]).expect("rules");
+        let excluding = Prefetch::new([dir.path().to_path_buf()], Some(exclude));
+        excluding.run(false, Some(&totals));
+        assert_eq!(*totals.0.lock().expect("lock"), [(18, 190 - 1 - 2)]);
     }
 }
