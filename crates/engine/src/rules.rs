@@ -10,6 +10,7 @@
 //! ignored (`IMG_1.JPG` is media). Syntax is `globset`'s: `*`, `?`, `[..]`,
 //! `{a,b}`, and `**` across directories.
 
+use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -21,7 +22,14 @@ use crate::error::{Error, Result};
 /// Compiled path rules.
 #[derive(Clone, Debug)]
 pub struct PathRules {
-    /// Patterns without `/`, matched against a name.
+    /// Name patterns `*.ext` with an extension of at most 8 bytes, packed
+    /// lower case into integers (sorted): a lookup on the extension instead
+    /// of a glob per name, as the default media rules are nearly all of
+    /// this form and every file is matched.
+    extensions: Vec<u64>,
+    /// Name patterns without any glob syntax (lower case).
+    literals: Vec<Vec<u8>>,
+    /// Other patterns without `/`, matched against a name.
     names: GlobSet,
     /// Patterns with `/`, matched against a relative path.
     paths: GlobSet,
@@ -32,13 +40,30 @@ impl PathRules {
     /// naming it.
     pub fn new(patterns: &[String]) -> Result<Self> {
         let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        let (mut extensions, mut literals) = (Vec::new(), Vec::new());
+        let plain =
+            |s: &str| !s.is_empty() && !s.contains(['*', '?', '[', ']', '{', '}', '\\', '/']);
         for pattern in patterns {
+            let lower = pattern.to_ascii_lowercase();
+            if let Some(ext) = lower.strip_prefix("*.")
+                && plain(ext)
+                && let Some(packed) = pack_extension(ext.as_bytes())
+            {
+                extensions.push(packed);
+                continue;
+            }
+            if plain(&lower) {
+                literals.push(lower.into_bytes());
+                continue;
+            }
             // A trailing `/` says nothing more (matches cover what is below);
             // any other `/` anchors the pattern below the backed-up path.
             let trimmed = pattern.trim_end_matches('/');
             let is_path = trimmed.contains('/');
-            let glob = GlobBuilder::new(trimmed.strip_prefix('/').unwrap_or(trimmed))
-                .case_insensitive(true)
+            // Case is ignored by lower-casing both sides: a case-insensitive
+            // glob would become a regex, and every name would pay for it.
+            let lower = trimmed.to_ascii_lowercase();
+            let glob = GlobBuilder::new(lower.strip_prefix('/').unwrap_or(&lower))
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
@@ -53,7 +78,13 @@ impl PathRules {
             set.build()
                 .map_err(|e| Error::InvalidInput(format!("patterns: {e}")))
         };
+        extensions.sort();
+        extensions.dedup();
+        literals.sort();
+        literals.dedup();
         Ok(Self {
+            extensions,
+            literals,
             names: built(names)?,
             paths: built(paths)?,
         })
@@ -61,17 +92,82 @@ impl PathRules {
 
     /// Whether there is no rule at all (nothing ever matches).
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty() && self.paths.is_empty()
+        self.extensions.is_empty()
+            && self.literals.is_empty()
+            && self.names.is_empty()
+            && self.paths.is_empty()
     }
 
     /// Whether the item at `relative` (its path below the backed-up path,
     /// `/`-separated, its name last) matches a rule itself. What is under a
     /// matching directory matches too: the walk carries that down.
     pub fn matches(&self, relative: &[u8]) -> bool {
-        let name = relative.rsplit(|&b| b == b'/').next().unwrap_or(relative);
-        (!self.names.is_empty() && self.names.is_match(Path::new(OsStr::from_bytes(name))))
-            || (!self.paths.is_empty()
-                && self.paths.is_match(Path::new(OsStr::from_bytes(relative))))
+        match relative.iter().rposition(|&b| b == b'/') {
+            Some(cut) => self.matches_in(
+                relative.get(..cut),
+                relative.get(cut + 1..).unwrap_or_default(),
+            ),
+            None => self.matches_in(Some(b""), relative),
+        }
+    }
+
+    /// [`Self::matches`] for the item `name` in the directory at `dir`
+    /// (its path below the backed-up path; `Some(b"")` directly below it),
+    /// or for a backed-up item itself (`None`: only name patterns apply).
+    /// Builds a path only when a path pattern exists.
+    pub(crate) fn matches_in(&self, dir: Option<&[u8]>, name: &[u8]) -> bool {
+        fn as_path(bytes: &[u8]) -> &Path {
+            Path::new(OsStr::from_bytes(bytes))
+        }
+        if !self.extensions.is_empty()
+            && let Some(dot) = name.iter().rposition(|&b| b == b'.')
+            && let Some(packed) = pack_extension(name.get(dot + 1..).unwrap_or_default())
+            && self.extensions.binary_search(&packed).is_ok()
+        {
+            return true;
+        }
+        if self.literals.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+            return true;
+        }
+        let name = lower(name);
+        if !self.names.is_empty() && self.names.is_match(as_path(&name)) {
+            return true;
+        }
+        match dir {
+            Some(dir) if !self.paths.is_empty() => {
+                let mut path = Vec::with_capacity(dir.len() + 1 + name.len());
+                if !dir.is_empty() {
+                    path.extend_from_slice(dir);
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&name);
+                path.make_ascii_lowercase();
+                self.paths.is_match(as_path(&path))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An extension of 1 to 8 bytes, lower-cased, as one integer (0 bytes pad
+/// it: a NUL is never in a name).
+fn pack_extension(ext: &[u8]) -> Option<u64> {
+    if ext.is_empty() || ext.len() > 8 {
+        return None;
+    }
+    let mut bytes = [0u8; 8];
+    for (slot, b) in bytes.iter_mut().zip(ext) {
+        *slot = b.to_ascii_lowercase();
+    }
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// `bytes` with ASCII upper case lowered, copied only when there is some.
+fn lower(bytes: &[u8]) -> Cow<'_, [u8]> {
+    if bytes.iter().any(u8::is_ascii_uppercase) {
+        Cow::Owned(bytes.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(bytes)
     }
 }
 
@@ -86,7 +182,14 @@ mod tests {
 
     #[test]
     fn names_match_at_any_depth_and_paths_from_the_top() {
-        let r = rules(&["*.jpg", "media", "chat/cache/**", "/top.db"]);
+        let r = rules(&[
+            "*.jpg",
+            "media",
+            "chat/cache/**",
+            "/top.db",
+            "x?.png",
+            "*.tar.*",
+        ]);
         assert!(r.matches(b"a.jpg"));
         assert!(r.matches(b"x/y/IMG_1.JPG"), "case is ignored");
         assert!(!r.matches(b"x/y/a.jpg.part"));
@@ -100,6 +203,16 @@ mod tests {
         assert!(r.matches(b"top.db"));
         assert!(!r.matches(b"x/top.db"));
         assert!(!r.matches(b"jpg"));
+        assert!(
+            !r.matches(b".jpg.x") && r.matches(b".jpg"),
+            "a dot file is its extension"
+        );
+        assert!(r.matches(b"d/XA.PNG") && !r.matches(b"d/xab.png"));
+        assert!(r.matches(b"a.tar.gz") && !r.matches(b"a.tar"));
+        // Extensions longer than the packed form go through the glob.
+        let long = rules(&["*.extension9", "*.jpg"]);
+        assert!(long.matches(b"a.EXTENSION9") && !long.matches(b"a.extension"));
+        assert!(long.matches(b"x.Jpg") && !long.matches(b"x.jpgx"));
         assert!(rules(&[]).is_empty() && !rules(&[]).matches(b"a.jpg"));
     }
 

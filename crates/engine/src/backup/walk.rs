@@ -112,25 +112,23 @@ struct PendingDir {
     children: Vec<Child>,
 }
 
-/// Where an entry is in the snapshot, for the rules: its path below the
-/// top-level item it is under (the top-level item's is its name), and
-/// whether a directory above it is media.
-#[derive(Clone)]
-pub(crate) struct Place {
-    pub relative: Vec<u8>,
-    pub media: bool,
+/// Where an entry is, for the rules: the path of the directory it is in,
+/// below the top-level item (`None` for a top-level item itself, which
+/// only name patterns match; empty directly below one), and whether a
+/// directory above it is media.
+#[derive(Clone, Copy)]
+struct Place<'p> {
+    dir: Option<&'p [u8]>,
+    media: bool,
 }
 
-impl Place {
-    fn child(&self, name: &[u8], top_level_dir: bool, media: bool) -> Place {
-        let mut relative = Vec::new();
-        if !top_level_dir {
-            relative.reserve(self.relative.len() + 1 + name.len());
-            relative.extend_from_slice(&self.relative);
-            relative.push(b'/');
-        }
-        relative.extend_from_slice(name);
-        Place { relative, media }
+/// The path below the top-level item of the entry `name` at `place`, as
+/// its own children's `dir` (empty for a top-level item).
+fn own_relative(place: Place<'_>, name: &[u8]) -> Vec<u8> {
+    match place.dir {
+        None => Vec::new(),
+        Some([]) => name.to_vec(),
+        Some(dir) => [dir, b"/", name].concat(),
     }
 }
 
@@ -294,10 +292,10 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
         parent: Option<&Node>,
     ) -> Result<Option<Node>> {
         let place = Place {
-            relative: root.name.clone(),
+            dir: None,
             media: false,
         };
-        let child = self.child(root.entry, &root.display, &place, root.name, parent, true)?;
+        let child = self.child(root.entry, &root.display, place, root.name, parent, true)?;
         self.finish_child(child, true)
     }
 
@@ -379,7 +377,7 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
         &mut self,
         entry: S::Entry,
         path: &Path,
-        place: &Place,
+        place: Place<'_>,
         name: Vec<u8>,
         parent: Option<&Node>,
         top_level: bool,
@@ -392,7 +390,7 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
                 return Ok(Child::Skipped);
             }
         };
-        let media_rule = || place.media || self.repo.media_rules().matches(&place.relative);
+        let media_rule = || place.media || self.repo.media_rules().matches_in(place.dir, &name);
         let class = match item.class {
             Some(class) => class,
             None if media_rule() => Class::Media,
@@ -418,8 +416,9 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
             }
             ItemKind::Dir => {
                 node.kind = NodeKind::Dir;
-                let dir_place = Place {
-                    relative: place.relative.clone(),
+                let relative = own_relative(place, &node.name);
+                let inside = Place {
+                    dir: Some(&relative),
                     media: class == Class::Media,
                 };
                 self.depth += 1;
@@ -427,9 +426,7 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
                     .source
                     .list(&entry, &item)
                     .map_err(Error::io(path))
-                    .and_then(|children| {
-                        self.start_dir(children, path, &dir_place, top_level, parent)
-                    });
+                    .and_then(|children| self.start_dir(children, path, inside, parent));
                 self.depth -= 1;
                 match walked {
                     Ok(dir) => {
@@ -533,7 +530,8 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
         Ok(Child::Reading(node, answer))
     }
 
-    /// Walks a directory's children (`path` for messages, `place` its own):
+    /// Walks a directory's children (`path` for messages, `inside` their
+    /// place):
     /// starts every entry (files to workers, subdirectories walked in turn)
     /// without waiting for them; [`Self::finish_dir`] later builds and
     /// stores its tree. What the excludes match is not even looked at.
@@ -541,8 +539,7 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
         &mut self,
         mut names: Vec<(Vec<u8>, S::Entry)>,
         path: &Path,
-        place: &Place,
-        top_level: bool,
+        inside: Place<'_>,
         parent: Option<&Node>,
     ) -> Result<PendingDir> {
         let parent_id = parent
@@ -564,22 +561,29 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
             None => None,
         };
         // A tree must hold valid, sorted, distinct names, or no restore
-        // could read it: a source that breaks that costs its bad entries.
-        names.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut valid: Vec<(Vec<u8>, S::Entry)> = Vec::with_capacity(names.len());
-        for (name, entry) in names {
-            if !cairn_meta::is_valid_name(&name) || valid.last().is_some_and(|(n, _)| *n == name) {
-                self.outcome.n_skipped += 1;
-                self.warn(format!(
-                    "skipped {:?} in {}: not a valid name, or given twice",
-                    String::from_utf8_lossy(&name),
-                    path.display()
-                ));
-                continue;
+        // could read it: a source that breaks that costs its bad entries
+        // (checked in one pass; the filesystem's are always fine).
+        let fine = names.iter().all(|(n, _)| cairn_meta::is_valid_name(n))
+            && names.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0));
+        if !fine {
+            names.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut valid: Vec<(Vec<u8>, S::Entry)> = Vec::with_capacity(names.len());
+            for (name, entry) in names {
+                if !cairn_meta::is_valid_name(&name)
+                    || valid.last().is_some_and(|(n, _)| *n == name)
+                {
+                    self.outcome.n_skipped += 1;
+                    self.warn(format!(
+                        "skipped {:?} in {}: not a valid name, or given twice",
+                        String::from_utf8_lossy(&name),
+                        path.display()
+                    ));
+                    continue;
+                }
+                valid.push((name, entry));
             }
-            valid.push((name, entry));
+            names = valid;
         }
-        let names = valid;
         let n_parent = parent_tree.as_ref().map_or(0, |t| t.nodes.len());
         self.held += n_parent;
         self.levels.push(Level {
@@ -588,17 +592,16 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
             no_dirs_before: 0,
         });
         for (name, entry) in names {
-            let child_place = place.child(&name, top_level, place.media);
             if self
                 .exclude
-                .is_some_and(|rules| rules.matches(&child_place.relative))
+                .is_some_and(|rules| rules.matches_in(inside.dir, &name))
             {
                 continue;
             }
             let parent_child = parent_tree.as_ref().and_then(|t| t.find(&name));
             let child_path = join(path, &name);
             let started = self
-                .child(entry, &child_path, &child_place, name, parent_child, false)
+                .child(entry, &child_path, inside, name, parent_child, false)
                 .and_then(|child| {
                     if let Some(level) = self.levels.last_mut() {
                         level.children.push(child);

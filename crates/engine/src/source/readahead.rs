@@ -186,11 +186,8 @@ impl Prefetch {
             if name == b"." || name == b".." {
                 continue;
             }
-            let relative = dir.relative.join(std::ffi::OsStr::from_bytes(name));
-            if self
-                .exclude
-                .as_ref()
-                .is_some_and(|rules| rules.matches(relative.as_os_str().as_bytes()))
+            if let Some(rules) = &self.exclude
+                && rules.matches_in(Some(dir.relative.as_os_str().as_bytes()), name)
             {
                 continue;
             }
@@ -201,7 +198,7 @@ impl Prefetch {
             match FileType::from_raw_mode(st.st_mode) {
                 FileType::Directory => subdirs.push(Pending {
                     root_idx: dir.root_idx,
-                    relative,
+                    relative: dir.relative.join(std::ffi::OsStr::from_bytes(name)),
                 }),
                 FileType::RegularFile => {
                     let size = u64::try_from(st.st_size).unwrap_or(0);
