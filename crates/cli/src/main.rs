@@ -41,6 +41,13 @@ struct Cli {
     command: Command,
 }
 
+/// The tiers `init --tier` offers.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum TierArg {
+    Free,
+    Paid,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a repository and a new recovery key.
@@ -52,7 +59,22 @@ enum Command {
         /// covers everything under it.
         #[arg(long, value_name = "GLOB")]
         media: Vec<String>,
+        /// Retention: `free` keeps every message and media of the last 45
+        /// days within 100 MB, and the latest snapshot; `paid` keeps
+        /// everything within 100 GB, with daily, weekly and monthly
+        /// snapshots. Every backup then enforces it (default: no tier).
+        #[arg(long, value_enum)]
+        tier: Option<TierArg>,
+        /// The repository's quota (e.g. 30MiB, 100GB), overriding the
+        /// tier's: backups leave out the oldest media to stay within it.
+        #[arg(long, value_name = "SIZE", value_parser = maintenance::parse_size)]
+        quota: Option<u64>,
+        /// Leave out media older than this many days, overriding the tier's.
+        #[arg(long, value_name = "DAYS")]
+        media_max_age: Option<u32>,
     },
+    /// Show the repository's retention policy and media rules.
+    Policy,
     /// Back up paths into a new snapshot.
     Backup {
         /// Files or directories to back up.
@@ -237,13 +259,31 @@ fn mib(bytes: u64) -> f64 {
 
 fn run(cli: Cli) -> Result<Done> {
     match &cli.command {
-        Command::Init { media } => {
+        Command::Init {
+            media,
+            tier,
+            quota,
+            media_max_age,
+        } => {
             let mut options = InitOptions::default();
             if !media.is_empty() {
                 options.classes.media = media.clone();
             }
+            if let Some(tier) = tier {
+                options.retention = cairn::Retention::for_tier(match tier {
+                    TierArg::Free => cairn::Tier::Free,
+                    TierArg::Paid => cairn::Tier::Paid,
+                });
+            }
+            if quota.is_some() {
+                options.retention.quota_bytes = *quota;
+            }
+            if media_max_age.is_some() {
+                options.retention.media_max_age_days = *media_max_age;
+            }
             init(&cli, &options)
         }
+        Command::Policy => policy(&cli),
         Command::Backup {
             paths,
             tag,
@@ -326,6 +366,13 @@ fn init(cli: &Cli, options: &InitOptions) -> Result<Done> {
     let path = repo_path(cli)?;
     // Bad options are refused before a key or a directory is made.
     cairn::PathRules::new(&options.classes.media)?;
+    cairn::RepoConfig {
+        classes: options.classes.clone(),
+        retention: options.retention,
+        ..cairn::RepoConfig::new([0; 16])
+    }
+    .validate()
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(key_file) = &cli.key_file
         && key_file.exists()
     {
@@ -385,7 +432,8 @@ fn backup(
     let report = repo.backup(paths, options, &progress);
     progress.finish();
     let report = report?;
-    let done = if report.n_skipped > 0 {
+    let over_quota = report.retention.as_ref().is_some_and(|r| !r.within_quota());
+    let done = if report.n_skipped > 0 || over_quota {
         Done::Partial
     } else {
         Done::Complete
@@ -409,6 +457,24 @@ fn backup(
             ("n_blobs_new".into(), report.n_blobs_new.into()),
             ("n_packs_written".into(), report.n_packs_written.into()),
             ("left_out".into(), left_out_json(&report.left_out)),
+            (
+                "retention".into(),
+                report
+                    .retention
+                    .as_ref()
+                    .map(|r| {
+                        serde_json::json!({
+                            "n_snapshots_forgotten": r.n_snapshots_forgotten,
+                            "bytes_pruned": r.bytes_pruned,
+                            "repo_bytes": r.repo_bytes,
+                            "quota_bytes": r.quota_bytes,
+                            "n_passes": r.n_passes,
+                            "within_quota": r.within_quota(),
+                            "deferred": r.deferred,
+                        })
+                    })
+                    .into(),
+            ),
             ("warnings".into(), report.warnings.clone().into()),
         ]);
         out!("{}", serde_json::Value::Object(summary));
@@ -446,6 +512,24 @@ fn backup(
         mib(s.bytes_stored),
     );
     print_left_out(&report.left_out);
+    if let Some(r) = &report.retention {
+        out!(
+            "retention: forgot {}, pruned {:.1} MiB; repository {:.1} MiB{}",
+            count(r.n_snapshots_forgotten, "snapshot", "snapshots"),
+            mib(r.bytes_pruned),
+            mib(r.repo_bytes),
+            r.quota_bytes
+                .map_or(String::new(), |q| format!(" of a {:.1} MiB quota", mib(q)))
+        );
+        if !r.within_quota() {
+            err!(
+                "cairn: warning: the repository is over its quota{}",
+                r.deferred
+                    .as_ref()
+                    .map_or(String::new(), |why| format!(" (prune deferred: {why})"))
+            );
+        }
+    }
     if report.n_skipped > 0 {
         err!(
             "cairn: warning: {} could not be backed up (see the warnings above); the snapshot is incomplete",
@@ -453,6 +537,64 @@ fn backup(
         );
     }
     Ok(done)
+}
+
+/// The repository's policy: tier, quota, media age, snapshot rules and
+/// media rules.
+fn policy(cli: &Cli) -> Result<Done> {
+    let repo = open_repo(cli)?;
+    print_warnings(&repo);
+    let config = repo.config();
+    let r = &config.retention;
+    let k = r.snapshots;
+    if cli.json {
+        out!(
+            "{}",
+            serde_json::json!({
+                "format": config.format.number(),
+                "tier": r.tier.map(|t| t.name()),
+                "quota_bytes": r.quota_bytes,
+                "media_max_age_days": r.media_max_age_days,
+                "keep": {"last": k.last, "daily": k.daily, "weekly": k.weekly, "monthly": k.monthly},
+                "media_rules": config.classes.media,
+            })
+        );
+        return Ok(Done::Complete);
+    }
+    out!("format:        {}", config.format.number());
+    out!("tier:          {}", r.tier.map_or("none", |t| t.name()));
+    out!(
+        "quota:         {}",
+        r.quota_bytes.map_or("none".to_owned(), |q| format!(
+            "{q} bytes ({:.1} MiB)",
+            mib(q)
+        ))
+    );
+    out!(
+        "media kept:    {}",
+        r.media_max_age_days
+            .map_or("any age".to_owned(), |d| format!("the last {d} days"))
+    );
+    out!(
+        "snapshots:     {}",
+        if k.keeps_all() {
+            "all".to_owned()
+        } else {
+            format!(
+                "last {}, daily {}, weekly {}, monthly {}",
+                k.last, k.daily, k.weekly, k.monthly
+            )
+        }
+    );
+    out!(
+        "media rules:   {}",
+        if config.classes.media.is_empty() {
+            "none (format 1: no classes)".to_owned()
+        } else {
+            config.classes.media.join(" ")
+        }
+    );
+    Ok(Done::Complete)
 }
 
 /// What a backup left out by rule, one line per reason (the items
@@ -482,7 +624,11 @@ fn left_out_json(left_out: &[cairn::LeftOut]) -> serde_json::Value {
                 "path": item.path,
                 "class": item.class.name(),
                 "size": item.size,
-                "reason": item.reason.to_string(),
+                "reason": item.reason.kind(),
+                "flags": match item.reason {
+                    cairn::LeftOutReason::Flagged(flags) => flags.names(),
+                    _ => Vec::new(),
+                },
             })
         })
         .collect()

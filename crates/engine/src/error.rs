@@ -97,6 +97,18 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// Under the repository's quota, what is not media (messages and the
+    /// snapshot's metadata) does not fit even without any media. Nothing
+    /// was written; the previous snapshot is intact.
+    #[error(
+        "the messages alone need about {needed} bytes, more than the repository's quota of {quota} bytes leaves room for; nothing was written"
+    )]
+    QuotaTooSmall {
+        /// Upper bound of what the backup needs without media.
+        needed: u64,
+        /// The quota.
+        quota: u64,
+    },
     /// The caller asked to stop.
     #[error("cancelled")]
     Cancelled,

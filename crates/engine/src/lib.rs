@@ -31,7 +31,7 @@ mod restore;
 mod rules;
 pub mod source;
 
-pub use backup::{BackupOptions, BackupReport, LeftOut, LeftOutReason, Parent};
+pub use backup::{BackupOptions, BackupReport, LeftOut, LeftOutReason, Parent, RetentionReport};
 pub use blobs::Unreadable;
 pub use cairn_chunker::ChunkerParams;
 pub use cairn_crypto::{BlobId, BlobKind, RecoveryKey, SnapshotId};

@@ -378,6 +378,99 @@ fn media_rules_and_excludes_from_the_command_line() {
     assert_eq!(files, expected);
 }
 
+/// `init --tier free --quota` records the policy, `policy` shows it, and a
+/// backup enforces it: media beyond the age are left out and reported,
+/// retention runs and says where the repository stands.
+#[test]
+fn a_tier_from_init_to_backup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let key_file = dir.path().join("key.txt");
+    let bad = cairn(
+        &[
+            "init",
+            "--repo",
+            p(&repo),
+            "--key-file",
+            p(&key_file),
+            "--tier",
+            "free",
+            "--media-max-age",
+            "0",
+        ],
+        &[],
+    );
+    assert!(one_line_error(&bad).contains("media age"));
+    assert!(!key_file.exists() && !repo.exists());
+    ok(&cairn(
+        &[
+            "init",
+            "--repo",
+            p(&repo),
+            "--key-file",
+            p(&key_file),
+            "--tier",
+            "free",
+            "--quota",
+            "30MiB",
+        ],
+        &[],
+    ));
+    let env = [
+        ("CAIRN_REPOSITORY", p(&repo)),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+    ];
+    let policy: serde_json::Value =
+        serde_json::from_str(&ok(&cairn(&["policy", "--json"], &env))).expect("json");
+    assert_eq!(policy["tier"], "free");
+    assert_eq!(policy["quota_bytes"], 30 << 20);
+    assert_eq!(policy["media_max_age_days"], 45);
+    assert_eq!(policy["keep"]["last"], 1);
+    assert!(ok(&cairn(&["policy"], &env)).contains("the last 45 days"));
+
+    let src = dir.path().join("chat");
+    std::fs::create_dir_all(src.join("media")).expect("mkdir");
+    std::fs::write(src.join("messages.db"), b"all the messages").expect("write");
+    std::fs::write(src.join("media/new.jpg"), b"new photo").expect("write");
+    let old = src.join("media/old.jpg");
+    std::fs::write(&old, b"old photo").expect("write");
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(90 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .expect("open")
+        .set_modified(long_ago)
+        .expect("mtime");
+    let text = ok(&cairn(&["backup", p(&src)], &env));
+    assert!(text.contains("left out 1 item"), "{text}");
+    assert!(text.contains("retention:"), "{text}");
+    let report: serde_json::Value = serde_json::from_str(
+        ok(&cairn(&["backup", "--json", p(&src)], &env))
+            .lines()
+            .last()
+            .expect("summary"),
+    )
+    .expect("json");
+    assert_eq!(report["left_out"][0]["reason"], "age");
+    assert!(
+        report["left_out"][0]["path"]
+            .as_str()
+            .expect("path")
+            .ends_with("old.jpg")
+    );
+    assert_eq!(report["retention"]["within_quota"], true);
+    assert_eq!(report["retention"]["n_snapshots_forgotten"], 1);
+    let listed = ok(&cairn(&["ls", "latest"], &env));
+    assert!(
+        listed.contains("new.jpg") && !listed.contains("old.jpg"),
+        "{listed}"
+    );
+    assert_eq!(
+        ok(&cairn(&["snapshots", "--json"], &env)).lines().count(),
+        1
+    );
+}
+
 /// Regression: OS errors were printed twice ("(os error 2): …(os error 2)").
 #[test]
 fn os_errors_are_printed_once() {

@@ -27,10 +27,17 @@ mod packer;
 pub(crate) use buffers::BufferPool;
 pub(crate) use packer::Packer;
 mod pipeline;
+mod policy;
 mod read;
 mod walk;
 
+pub use policy::RetentionReport;
+
 pub(crate) use read::SMALL_FILE_MAX;
+
+/// Backup passes at most under a quota (the first, and redos with less
+/// media when the plan's bounds were not enough).
+const MAX_QUOTA_PASSES: usize = 3;
 
 /// Which earlier snapshot a backup compares files against.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -79,12 +86,29 @@ pub struct BackupOptions {
 pub enum LeftOutReason {
     /// Its source flagged it (`ephemeral`, `view_once`): never opened.
     Flagged(Flags),
+    /// Media older than the repository's media age.
+    Age,
+    /// Media the quota has no room for (the oldest go first).
+    Quota,
 }
 
 impl std::fmt::Display for LeftOutReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LeftOutReason::Flagged(flags) => write!(f, "flagged {}", flags.names().join("+")),
+            LeftOutReason::Age => f.write_str("media older than the policy keeps"),
+            LeftOutReason::Quota => f.write_str("media beyond the quota (oldest first)"),
+        }
+    }
+}
+
+impl LeftOutReason {
+    /// A short name for machine-readable output: `flagged`, `age`, `quota`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LeftOutReason::Flagged(_) => "flagged",
+            LeftOutReason::Age => "age",
+            LeftOutReason::Quota => "quota",
         }
     }
 }
@@ -126,9 +150,14 @@ pub struct BackupReport {
     pub n_blobs_new: u64,
     /// Pack files written.
     pub n_packs_written: u64,
-    /// Items left out by rule (flags), each with the reason; they are not
-    /// in the snapshot and were never opened.
+    /// Items left out by rule (flags, and under a retention policy media
+    /// too old or beyond the quota), each with the reason; they are not in
+    /// the snapshot and were never opened.
     pub left_out: Vec<LeftOut>,
+    /// Under a retention policy (not in a dry run): what the backup forgot
+    /// and pruned after its commit, and the repository's size against its
+    /// quota.
+    pub retention: Option<RetentionReport>,
     /// Entries skipped or stored with a caveat, with the reason.
     pub warnings: Vec<String>,
 }
@@ -159,10 +188,72 @@ impl Repository {
         self.backup_source(source, exclude.as_ref(), options, progress)
     }
 
+    /// A backup, and under a retention policy what follows it: the plan of
+    /// which media fit before, retention and the quota's check after (a
+    /// pass that overshot the quota is redone with less media; the redo
+    /// reads nothing: the pass before is its parent).
     fn backup_source<S: Source>(
         &mut self,
         source: &S,
         exclude: Option<&PathRules>,
+        options: &BackupOptions,
+        progress: &dyn Progress,
+    ) -> Result<BackupReport> {
+        let time = options.time.unwrap_or_else(SystemTime::now);
+        let options = &BackupOptions {
+            time: Some(time),
+            ..options.clone()
+        };
+        let retention = self.config().retention;
+        if !retention.is_active() {
+            return self.backup_pass(source, exclude, None, options, progress);
+        }
+        let time_secs = time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut shrink = 0;
+        let mut n_passes = 0;
+        loop {
+            n_passes += 1;
+            let policy = policy::media_policy(self, source, exclude, time_secs, shrink)?;
+            let mut report =
+                self.backup_pass(source, exclude, policy.as_ref(), options, progress)?;
+            if options.dry_run {
+                return Ok(report);
+            }
+            let mut done = self.enforce_retention(&retention, &report.snapshot_id, progress)?;
+            done.n_passes = n_passes;
+            let over = done
+                .repo_bytes
+                .saturating_sub(done.quota_bytes.unwrap_or(u64::MAX));
+            if over == 0 || done.deferred.is_some() || n_passes == MAX_QUOTA_PASSES {
+                if over > 0 {
+                    report.warnings.push(format!(
+                        "the repository holds {} bytes, over its quota of {} bytes{}",
+                        done.repo_bytes,
+                        done.quota_bytes.unwrap_or_default(),
+                        match &done.deferred {
+                            Some(why) => format!(" (prune deferred: {why})"),
+                            None => String::new(),
+                        }
+                    ));
+                }
+                report.warnings.extend(self.take_warnings());
+                report.retention = Some(done);
+                return Ok(report);
+            }
+            // The plan's bounds were not enough (other snapshots' data,
+            // pack overheads): leave out as much more media, and a margin.
+            shrink += over + done.quota_bytes.unwrap_or_default() / 100;
+        }
+    }
+
+    /// One backup: the walk, the commit, the report.
+    fn backup_pass<S: Source>(
+        &mut self,
+        source: &S,
+        exclude: Option<&PathRules>,
+        policy: Option<&policy::MediaPolicy>,
         options: &BackupOptions,
         progress: &dyn Progress,
     ) -> Result<BackupReport> {
@@ -304,8 +395,16 @@ impl Repository {
                 .name("cairn-walk".into())
                 .stack_size(DEEP_STACK)
                 .spawn_scoped(scope, move || {
-                    let mut walk =
-                        Walk::new(repo, source, exclude, sink, progress, claimed, files, pool);
+                    let mut walk = Walk::new(
+                        repo,
+                        source,
+                        (exclude, policy),
+                        sink,
+                        progress,
+                        claimed,
+                        files,
+                        pool,
+                    );
                     let walked = (|| {
                         let mut root = Tree::default();
                         for top in roots {
@@ -392,6 +491,7 @@ impl Repository {
             n_blobs_new: totals.n_blobs_new,
             n_packs_written: totals.n_packs,
             left_out: walked.left_out,
+            retention: None,
             warnings,
         })
     }

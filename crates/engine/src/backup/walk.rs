@@ -32,6 +32,7 @@ use crossbeam_channel::{Receiver, bounded};
 
 use crate::backup::buffers::BufferPool;
 use crate::backup::pipeline::{BlobSender, BlobSink, NewBlob};
+use crate::backup::policy::MediaPolicy;
 use crate::backup::read::{
     Claimed, FileJob, FileQueue, FileRead, JobSource, Reading, SMALL_FILE_MAX, claim, read_file,
 };
@@ -61,6 +62,8 @@ pub(crate) struct Walk<'a, 's, S: Source> {
     source: &'a S,
     /// What the backup leaves out (its excludes), if anything.
     exclude: Option<&'a PathRules>,
+    /// The repository's retention, as it bears on media, if any.
+    policy: Option<&'a MediaPolicy>,
     sink: BlobSink<'s>,
     progress: &'a dyn Progress,
     /// Blobs this backup has sent to the pipeline (shared with file workers).
@@ -112,19 +115,30 @@ struct PendingDir {
     children: Vec<Child>,
 }
 
+/// An item's class: its source's, else media when it or a directory above
+/// it matches the repository's media rules, else message. The walk and the
+/// quota plan decide it here, the same way.
+pub(super) fn class_of(repo: &Repository, item: &Item, place: Place<'_>, name: &[u8]) -> Class {
+    match item.class {
+        Some(class) => class,
+        None if place.media || repo.media_rules().matches_in(place.dir, name) => Class::Media,
+        None => Class::Message,
+    }
+}
+
 /// Where an entry is, for the rules: the path of the directory it is in,
 /// below the top-level item (`None` for a top-level item itself, which
 /// only name patterns match; empty directly below one), and whether a
 /// directory above it is media.
 #[derive(Clone, Copy)]
-struct Place<'p> {
-    dir: Option<&'p [u8]>,
-    media: bool,
+pub(super) struct Place<'p> {
+    pub dir: Option<&'p [u8]>,
+    pub media: bool,
 }
 
 /// The path below the top-level item of the entry `name` at `place`, as
 /// its own children's `dir` (empty for a top-level item).
-fn own_relative(place: Place<'_>, name: &[u8]) -> Vec<u8> {
+pub(super) fn own_relative(place: Place<'_>, name: &[u8]) -> Vec<u8> {
     match place.dir {
         None => Vec::new(),
         Some([]) => name.to_vec(),
@@ -156,7 +170,7 @@ fn node_from_status(name: Vec<u8>, status: &Status) -> Node {
 }
 
 /// `dir/name` for messages.
-fn join(dir: &Path, name: &[u8]) -> std::path::PathBuf {
+pub(super) fn join(dir: &Path, name: &[u8]) -> std::path::PathBuf {
     use std::os::unix::ffi::OsStrExt;
     dir.join(std::ffi::OsStr::from_bytes(name))
 }
@@ -217,7 +231,7 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
     pub fn new(
         repo: &'a Repository,
         source: &'a S,
-        exclude: Option<&'a PathRules>,
+        (exclude, policy): (Option<&'a PathRules>, Option<&'a MediaPolicy>),
         sink: BlobSink<'s>,
         progress: &'a dyn Progress,
         claimed: &'a Claimed,
@@ -230,6 +244,7 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
             repo,
             source,
             exclude,
+            policy,
             sink,
             progress,
             claimed,
@@ -390,12 +405,7 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
                 return Ok(Child::Skipped);
             }
         };
-        let media_rule = || place.media || self.repo.media_rules().matches_in(place.dir, &name);
-        let class = match item.class {
-            Some(class) => class,
-            None if media_rule() => Class::Media,
-            None => Class::Message,
-        };
+        let class = class_of(self.repo, &item, place, &name);
         if !item.flags.is_empty() {
             self.outcome.left_out.push(LeftOut {
                 path: path.display().to_string(),
@@ -439,6 +449,18 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
             ItemKind::File => {
                 node.size = item.status.size;
                 node.class = class;
+                if class == Class::Media
+                    && let Some(policy) = self.policy
+                    && let Some(reason) = policy.leaves_out(&item, path)
+                {
+                    self.outcome.left_out.push(LeftOut {
+                        path: path.display().to_string(),
+                        class,
+                        size: item.status.size,
+                        reason,
+                    });
+                    return Ok(Child::Skipped);
+                }
                 if let Some(parent) = parent
                     && !item.always_read
                     && unchanged_since(parent, &node)

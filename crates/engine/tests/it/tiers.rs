@@ -1,0 +1,327 @@
+//! Tiers and quotas: a backup under the repository's retention keeps every
+//! message, media of the allowed age, the newest media the quota has room
+//! for, and leaves the repository within its quota when it returns.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use cairn::source::{Flags, Item, ItemKind, ItemList, ListItem, Status};
+use cairn::{
+    BackupReport, Error, InitOptions, LeftOutReason, NoProgress, NodeKind, Repository, Retention,
+    SnapshotKeep, Tier,
+};
+use cairn_store::{MemoryStore, Namespace, Store};
+
+use crate::support::*;
+
+const DAY: i64 = 86_400;
+const START: i64 = 1_790_000_000;
+
+/// One file of the app's data.
+#[derive(Clone)]
+struct AppFile {
+    bytes: Vec<u8>,
+    mtime: i64,
+    version: i64,
+    flags: Flags,
+}
+
+/// An app's data in memory, by path.
+#[derive(Default)]
+struct App {
+    files: BTreeMap<String, AppFile>,
+}
+
+impl App {
+    fn put(&mut self, path: &str, bytes: Vec<u8>, mtime: i64) {
+        let version = self.files.get(path).map_or(0, |f| f.version + 1);
+        self.files.insert(
+            path.to_owned(),
+            AppFile {
+                bytes,
+                mtime,
+                version,
+                flags: Flags::NONE,
+            },
+        );
+    }
+
+    fn items(&self) -> Vec<ListItem> {
+        self.files
+            .iter()
+            .map(|(path, f)| {
+                let mut item = Item::new(
+                    ItemKind::File,
+                    Status {
+                        size: f.bytes.len() as u64,
+                        mode: 0o600,
+                        mtime: (f.mtime, 0),
+                        ctime: (f.version, 0),
+                        inode: 1,
+                        ..Status::default()
+                    },
+                );
+                item.flags = f.flags;
+                ListItem {
+                    path: path.as_bytes().to_vec(),
+                    item,
+                }
+            })
+            .collect()
+    }
+
+    fn backup(&self, repo: &mut Repository, time: i64) -> cairn::Result<BackupReport> {
+        let source = ItemList::new("app", self.items(), |path: &[u8]| {
+            let path = String::from_utf8_lossy(path).into_owned();
+            match self.files.get(&path) {
+                Some(f) if f.flags.is_empty() => Ok(io::Cursor::new(f.bytes.clone())),
+                Some(_) => panic!("opened a flagged item: {path}"),
+                None => Err(io::Error::from(io::ErrorKind::NotFound)),
+            }
+        })?;
+        let mut options = options();
+        options.time = Some(UNIX_EPOCH + Duration::from_secs(time as u64));
+        repo.backup_from(&source, &options, &NoProgress)
+    }
+}
+
+fn repo_with(retention: Retention) -> (Arc<MemoryStore>, Repository) {
+    let store = Arc::new(MemoryStore::new());
+    let init = InitOptions {
+        retention,
+        ..InitOptions::default()
+    };
+    let (repo, _key) = Repository::init(store.clone(), &init).expect("init");
+    (store, repo)
+}
+
+/// Every file of the only snapshot: path → bytes (read back), sizes only
+/// when `read` is false.
+fn snapshot_files(repo: &Repository, read: bool) -> BTreeMap<String, Vec<u8>> {
+    let snapshots = repo.snapshots().expect("snapshots");
+    assert_eq!(snapshots.len(), 1, "the tier keeps one snapshot");
+    let id = snapshots[0].0;
+    let mut out = BTreeMap::new();
+    for entry in repo.list(&id, None).expect("list").entries {
+        if entry.node.kind != NodeKind::File {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        if read {
+            let mut reader = repo
+                .open_file(&id, std::path::Path::new(&entry.path))
+                .expect("open");
+            io::copy(&mut reader, &mut bytes).expect("read");
+        } else {
+            bytes.resize(entry.node.size as usize, 0);
+        }
+        out.insert(entry.path.clone(), bytes);
+    }
+    out
+}
+
+/// The acceptance scenario of the free tier: 120 days of a chat history
+/// (media arriving daily, the message database edited in place, some
+/// disappearing messages). After every daily run the one snapshot holds
+/// every message and exactly the media of its last 45 days, and the
+/// repository is within 100 MB; day 120's snapshot restores byte for byte
+/// what the policy says it must hold.
+#[test]
+fn the_free_tier_over_120_days() {
+    let (store, mut repo) = repo_with(Retention::for_tier(Tier::Free));
+    let quota = 100_000_000;
+    let mut rng = Rng(120);
+    let mut app = App::default();
+    let mut db = rng.bytes(3 << 20);
+    for day in 0..120i64 {
+        let now = START + day * DAY;
+        // The database: a few 4 KiB pages rewritten, a page appended.
+        for _ in 0..4 {
+            let page = rng.below((db.len() / 4096) as u64) as usize * 4096;
+            let fresh = rng.bytes(4096);
+            db[page..page + 4096].copy_from_slice(&fresh);
+        }
+        db.extend(rng.bytes(4096));
+        app.put("db/messages.db", db.clone(), now);
+        app.put(
+            "db/settings.json",
+            format!("{{\"day\":{day}}}").into_bytes(),
+            now,
+        );
+        for i in 0..=(day % 3) {
+            let len = 200_000 + rng.below(1_200_000) as usize;
+            app.put(
+                &format!("attachments/{day:03}-{i}.jpg"),
+                rng.bytes(len),
+                now - 3600,
+            );
+        }
+        if day % 10 == 3 {
+            let path = format!("attachments/{day:03}-gone.jpg");
+            app.put(&path, rng.bytes(300_000), now);
+            app.files.get_mut(&path).expect("just put").flags = Flags::EPHEMERAL;
+        }
+        let report = app.backup(&mut repo, now).expect("daily backup");
+        let retention = report.retention.clone().expect("a tier reports retention");
+        assert!(retention.within_quota(), "day {day}: {retention:?}");
+        assert!(store_bytes(&*store) <= quota, "day {day}");
+        assert_eq!(retention.repo_bytes, store_bytes(&*store));
+        // What the policy says the snapshot holds.
+        let cutoff = now - 45 * DAY;
+        let expected: Vec<String> = app
+            .files
+            .iter()
+            .filter(|(p, f)| f.flags.is_empty() && (p.starts_with("db/") || f.mtime >= cutoff))
+            .map(|(p, _)| p.clone())
+            .collect();
+        let held: Vec<String> = snapshot_files(&repo, false).into_keys().collect();
+        assert_eq!(held, expected, "day {day}");
+        let aged = report
+            .left_out
+            .iter()
+            .filter(|l| l.reason == LeftOutReason::Age)
+            .count();
+        let too_old = app
+            .files
+            .iter()
+            .filter(|(p, f)| {
+                p.starts_with("attachments/") && f.flags.is_empty() && f.mtime < cutoff
+            })
+            .count();
+        assert_eq!(
+            aged, too_old,
+            "day {day}: the report counts every aged-out item"
+        );
+        assert!(
+            !report
+                .left_out
+                .iter()
+                .any(|l| l.reason == LeftOutReason::Quota),
+            "day {day}: 45 days of media fit in 100 MB"
+        );
+    }
+    // Day 120, byte for byte.
+    let cutoff = START + 119 * DAY - 45 * DAY;
+    let expected: BTreeMap<String, Vec<u8>> = app
+        .files
+        .iter()
+        .filter(|(p, f)| f.flags.is_empty() && (p.starts_with("db/") || f.mtime >= cutoff))
+        .map(|(p, f)| (p.clone(), f.bytes.clone()))
+        .collect();
+    assert_eq!(snapshot_files(&repo, true), expected);
+    let checked = repo
+        .check(
+            &cairn::CheckOptions {
+                read_data: cairn::ReadData::All,
+            },
+            &NoProgress,
+        )
+        .expect("check");
+    assert!(checked.is_ok(), "{checked:?}");
+}
+
+/// A quota smaller than the history: the newest media are kept and the
+/// oldest left out (and reported), every message is there, and the quota
+/// is used well: at least 80% of it filled.
+#[test]
+fn a_quota_keeps_the_newest_media_and_is_used_well() {
+    let quota: u64 = 8 << 20;
+    let (store, mut repo) = repo_with(Retention {
+        quota_bytes: Some(quota),
+        snapshots: SnapshotKeep {
+            last: 1,
+            ..SnapshotKeep::default()
+        },
+        ..Retention::default()
+    });
+    let mut rng = Rng(8);
+    let mut app = App::default();
+    app.put("db/messages.db", rng.bytes(1 << 20), START);
+    for i in 0..40i64 {
+        let len = 300_000 + rng.below(500_000) as usize;
+        app.put(
+            &format!("media/{i:02}.mp4"),
+            rng.bytes(len),
+            START + i * 3600,
+        );
+    }
+    let report = app.backup(&mut repo, START + DAY).expect("backup");
+    let used = store_bytes(&*store);
+    assert!(used <= quota, "{used} > {quota}");
+    assert!(used * 10 >= quota * 8, "only {used} of {quota} used");
+    let held = snapshot_files(&repo, true);
+    assert_eq!(held["db/messages.db"], app.files["db/messages.db"].bytes);
+    let kept: Vec<i64> = held
+        .keys()
+        .filter(|p| p.starts_with("media/"))
+        .map(|p| app.files[p].mtime)
+        .collect();
+    let left: Vec<i64> = report
+        .left_out
+        .iter()
+        .map(|l| {
+            assert_eq!(l.reason, LeftOutReason::Quota);
+            app.files[&l.path].mtime
+        })
+        .collect();
+    assert!(!kept.is_empty() && !left.is_empty());
+    assert_eq!(kept.len() + left.len(), 40);
+    assert!(
+        left.iter().max() < kept.iter().min(),
+        "the oldest go first: left {left:?}, kept {kept:?}"
+    );
+    for (path, bytes) in &held {
+        assert_eq!(*bytes, app.files[path].bytes, "{path}");
+    }
+
+    // A dry run says the same and writes nothing.
+    let before = listing(&*store);
+    let mut options = options();
+    options.dry_run = true;
+    options.time = Some(UNIX_EPOCH + Duration::from_secs((START + DAY) as u64));
+    let source = ItemList::new("app", app.items(), |path: &[u8]| {
+        Ok(io::Cursor::new(
+            app.files[&*String::from_utf8_lossy(path)].bytes.clone(),
+        ))
+    })
+    .expect("items");
+    let dry = repo
+        .backup_from(&source, &options, &NoProgress)
+        .expect("dry run");
+    assert_eq!(dry.left_out.len(), left.len());
+    assert!(dry.retention.is_none());
+    assert_eq!(listing(&*store), before);
+}
+
+fn listing(store: &dyn Store) -> Vec<(Namespace, Vec<String>)> {
+    Namespace::ALL
+        .iter()
+        .map(|&ns| (ns, store.list(ns).expect("list")))
+        .collect()
+}
+
+/// When the messages alone do not fit, the backup fails with a clear error
+/// before it writes anything, and the previous snapshot stays intact.
+#[test]
+fn messages_that_do_not_fit_fail_the_backup_and_keep_the_previous_snapshot() {
+    let (store, mut repo) = repo_with(Retention {
+        quota_bytes: Some(2 << 20),
+        ..Retention::for_tier(Tier::Free)
+    });
+    let mut rng = Rng(3);
+    let mut app = App::default();
+    app.put("db/messages.db", rng.bytes(500_000), START);
+    let first = app.backup(&mut repo, START).expect("fits");
+    let before = listing(&*store);
+    app.put("db/messages.db", rng.bytes(3 << 20), START + DAY);
+    let err = app.backup(&mut repo, START + DAY).unwrap_err();
+    assert!(matches!(err, Error::QuotaTooSmall { .. }), "{err}");
+    assert!(err.to_string().contains("nothing was written"), "{err}");
+    assert_eq!(listing(&*store), before);
+    let snapshots = repo.snapshots().expect("snapshots");
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(snapshots[0].0, first.snapshot_id);
+    assert_eq!(snapshot_files(&repo, true)["db/messages.db"].len(), 500_000);
+}
