@@ -254,16 +254,33 @@ impl<R: Read> ChunkStream<R> {
     /// Reads until the window is full or the source ends; a window smaller
     /// than the full one that fills up grows to the full one.
     fn fill(&mut self) -> io::Result<()> {
+        // A signal interrupts a read now and then; a reader interrupted
+        // without end would spin here forever.
+        const MAX_INTERRUPTED: u32 = 1000;
+        let mut interrupted = 0u32;
         loop {
             self.ensure_window();
             while !self.eof && self.end < self.limit {
                 let Some(free) = self.buf.get_mut(self.end..self.limit) else {
                     break;
                 };
+                let room = free.len();
                 match self.reader.read(free) {
                     Ok(0) => self.eof = true,
-                    Ok(n) => self.end += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(n) if n <= room => self.end += n,
+                    // A reader that claims more than it was given breaks
+                    // `Read`'s contract: its bytes cannot be trusted.
+                    Ok(_) => {
+                        return Err(io::Error::other(
+                            "the reader returned more bytes than asked",
+                        ));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        interrupted += 1;
+                        if interrupted > MAX_INTERRUPTED {
+                            return Err(e);
+                        }
+                    }
                     Err(e) => return Err(e),
                 }
             }

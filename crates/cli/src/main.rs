@@ -871,7 +871,23 @@ fn check(cli: &Cli, read_data: cairn::ReadData) -> Result<Done> {
 fn stats(cli: &Cli) -> Result<Done> {
     let repo = open_repo(cli)?;
     let s = repo.stats()?;
+    let usage = repo.usage(&cairn::NoProgress)?;
     print_warnings(&repo);
+    for problem in &usage.unreadable {
+        err!("cairn: warning: not counted: {problem}");
+    }
+    let done = if usage.unreadable.is_empty() {
+        Done::Complete
+    } else {
+        Done::Partial
+    };
+    let class_json = |c: &cairn::ClassUsage| {
+        serde_json::json!({
+            "n_files": c.n_files,
+            "bytes": c.bytes,
+            "stored_bytes": c.stored_bytes,
+        })
+    };
     if cli.json {
         let stats = serde_json::json!({
             "n_snapshots": s.n_snapshots,
@@ -881,9 +897,16 @@ fn stats(cli: &Cli) -> Result<Done> {
             "n_tree_blobs": s.n_tree_blobs,
             "data_plain_bytes": s.data_plain_bytes,
             "repo_bytes": s.repo_bytes,
+            "classes": {
+                "message": class_json(&usage.message),
+                "media": class_json(&usage.media),
+            },
+            "tree_stored_bytes": usage.tree_stored_bytes,
+            "quota_bytes": usage.quota_bytes,
+            "reclaimable_bytes": usage.reclaimable_bytes,
         });
         out!("{stats}");
-        return Ok(Done::Complete);
+        return Ok(done);
     }
     out!("snapshots:        {}", s.n_snapshots);
     out!("packs:            {}", s.n_packs);
@@ -892,7 +915,31 @@ fn stats(cli: &Cli) -> Result<Done> {
     out!("tree blobs:       {}", s.n_tree_blobs);
     out!("unique data:      {:.1} MiB", mib(s.data_plain_bytes));
     out!("repository size:  {:.1} MiB", mib(s.repo_bytes));
-    Ok(Done::Complete)
+    for (name, c) in [("messages", &usage.message), ("media", &usage.media)] {
+        out!(
+            "{name:<9}         {} ({:.1} MiB) in the latest snapshot, {:.1} MiB stored",
+            count(c.n_files as usize, "file", "files"),
+            mib(c.bytes),
+            mib(c.stored_bytes)
+        );
+    }
+    out!(
+        "trees:            {:.1} MiB stored",
+        mib(usage.tree_stored_bytes)
+    );
+    if let Some(quota) = usage.quota_bytes {
+        out!(
+            "quota:            {:.1} of {:.1} MiB used ({:.0}%)",
+            mib(usage.repo_bytes),
+            mib(quota),
+            usage.repo_bytes as f64 * 100.0 / quota.max(1) as f64
+        );
+    }
+    match usage.reclaimable_bytes {
+        Some(bytes) => out!("prune reclaims:   {:.1} MiB", mib(bytes)),
+        None => out!("prune reclaims:   unknown (prune would refuse: see the warnings)"),
+    }
+    Ok(done)
 }
 
 /// A snapshot's totals as JSON fields: the same names in `backup --json` and

@@ -41,8 +41,9 @@ pub use cairn_meta::{
 };
 pub use error::{Error, KeyProblem, Result};
 pub use maintenance::{
-    CheckOptions, CheckReport, CompactReport, ForgetDecision, ForgetOptions, ForgetReport,
-    ForgetWhat, KeepPolicy, Problem, PruneOptions, PruneReport, ReadData, civil_from_days,
+    CheckOptions, CheckReport, ClassUsage, CompactReport, ForgetDecision, ForgetOptions,
+    ForgetReport, ForgetWhat, KeepPolicy, Problem, PruneOptions, PruneReport, ReadData, Usage,
+    civil_from_days,
 };
 pub use progress::{NoProgress, Progress};
 pub use repo::{InitOptions, RepoStats, Repository, SnapshotListing};

@@ -45,8 +45,11 @@ impl PathRules {
             |s: &str| !s.is_empty() && !s.contains(['*', '?', '[', ']', '{', '}', '\\', '/']);
         for pattern in patterns {
             let lower = pattern.to_ascii_lowercase();
+            // Only a one-part extension: a name is looked up by what follows
+            // its last dot (`*.tar.gz` goes through the glob).
             if let Some(ext) = lower.strip_prefix("*.")
                 && plain(ext)
+                && !ext.contains('.')
                 && let Some(packed) = pack_extension(ext.as_bytes())
             {
                 extensions.push(packed);
@@ -210,6 +213,11 @@ mod tests {
         assert!(r.matches(b"d/XA.PNG") && !r.matches(b"d/xab.png"));
         assert!(r.matches(b"a.tar.gz") && !r.matches(b"a.tar"));
         // Extensions longer than the packed form go through the glob.
+        // Regression: `*.tar.gz` went to the extension lookup, where a name
+        // is looked up by `gz`: it never matched.
+        let two = rules(&["*.tar.gz", "*.key.pem"]);
+        assert!(two.matches(b"x/a.tar.gz") && two.matches(b"server.KEY.pem"));
+        assert!(!two.matches(b"a.gz") && !two.matches(b"a.pem"));
         let long = rules(&["*.extension9", "*.jpg"]);
         assert!(long.matches(b"a.EXTENSION9") && !long.matches(b"a.extension"));
         assert!(long.matches(b"x.Jpg") && !long.matches(b"x.jpgx"));

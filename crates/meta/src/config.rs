@@ -10,8 +10,10 @@ use crate::{Error, Format, corrupt, envelope};
 
 /// The config of a format-1 repository.
 const MAGIC_V1: &[u8; 8] = b"CAIRNCFG";
-/// The config of a format-2 repository (class rules and retention added):
-/// the magic says which layout follows, the seal kind authenticates it.
+/// The config of a format-2 repository (class rules and retention added).
+/// The magic is outside the seal: what authenticates the format is that
+/// each decoder takes exactly its own layout, every byte of it (a format-2
+/// plaintext relabelled as format 1 has bytes left over: corrupt).
 const MAGIC_V2: &[u8; 8] = b"CAIRNCF2";
 const MAX_CLASS_RULES: usize = 256;
 const MAX_CLASS_RULE_LEN: usize = 256;
@@ -28,7 +30,7 @@ pub const DEFAULT_PACK_TARGET: u32 = 16 * 1024 * 1024;
 pub const MIN_PACK_TARGET: u32 = 64 * 1024;
 /// Largest pack size target a config may hold.
 pub const MAX_PACK_TARGET: u32 = 1024 * 1024 * 1024;
-/// Largest config file accepted (the largest valid config is under 8 KiB).
+/// Largest config file accepted (`validate` keeps a config within it).
 pub const MAX_CONFIG_FILE_LEN: u64 = 64 * 1024;
 const MAX_SUFFIXES: usize = 64;
 const MAX_SUFFIX_LEN: usize = 64;
@@ -340,6 +342,14 @@ impl RepoConfig {
             )));
         }
         self.retention.validate()?;
+        // Room for the envelope and the seal: a config that would not fit
+        // the reader's bound would make a repository that never opens.
+        if self.encode().len() as u64 + 64 > MAX_CONFIG_FILE_LEN {
+            return Err(Error::Invalid(format!(
+                "the config would exceed {} KiB: fewer or shorter media rules",
+                MAX_CONFIG_FILE_LEN >> 10
+            )));
+        }
         if !(MIN_PACK_TARGET..=MAX_PACK_TARGET).contains(&self.pack_target_size) {
             return Err(Error::Invalid(format!(
                 "pack target size must be {MIN_PACK_TARGET} to {MAX_PACK_TARGET} bytes"
@@ -427,11 +437,17 @@ impl RepoConfig {
     pub fn decode(plain: &[u8], format: Format) -> Result<Self, Error> {
         let (base, classes, retention) = match format {
             Format::V1 => {
-                let wire: Wire = postcard::from_bytes(plain).map_err(|_| corrupt("config"))?;
+                let wire: Wire = match postcard::take_from_bytes(plain) {
+                    Ok((wire, [])) => wire,
+                    _ => return Err(corrupt("config")),
+                };
                 (wire, ClassRules { media: Vec::new() }, Retention::default())
             }
             Format::V2 => {
-                let wire: WireV2 = postcard::from_bytes(plain).map_err(|_| corrupt("config"))?;
+                let wire: WireV2 = match postcard::take_from_bytes(plain) {
+                    Ok((wire, [])) => wire,
+                    _ => return Err(corrupt("config")),
+                };
                 let tier = match wire.tier {
                     0 => None,
                     1 => Some(Tier::Free),
@@ -559,6 +575,17 @@ mod tests {
             };
             assert!(config.seal(&keys.metadata).is_err());
         }
+        // Regression: the magic is outside the seal, and the format-1
+        // decoder ignored trailing bytes: a hostile store relabelling a
+        // format-2 config as format 1 erased its rules and policy.
+        let v2 = RepoConfig {
+            retention: Retention::for_tier(Tier::Free),
+            ..RepoConfig::new([4; 16])
+        };
+        let mut relabelled = v2.seal(&keys.metadata).unwrap();
+        relabelled[..8].copy_from_slice(MAGIC_V1);
+        assert!(RepoConfig::open(&keys.metadata, &relabelled).is_err());
+        assert!(RepoConfig::decode(&v2.encode(), Format::V1).is_err());
         let mut wire: WireV2 = postcard::from_bytes(&RepoConfig::new([3; 16]).encode()).unwrap();
         wire.tier = 3;
         let bytes = postcard::to_stdvec(&wire).unwrap();

@@ -25,7 +25,10 @@ pub use lifecycle::{
     Condemnation, MAX_CONDEMNED_FILE_LEN, MAX_SESSION_FILE_LEN, SessionKind, SessionMarker,
 };
 pub use snapshot::{MAX_SNAPSHOT_FILE_LEN, Snapshot, SnapshotSummary};
-pub use tree::{Class, Node, NodeKind, Tree, is_valid_name};
+pub use tree::{
+    Class, MAX_LINK_TARGET_LEN, MAX_NAME_LEN, Node, NodeKind, Tree, is_valid_link_target,
+    is_valid_name,
+};
 
 /// A repository's format version, recorded by its config (see
 /// `docs/format.md`, "Version log"). Objects whose layout changed between

@@ -129,9 +129,27 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
-/// Whether a name is safe to create inside a directory.
+/// Longest name a tree holds: what Linux creates (`NAME_MAX`).
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest symlink target a tree holds: what `symlink(2)` takes
+/// (`PATH_MAX` less its terminating NUL).
+pub const MAX_LINK_TARGET_LEN: usize = 4095;
+
+/// Whether a name is safe to create inside a directory: not empty, `.` or
+/// `..`, no `/` or NUL, at most [`MAX_NAME_LEN`] bytes.
 pub fn is_valid_name(name: &[u8]) -> bool {
-    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name != b"."
+        && name != b".."
+        && !name.contains(&b'/')
+        && !name.contains(&0)
+}
+
+/// Whether a symlink target can be created: not empty, no NUL, at most
+/// [`MAX_LINK_TARGET_LEN`] bytes.
+pub fn is_valid_link_target(target: &[u8]) -> bool {
+    !target.is_empty() && target.len() <= MAX_LINK_TARGET_LEN && !target.contains(&0)
 }
 
 // The wire form (docs/format.md, "Tree blob plaintext"). Writing goes through
@@ -285,7 +303,9 @@ impl Tree {
                     w.subtree.is_some() && w.content.is_empty() && w.link_target.is_empty()
                 }
                 NodeKind::Symlink => {
-                    w.subtree.is_none() && w.content.is_empty() && !w.link_target.is_empty()
+                    w.subtree.is_none()
+                        && w.content.is_empty()
+                        && is_valid_link_target(&w.link_target)
                 }
             };
             if !is_valid_name(&w.name)
@@ -374,7 +394,8 @@ mod tests {
         assert_eq!(Tree::decode(&t.encode(Format::V2), Format::V2).unwrap(), t);
         assert!(t.find(b"b").is_some() && t.find(b"z").is_none());
 
-        for bad in [&b".."[..], b".", b"", b"a/b", b"a\0"] {
+        let long = [b'n'; 256];
+        for bad in [&b".."[..], b".", b"", b"a/b", b"a\0", &long] {
             let t = Tree {
                 nodes: vec![node(bad, NodeKind::File)],
             };

@@ -284,6 +284,13 @@ fn ls_and_stats_speak_json() {
         serde_json::from_str(&ok(&cairn(&["stats", "--json"], &env))).expect("json");
     assert_eq!(stats["n_snapshots"], 1);
     assert!(stats["repo_bytes"].as_u64().expect("number") > 0);
+    assert_eq!(stats["classes"]["message"]["n_files"], 1);
+    assert_eq!(stats["classes"]["message"]["bytes"], 5);
+    assert_eq!(stats["classes"]["media"]["n_files"], 0);
+    assert_eq!(stats["reclaimable_bytes"], 0);
+    assert!(stats["quota_bytes"].is_null());
+    let text = ok(&cairn(&["stats"], &env));
+    assert!(text.contains("prune reclaims:") && text.contains("messages"), "{text}");
 }
 
 /// `init --media` replaces the default media rules; `backup --exclude`

@@ -35,6 +35,9 @@ pub use policy::RetentionReport;
 
 pub(crate) use read::SMALL_FILE_MAX;
 
+/// Readahead threads a source gets at most.
+const MAX_READAHEAD_THREADS: usize = 8;
+
 /// Backup passes at most under a quota (the first, and redos with less
 /// media when the plan's bounds were not enough).
 const MAX_QUOTA_PASSES: usize = 3;
@@ -172,7 +175,7 @@ impl Repository {
         progress: &dyn Progress,
     ) -> Result<BackupReport> {
         let exclude = exclude_rules(options)?;
-        let source = FsSource::excluding(paths, exclude.clone())?;
+        let source = FsSource::new(paths)?;
         self.backup_source(&source, exclude.as_ref(), options, progress)
     }
 
@@ -379,12 +382,12 @@ impl Repository {
             // totals, and no readahead otherwise.
             let totals = options.scan_totals.then_some(progress);
             let n_readahead = match (&files, options.scan_totals) {
-                (Some(_), _) => source.readahead_threads(),
+                (Some(_), _) => source.readahead_threads().min(MAX_READAHEAD_THREADS),
                 (None, true) => source.readahead_threads().min(1),
                 (None, false) => 0,
             };
             for _ in 0..n_readahead {
-                scope.spawn(move || source.readahead(read_contents, totals));
+                scope.spawn(move || source.readahead(read_contents, exclude, totals));
             }
             // The walk recurses once per directory level when it starts a
             // directory and again when it finishes one: it runs on its own

@@ -189,14 +189,16 @@ fn survey<S: Source>(
         fixed_cost: 0,
         media: Vec::new(),
     };
+    let whole = source.one_whole();
     let mut stack: Vec<Pending<S::Entry>> = source
         .roots()?
         .into_iter()
+        .filter(|root| !(whole && exclude.is_some_and(|r| r.matches_in(Some(b""), &root.name))))
         .map(|root| Pending {
             entry: root.entry,
             display: root.display,
             name: root.name,
-            dir: None,
+            dir: whole.then(Vec::new),
             media: false,
             depth: 0,
         })

@@ -119,6 +119,10 @@ struct PendingDir {
 /// it matches the repository's media rules, else message. The walk and the
 /// quota plan decide it here, the same way.
 pub(super) fn class_of(repo: &Repository, item: &Item, place: Place<'_>, name: &[u8]) -> Class {
+    if repo.config().format == cairn_meta::Format::V1 {
+        // A format-1 tree has no classes: every node is a message.
+        return Class::Message;
+    }
     match item.class {
         Some(class) => class,
         None if place.media || repo.media_rules().matches_in(place.dir, name) => Class::Media,
@@ -306,12 +310,22 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
         root: crate::source::Root<S::Entry>,
         parent: Option<&Node>,
     ) -> Result<Option<Node>> {
+        // The roots of one whole (a frontend's list) are entries like any
+        // other: rules match them, and one that fails is skipped.
+        let whole = self.source.one_whole();
         let place = Place {
-            dir: None,
+            dir: whole.then_some(&b""[..]),
             media: false,
         };
-        let child = self.child(root.entry, &root.display, place, root.name, parent, true)?;
-        self.finish_child(child, true)
+        if whole
+            && self
+                .exclude
+                .is_some_and(|rules| rules.matches_in(place.dir, &root.name))
+        {
+            return Ok(None);
+        }
+        let child = self.child(root.entry, &root.display, place, root.name, parent, !whole)?;
+        self.finish_child(child, !whole)
     }
 
     /// Turns a child into its final node: waits for a file worker, or
@@ -461,8 +475,10 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
                     });
                     return Ok(Child::Skipped);
                 }
+                let stamped = item.status.ctime != (0, 0) || item.status.inode != 0;
                 if let Some(parent) = parent
                     && !item.always_read
+                    && stamped
                     && unchanged_since(parent, &node)
                     && self.all_confirmed(parent)?
                 {
@@ -474,9 +490,11 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
                 }
                 return self.start_read(entry, path, item, node);
             }
-            ItemKind::Symlink if item.link_target.is_empty() => Err(Error::io(path)(
-                std::io::Error::other("empty symlink target"),
-            )),
+            ItemKind::Symlink if !cairn_meta::is_valid_link_target(&item.link_target) => {
+                Err(Error::io(path)(std::io::Error::other(
+                    "a symlink target must be 1 to 4095 bytes without NUL",
+                )))
+            }
             ItemKind::Symlink => {
                 node.kind = NodeKind::Symlink;
                 node.link_target = item.link_target;

@@ -6,6 +6,7 @@ mod compact;
 mod forget;
 mod prune;
 mod sessions;
+mod usage;
 
 pub use check::{CheckOptions, CheckReport, Problem, ReadData};
 pub use compact::CompactReport;
@@ -17,3 +18,4 @@ pub use prune::{PruneOptions, PruneReport};
 #[cfg(test)]
 pub(crate) use sessions::FORCE_LAPSE;
 pub(crate) use sessions::{Session, others};
+pub use usage::{ClassUsage, Usage};

@@ -282,6 +282,14 @@ impl Repository {
                 .filter_map(|p| packs.get(p))
                 .map(|u| u.total)
                 .sum();
+            // And what would be copied out of the packs repacked.
+            for (pack, entries) in &repack {
+                report.bytes_copied += packs.get(pack).map_or(0, |u| u.live);
+                report.n_blobs_copied += entries
+                    .iter()
+                    .filter(|e| live.blobs.contains(&(e.kind, e.id)))
+                    .count() as u64;
+            }
             return Ok(report);
         };
         if deleting.is_empty()

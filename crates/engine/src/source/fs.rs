@@ -148,14 +148,8 @@ impl FsSource {
     /// symlink: a symlink given is backed up as a symlink). Refuses no path,
     /// and two paths whose last components clash.
     pub fn new(paths: &[PathBuf]) -> Result<Self> {
-        Self::excluding(paths, None)
-    }
-
-    /// The same, where the readahead skips what `exclude` leaves out (the
-    /// backup's walk applies the same rules).
-    pub(crate) fn excluding(paths: &[PathBuf], exclude: Option<PathRules>) -> Result<Self> {
         let roots = resolve_roots(paths)?;
-        let prefetch = Prefetch::new(roots.iter().map(|(_, path)| path.clone()), exclude);
+        let prefetch = Prefetch::new(roots.iter().map(|(_, path)| path.clone()));
         Ok(Self { roots, prefetch })
     }
 }
@@ -241,8 +235,13 @@ impl Source for FsSource {
         crate::source::readahead::PREFETCH_THREADS
     }
 
-    fn readahead(&self, contents: bool, totals: Option<&dyn Progress>) {
-        self.prefetch.run(contents, totals);
+    fn readahead(
+        &self,
+        contents: bool,
+        exclude: Option<&PathRules>,
+        totals: Option<&dyn Progress>,
+    ) {
+        self.prefetch.run(contents, exclude, totals);
     }
 
     fn stop_readahead(&self) {

@@ -9,6 +9,7 @@ use cairn_meta::is_valid_name;
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::rules::PathRules;
 use crate::source::{Item, ItemKind, Root, Source, Status};
 
 /// One item of an [`ItemList`]: its path inside the snapshot (`/`-separated
@@ -66,8 +67,13 @@ where
             if names.iter().any(|n| !is_valid_name(n)) {
                 return Err(invalid(&path, "not a valid path of names"));
             }
-            if item.kind == ItemKind::Symlink && item.link_target.is_empty() {
-                return Err(invalid(&path, "a symlink without a target"));
+            if item.kind == ItemKind::Symlink
+                && !cairn_meta::is_valid_link_target(&item.link_target)
+            {
+                return Err(invalid(
+                    &path,
+                    "a symlink target must be 1 to 4095 bytes without NUL",
+                ));
             }
             let mut parent: Option<usize> = None;
             let mut prefix: Vec<u8> = Vec::with_capacity(path.len());
@@ -173,20 +179,42 @@ where
         Ok(((self.open)(&self.node(*entry)?.path)?, None))
     }
 
+    fn one_whole(&self) -> bool {
+        true
+    }
+
     fn readahead_threads(&self) -> usize {
         1
     }
 
-    /// Only reports the totals: the list knows them already.
-    fn readahead(&self, _contents: bool, totals: Option<&dyn Progress>) {
-        if let Some(progress) = totals {
-            let files = self
-                .nodes
-                .iter()
-                .filter(|n| n.item.kind == ItemKind::File && n.item.flags.is_empty());
-            let (n, bytes) = files.fold((0, 0), |(n, b), f| (n + 1, b + f.item.status.size));
-            progress.scanned(n, bytes);
+    /// Only reports the totals: the list knows them already (what is
+    /// flagged or excluded, or under such a directory, not counted).
+    fn readahead(
+        &self,
+        _contents: bool,
+        exclude: Option<&PathRules>,
+        totals: Option<&dyn Progress>,
+    ) {
+        let Some(progress) = totals else { return };
+        let (mut n, mut bytes) = (0u64, 0u64);
+        let mut stack: Vec<usize> = self.roots.iter().map(|(_, idx)| *idx).collect();
+        while let Some(idx) = stack.pop() {
+            let Some(node) = self.nodes.get(idx) else {
+                continue;
+            };
+            if !node.item.flags.is_empty() || exclude.is_some_and(|r| r.matches(&node.path)) {
+                continue;
+            }
+            match node.item.kind {
+                ItemKind::File => {
+                    n += 1;
+                    bytes = bytes.saturating_add(node.item.status.size);
+                }
+                ItemKind::Dir => stack.extend(node.children.iter().map(|(_, i)| *i)),
+                _ => {}
+            }
         }
+        progress.scanned(n, bytes);
     }
 }
 

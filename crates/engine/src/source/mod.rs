@@ -23,6 +23,7 @@ pub use cairn_meta::Class;
 
 use crate::error::Result;
 use crate::progress::Progress;
+use crate::rules::PathRules;
 
 mod fs;
 mod list;
@@ -131,7 +132,9 @@ pub struct Item {
     pub flags: Flags,
     /// A symlink's target (empty for other kinds).
     pub link_target: Vec<u8>,
-    /// Read the file even when its status equals the parent's.
+    /// Read the file even when its status equals the parent's (a file
+    /// whose status has no change stamp, `ctime` and `inode` both zero, is
+    /// always read).
     pub always_read: bool,
 }
 
@@ -199,18 +202,35 @@ pub trait Source: Sync {
         Ok(None)
     }
 
-    /// Helper threads the source can use for [`Source::readahead`].
+    /// Whether the roots are the contents of one backed-up whole (an
+    /// [`ItemList`]): then path rules match from the snapshot's root, roots
+    /// included, and a root that cannot be read is skipped like any other
+    /// entry. The filesystem's roots are paths given one by one: rules
+    /// match below each, and one that cannot be read fails the backup.
+    fn one_whole(&self) -> bool {
+        false
+    }
+
+    /// Helper threads the source can use for [`Source::readahead`] (at
+    /// most 8 are started).
     fn readahead_threads(&self) -> usize {
         0
     }
 
     /// Work on a helper thread while the backup walks (the filesystem
-    /// warms the kernel's caches); it must not change what the walk sees.
-    /// `contents`: every file will be read (no parent snapshot). With
-    /// `totals`, one thread reports the source's totals (files, bytes)
-    /// through [`Progress::scanned`] once it knows them. Returns when done,
-    /// or soon after [`Source::stop_readahead`].
-    fn readahead(&self, _contents: bool, _totals: Option<&dyn Progress>) {}
+    /// warms the kernel's caches); it must not change what the walk sees,
+    /// and should skip what `exclude` leaves out. `contents`: every file
+    /// will be read (no parent snapshot). With `totals`, one thread reports
+    /// the source's totals (files, bytes) through [`Progress::scanned`]
+    /// once it knows them. Returns when done, or soon after
+    /// [`Source::stop_readahead`].
+    fn readahead(
+        &self,
+        _contents: bool,
+        _exclude: Option<&PathRules>,
+        _totals: Option<&dyn Progress>,
+    ) {
+    }
 
     /// Ends the readahead (the walk is done or failed).
     fn stop_readahead(&self) {}

@@ -49,8 +49,6 @@ pub(crate) struct Prefetch {
     roots: Vec<OwnedFd>,
     /// Also ask the kernel to read small files' contents ahead.
     contents: AtomicBool,
-    /// What the backup leaves out: not looked at, not counted.
-    exclude: Option<PathRules>,
     /// Regular files seen and their bytes.
     n_files: AtomicU64,
     n_bytes: AtomicU64,
@@ -60,9 +58,8 @@ pub(crate) struct Prefetch {
 }
 
 impl Prefetch {
-    /// Readahead of the trees under `roots` but what `exclude` leaves out
-    /// (run [`Self::run`] on threads).
-    pub fn new(roots: impl IntoIterator<Item = PathBuf>, exclude: Option<PathRules>) -> Self {
+    /// Readahead of the trees under `roots` (run [`Self::run`] on threads).
+    pub fn new(roots: impl IntoIterator<Item = PathBuf>) -> Self {
         let (mut n_files, mut n_bytes) = (0, 0);
         let (mut pending, mut dirs) = (Vec::new(), Vec::new());
         for root in roots {
@@ -87,7 +84,6 @@ impl Prefetch {
         Self {
             roots: dirs,
             contents: AtomicBool::new(false),
-            exclude,
             n_files: AtomicU64::new(n_files),
             n_bytes: AtomicU64::new(n_bytes),
             queue: Mutex::new(Queue {
@@ -111,7 +107,13 @@ impl Prefetch {
     /// totals to `progress`, if given. With `contents`, small files'
     /// contents are read ahead too (only when every file will be read: a
     /// first backup, not a daily one, which reads only what changed).
-    pub fn run(&self, contents: bool, progress: Option<&dyn Progress>) {
+    /// What `exclude` leaves out is neither looked at nor counted.
+    pub fn run(
+        &self,
+        contents: bool,
+        exclude: Option<&PathRules>,
+        progress: Option<&dyn Progress>,
+    ) {
         if contents {
             self.contents.store(true, Ordering::Relaxed);
         }
@@ -132,7 +134,7 @@ impl Prefetch {
             let subdirs = if self.stop.load(Ordering::Relaxed) {
                 Vec::new()
             } else {
-                self.look_at(&dir)
+                self.look_at(&dir, exclude)
             };
             let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             queue.busy -= 1;
@@ -166,7 +168,7 @@ impl Prefetch {
     /// Reads a directory and the status of each entry (counting regular
     /// files and, with `contents`, asking for small ones' contents);
     /// returns its subdirectories, sorted. Errors just end the look.
-    fn look_at(&self, dir: &Pending) -> Vec<Pending> {
+    fn look_at(&self, dir: &Pending, exclude: Option<&PathRules>) -> Vec<Pending> {
         let Some(root) = self.roots.get(dir.root_idx) else {
             return Vec::new();
         };
@@ -186,7 +188,7 @@ impl Prefetch {
             if name == b"." || name == b".." {
                 continue;
             }
-            if let Some(rules) = &self.exclude
+            if let Some(rules) = exclude
                 && rules.matches_in(Some(dir.relative.as_os_str().as_bytes()), name)
             {
                 continue;
@@ -290,22 +292,25 @@ mod tests {
         std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
         let outside = dir.path().join("outside");
         std::fs::create_dir_all(outside.join("b/private-dir")).expect("mkdir");
-        let prefetch = Prefetch::new([root.clone()], None);
+        let prefetch = Prefetch::new([root.clone()]);
         prefetch.contents.store(true, Ordering::Relaxed);
         let names = |pending: &[Pending]| -> Vec<PathBuf> {
             pending.iter().map(|p| p.relative.clone()).collect()
         };
-        let top = prefetch.look_at(&Pending {
-            root_idx: 0,
-            relative: PathBuf::new(),
-        });
+        let top = prefetch.look_at(
+            &Pending {
+                root_idx: 0,
+                relative: PathBuf::new(),
+            },
+            None,
+        );
         assert_eq!(names(&top), [PathBuf::from("a")]);
-        let queued = prefetch.look_at(&top[0]);
+        let queued = prefetch.look_at(&top[0], None);
         assert_eq!(names(&queued), [PathBuf::from("a/b")]);
         // Then `a` becomes a symlink to a directory outside the source.
         std::fs::rename(root.join("a"), dir.path().join("a.moved")).expect("mv");
         std::os::unix::fs::symlink(&outside, root.join("a")).expect("symlink");
-        let seen = prefetch.look_at(&queued[0]);
+        let seen = prefetch.look_at(&queued[0], None);
         assert!(
             seen.is_empty(),
             "listed outside the source: {:?}",
@@ -345,10 +350,10 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("d1"), dir.path().join("link")).expect("ln");
         let lone = dir.path().join("d0/e0/f0/file");
         let totals = Totals::default();
-        let prefetch = Prefetch::new([dir.path().to_path_buf(), lone], None);
+        let prefetch = Prefetch::new([dir.path().to_path_buf(), lone]);
         std::thread::scope(|scope| {
             for _ in 0..PREFETCH_THREADS {
-                scope.spawn(|| prefetch.run(true, Some(&totals)));
+                scope.spawn(|| prefetch.run(true, None, Some(&totals)));
             }
         });
         let queue = prefetch.queue.lock().expect("lock");
@@ -359,10 +364,10 @@ mod tests {
         assert_eq!(*totals.0.lock().expect("lock"), [(21, 190)]);
 
         let totals = Totals::default();
-        let stopped = Prefetch::new([dir.path().to_path_buf()], None);
+        let stopped = Prefetch::new([dir.path().to_path_buf()]);
         stopped.stop();
         std::thread::scope(|scope| {
-            scope.spawn(|| stopped.run(false, Some(&totals)));
+            scope.spawn(|| stopped.run(false, None, Some(&totals)));
         });
         assert_eq!(
             stopped.queue.lock().expect("lock").pending.len(),
@@ -374,8 +379,8 @@ mod tests {
         // What the backup excludes is neither looked at nor counted.
         let totals = Totals::default();
         let exclude = PathRules::new(&["d1".to_owned(), "d2/e2/**".to_owned()]).expect("rules");
-        let excluding = Prefetch::new([dir.path().to_path_buf()], Some(exclude));
-        excluding.run(false, Some(&totals));
+        let excluding = Prefetch::new([dir.path().to_path_buf()]);
+        excluding.run(false, Some(&exclude), Some(&totals));
         assert_eq!(*totals.0.lock().expect("lock"), [(18, 190 - 1 - 2)]);
     }
 }

@@ -245,6 +245,9 @@ fn a_source_listing_bad_names_costs_only_them() {
                 (b"a".to_vec(), 4),
                 (b"a".to_vec(), 5),
                 (Vec::new(), 6),
+                // Longer than any file system takes: no restore could
+                // create it.
+                (vec![b'n'; 300], 7),
             ])
         }
         fn open(&self, _: &u8, _: &Item) -> io::Result<(&'static [u8], Option<Status>)> {
@@ -255,7 +258,7 @@ fn a_source_listing_bad_names_costs_only_them() {
     let report = repo
         .backup_from(&Bad, &options(), &NoProgress)
         .expect("backup");
-    assert_eq!(report.n_skipped, 4, "{:?}", report.warnings);
+    assert_eq!(report.n_skipped, 5, "{:?}", report.warnings);
     let stored = contents(&repo, &report.snapshot_id);
     let paths: Vec<&String> = stored.keys().collect();
     assert_eq!(paths, ["top/a", "top/z"]);
@@ -347,4 +350,50 @@ fn files_get_classes_from_the_media_rules_and_excludes_leave_things_out() {
     let listed = cairn_store::Store::list(&*store, cairn_store::Namespace::Config).expect("list");
     assert!(listed.is_empty());
     fs::remove_dir_all(&src).expect("cleanup");
+}
+
+/// A frontend's list is one whole: excludes and path rules match from the
+/// snapshot's root, top-level items included, and a top-level item that
+/// cannot be read is skipped like any other.
+#[test]
+fn a_list_is_one_whole_for_rules_and_errors() {
+    let mut rng = Rng(9);
+    let app = AppData::new(&[
+        ("debug.log", rng.bytes(100)),
+        ("cache/tmp/x", rng.bytes(100)),
+        ("cache/keep", rng.bytes(100)),
+        ("db/m.db", rng.bytes(1000)),
+        ("photo.jpg", rng.bytes(1000)),
+        ("vanished.txt", rng.bytes(10)),
+    ]);
+    let items = app.items(&[]);
+    let (_store, mut repo, _key) = memory_repo();
+    let source = ItemList::new("app", items, |p: &[u8]| {
+        if p == b"vanished.txt" {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        app.open(p)
+    })
+    .expect("items");
+    let mut opts = options();
+    opts.exclude = vec!["*.log".into(), "cache/tmp".into()];
+    let report = repo
+        .backup_from(&source, &opts, &NoProgress)
+        .expect("backup");
+    assert_eq!(report.n_skipped, 1, "{:?}", report.warnings);
+    let stored = contents(&repo, &report.snapshot_id);
+    let held: Vec<(&str, Class)> = stored.iter().map(|(p, (c, _))| (p.as_str(), *c)).collect();
+    assert_eq!(
+        held,
+        [
+            ("cache/keep", Class::Message),
+            ("db/m.db", Class::Message),
+            ("photo.jpg", Class::Media),
+        ]
+    );
+    // A symlink target no file system takes is refused up front.
+    let mut link = item("l", 0, 0);
+    link.item.kind = ItemKind::Symlink;
+    link.item.link_target = b"a\0b".to_vec();
+    assert!(ItemList::new("app", vec![link], |p: &[u8]| app.open(p)).is_err());
 }

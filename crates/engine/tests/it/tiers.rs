@@ -325,3 +325,62 @@ fn messages_that_do_not_fit_fail_the_backup_and_keep_the_previous_snapshot() {
     assert_eq!(snapshots[0].0, first.snapshot_id);
     assert_eq!(snapshot_files(&repo, true)["db/messages.db"].len(), 500_000);
 }
+
+/// `usage` counts each class's files and bytes in the latest snapshot and
+/// its stored bytes over every snapshot (each chunk once), measures the
+/// repository against its quota, and says what prune would give back,
+/// which is what prune then gives back.
+#[test]
+fn usage_by_class_and_what_prune_would_reclaim() {
+    let (store, mut repo) = repo_with(Retention {
+        quota_bytes: Some(64 << 20),
+        ..Retention::default()
+    });
+    let mut rng = Rng(6);
+    let mut app = App::default();
+    app.put("db/messages.db", rng.bytes(700_000), START);
+    app.put("db/notes.txt", rng.bytes(10_000), START);
+    app.put("media/a.jpg", rng.bytes(900_000), START);
+    app.put("media/b.jpg", rng.bytes(1_300_000), START);
+    let first = app.backup(&mut repo, START).expect("backup");
+    app.files.remove("media/b.jpg");
+    app.backup(&mut repo, START + DAY).expect("backup");
+
+    let usage = repo.usage(&NoProgress).expect("usage");
+    assert!(usage.unreadable.is_empty(), "{:?}", usage.unreadable);
+    assert_eq!((usage.message.n_files, usage.message.bytes), (2, 710_000));
+    assert_eq!((usage.media.n_files, usage.media.bytes), (1, 900_000));
+    // Random bytes do not compress: stored = plaintext + 28 per chunk.
+    let within = |stored: u64, plain: u64| stored >= plain && stored <= plain + plain / 100;
+    assert!(within(usage.message.stored_bytes, 710_000), "{usage:?}");
+    assert!(
+        within(usage.media.stored_bytes, 2_200_000),
+        "the forgotten photo is still stored: {usage:?}"
+    );
+    assert_eq!(usage.repo_bytes, store_bytes(&*store));
+    assert_eq!(usage.quota_bytes, Some(64 << 20));
+    assert_eq!(
+        usage.reclaimable_bytes,
+        Some(0),
+        "nothing is unreachable yet"
+    );
+
+    repo.forget(&cairn::ForgetOptions {
+        what: cairn::ForgetWhat::Ids(vec![first.snapshot_id]),
+        dry_run: false,
+    })
+    .expect("forget");
+    let usage = repo.usage(&NoProgress).expect("usage");
+    assert!(within(usage.media.stored_bytes, 900_000), "{usage:?}");
+    let reclaimable = usage.reclaimable_bytes.expect("prune would run");
+    assert!(reclaimable >= 1_300_000, "{usage:?}");
+    let before = store_bytes(&*store);
+    let pruned = repo
+        .prune(&cairn::PruneOptions::default(), &NoProgress)
+        .expect("prune");
+    let freed = before - store_bytes(&*store);
+    assert!(
+        freed.abs_diff(reclaimable) < 16 * 1024,
+        "said {reclaimable}, freed {freed}: {pruned:?}"
+    );
+}

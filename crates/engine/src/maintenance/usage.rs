@@ -1,0 +1,169 @@
+//! What a repository holds, by class: what `cairn stats` shows a user who
+//! wonders where the quota went, and a frontend deciding what to offer.
+//!
+//! Stored bytes are sealed bytes of distinct data blobs reachable from any
+//! snapshot, each counted once, for the class of the first file met that
+//! needs it (snapshots oldest first, entries in tree order): a chunk a
+//! message and a medium share is counted once. Files and their bytes are
+//! those of the latest snapshot. What prune could reclaim comes from a
+//! prune dry run (it writes nothing).
+
+use std::collections::HashSet;
+
+use cairn_crypto::{BlobId, BlobKind};
+use cairn_meta::{Class, NodeKind};
+
+use crate::error::Result;
+use crate::maintenance::PruneOptions;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::restore::MAX_TREE_DEPTH;
+
+/// One class's share of a repository.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassUsage {
+    /// Files of this class in the latest snapshot.
+    pub n_files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Sealed bytes of the distinct chunks this class's files need, over
+    /// every snapshot.
+    pub stored_bytes: u64,
+}
+
+/// What a repository holds, by class, against its quota.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Messages (and everything not media).
+    pub message: ClassUsage,
+    /// Media.
+    pub media: ClassUsage,
+    /// Sealed bytes of the distinct trees of every snapshot.
+    pub tree_stored_bytes: u64,
+    /// Bytes of every object in the repository.
+    pub repo_bytes: u64,
+    /// The quota, if the repository has one.
+    pub quota_bytes: Option<u64>,
+    /// Bytes a prune with the default options would give back (what it
+    /// deletes less what it copies; a real run also writes pack headers
+    /// and index files, a few KiB); `None` when prune would refuse (a
+    /// damaged index or snapshot file: `check` names it).
+    pub reclaimable_bytes: Option<u64>,
+    /// Snapshots or trees that could not be read (not counted), each with
+    /// the reason.
+    pub unreadable: Vec<String>,
+}
+
+impl Usage {
+    /// One class's usage.
+    pub fn class(&self, class: Class) -> &ClassUsage {
+        match class {
+            Class::Message => &self.message,
+            Class::Media => &self.media,
+        }
+    }
+
+    fn class_mut(&mut self, class: Class) -> &mut ClassUsage {
+        match class {
+            Class::Message => &mut self.message,
+            Class::Media => &mut self.media,
+        }
+    }
+}
+
+impl Repository {
+    /// What the repository holds, by class, and what prune could reclaim.
+    /// Damaged snapshots and trees are left out with a note in
+    /// [`Usage::unreadable`].
+    pub fn usage(&self, progress: &dyn Progress) -> Result<Usage> {
+        let mut usage = Usage {
+            quota_bytes: self.config().retention.quota_bytes,
+            ..Usage::default()
+        };
+        let listing = self.list_snapshots()?;
+        usage
+            .unreadable
+            .extend(listing.unreadable.iter().map(ToString::to_string));
+        let mut seen_trees: HashSet<BlobId> = HashSet::new();
+        let mut seen_chunks: HashSet<BlobId> = HashSet::new();
+        let n = listing.snapshots.len();
+        for (i, (id, snapshot)) in listing.snapshots.iter().enumerate() {
+            let latest = i + 1 == n;
+            // The latest snapshot's trees are walked whole (every
+            // occurrence), for its file counts; the others only where they
+            // are new. Depth is bounded as restore bounds it, so no tree,
+            // however hostile, loops.
+            let mut stack = vec![(snapshot.root_id(), 0usize)];
+            while let Some((tree_id, depth)) = stack.pop() {
+                let fresh = seen_trees.insert(tree_id);
+                if !(fresh || latest) || depth > MAX_TREE_DEPTH {
+                    continue;
+                }
+                let tree = match self.load_tree(&tree_id) {
+                    Ok(tree) => tree,
+                    Err(e) if e.is_repository_damage() => {
+                        usage.unreadable.push(format!(
+                            "snapshot {}: tree {}: {e}",
+                            id.to_hex(),
+                            tree_id.to_hex()
+                        ));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if fresh {
+                    usage.tree_stored_bytes += self.stored_len(BlobKind::Tree, &tree_id);
+                }
+                for node in &tree.nodes {
+                    match node.kind {
+                        NodeKind::Dir => {
+                            stack.extend(node.subtree_id().map(|id| (id, depth + 1)));
+                        }
+                        NodeKind::File => {
+                            let share = usage.class_mut(node.class);
+                            if latest {
+                                share.n_files += 1;
+                                share.bytes += node.size;
+                            }
+                            if fresh {
+                                for chunk in node.chunks() {
+                                    if seen_chunks.insert(chunk) {
+                                        share.stored_bytes +=
+                                            self.stored_len(BlobKind::Data, &chunk);
+                                    }
+                                }
+                            }
+                        }
+                        NodeKind::Symlink => {}
+                    }
+                }
+            }
+        }
+        usage.repo_bytes = self.stored_bytes()?;
+        let dry = self.prune(
+            &PruneOptions {
+                dry_run: true,
+                ..PruneOptions::default()
+            },
+            progress,
+        );
+        usage.reclaimable_bytes = match dry {
+            // A dry run writes nothing; what it would copy is what a
+            // real run writes, less pack headers and index files.
+            Ok(dry) => Some(dry.bytes_deleted.saturating_sub(dry.bytes_copied)),
+            Err(e) if e.is_repository_damage() => {
+                usage.unreadable.push(format!("prune would refuse: {e}"));
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(usage)
+    }
+
+    /// A blob's sealed length, 0 when the index does not know it.
+    fn stored_len(&self, kind: BlobKind, id: &BlobId) -> u64 {
+        self.blobs()
+            .locate(kind, id)
+            .map_or(0, |l| u64::from(l.entry.sealed_len))
+    }
+}
