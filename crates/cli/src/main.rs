@@ -41,6 +41,24 @@ struct Cli {
     command: Command,
 }
 
+/// What `repair` repairs.
+#[derive(Subcommand, Debug)]
+enum RepairWhat {
+    /// The index (the default).
+    Index {
+        /// Read every pack whole and drop blobs that fail authentication.
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Rewrite snapshots that reach missing or damaged data: intact files
+    /// stay, damaged files keep what can be had under `NAME.damaged`.
+    Snapshots {
+        /// Remove the original snapshots once repaired.
+        #[arg(long)]
+        forget: bool,
+    },
+}
+
 /// The tiers `init --tier` offers.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum TierArg {
@@ -75,6 +93,16 @@ enum Command {
     },
     /// Show the repository's retention policy and media rules.
     Policy,
+    /// After `check` found damage: drop what cannot be had from the index
+    /// (the next backup stores it again) and index orphaned packs again;
+    /// `repair snapshots` then rewrites the snapshots that need it.
+    Repair {
+        #[command(subcommand)]
+        what: Option<RepairWhat>,
+        /// Read every pack whole and drop blobs that fail authentication.
+        #[arg(long)]
+        read_data: bool,
+    },
     /// Back up paths into a new snapshot.
     Backup {
         /// Files or directories to back up.
@@ -284,6 +312,7 @@ fn run(cli: Cli) -> Result<Done> {
             init(&cli, &options)
         }
         Command::Policy => policy(&cli),
+        Command::Repair { what, read_data } => repair(&cli, what.as_ref(), *read_data),
         Command::Backup {
             paths,
             tag,
@@ -536,6 +565,92 @@ fn backup(
             count(report.n_skipped as usize, "entry", "entries")
         );
     }
+    Ok(done)
+}
+
+/// `repair [index]` and `repair snapshots`.
+fn repair(cli: &Cli, what: Option<&RepairWhat>, read_data: bool) -> Result<Done> {
+    let mut repo = open_repo(cli)?;
+    let done = match what {
+        None | Some(RepairWhat::Index { .. }) => {
+            let read_data =
+                read_data || matches!(what, Some(RepairWhat::Index { read_data: true }));
+            let mode = if read_data {
+                cairn::ReadData::All
+            } else {
+                cairn::ReadData::None
+            };
+            let r = repo.repair_index(mode, &cairn::NoProgress)?;
+            print_warnings(&repo);
+            if let Some(why) = &r.skipped {
+                anyhow::bail!("index not repaired: {why}");
+            }
+            if cli.json {
+                out!(
+                    "{}",
+                    serde_json::json!({
+                        "n_index_files_replaced": r.n_index_files_replaced,
+                        "n_index_files_written": r.n_index_files_written,
+                        "n_packs_missing": r.n_packs_missing,
+                        "n_packs_damaged": r.n_packs_damaged,
+                        "n_blobs_dropped": r.n_blobs_dropped,
+                        "n_packs_adopted": r.n_packs_adopted,
+                    })
+                );
+            } else {
+                out!(
+                    "index repaired: {} replaced by {}; {} missing, {} damaged, {} adopted; {} dropped",
+                    count(r.n_index_files_replaced, "index file", "index files"),
+                    r.n_index_files_written,
+                    count(r.n_packs_missing, "pack", "packs"),
+                    r.n_packs_damaged,
+                    r.n_packs_adopted,
+                    count(r.n_blobs_dropped as usize, "blob", "blobs"),
+                );
+                if r.n_blobs_dropped > 0 {
+                    out!("run `cairn repair snapshots` for the snapshots that needed them");
+                }
+            }
+            Done::Complete
+        }
+        Some(RepairWhat::Snapshots { forget }) => {
+            let r = repo.repair_snapshots(*forget, &cairn::NoProgress)?;
+            print_warnings(&repo);
+            if cli.json {
+                let rewritten: Vec<_> = r
+                    .rewritten
+                    .iter()
+                    .map(|(old, new)| serde_json::json!({"original": old.to_hex(), "repaired": new.to_hex()}))
+                    .collect();
+                out!(
+                    "{}",
+                    serde_json::json!({
+                        "n_sound": r.n_sound,
+                        "rewritten": rewritten,
+                        "n_files_damaged": r.n_files_damaged,
+                        "n_dirs_damaged": r.n_dirs_damaged,
+                        "n_forgotten": r.n_forgotten,
+                    })
+                );
+            } else {
+                for (old, new) in &r.rewritten {
+                    out!(
+                        "snapshot {} repaired as {}",
+                        &old.to_hex()[..16],
+                        &new.to_hex()[..16]
+                    );
+                }
+                out!(
+                    "{} sound; {} and {} marked damaged{}",
+                    count(r.n_sound, "snapshot", "snapshots"),
+                    count(r.n_files_damaged as usize, "file", "files"),
+                    count(r.n_dirs_damaged as usize, "directory", "directories"),
+                    if *forget { "; originals forgotten" } else { "" }
+                );
+            }
+            Done::Complete
+        }
+    };
     Ok(done)
 }
 

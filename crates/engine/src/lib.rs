@@ -42,8 +42,8 @@ pub use cairn_meta::{
 pub use error::{Error, KeyProblem, Result};
 pub use maintenance::{
     CheckOptions, CheckReport, ClassUsage, CompactReport, ForgetDecision, ForgetOptions,
-    ForgetReport, ForgetWhat, KeepPolicy, Problem, PruneOptions, PruneReport, ReadData, Usage,
-    civil_from_days,
+    ForgetReport, ForgetWhat, KeepPolicy, Problem, PruneOptions, PruneReport, ReadData,
+    RepairIndexReport, RepairSnapshotsReport, Usage, civil_from_days,
 };
 pub use progress::{NoProgress, Progress};
 pub use repo::{InitOptions, RepoStats, Repository, SnapshotListing};

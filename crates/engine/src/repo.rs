@@ -216,6 +216,19 @@ impl Repository {
         Ok(repo)
     }
 
+    /// Forgets the index view and reads it again from the store (after a
+    /// repair rewrote the index: the old view holds what it dropped).
+    pub(crate) fn reload_view(&mut self) -> Result<()> {
+        self.blobs = BlobStore::new(
+            self.store.clone(),
+            self.keys.data.clone(),
+            self.keys.metadata.clone(),
+        );
+        let skipped = self.blobs.load()?;
+        self.note(skipped.iter().map(ToString::to_string));
+        Ok(())
+    }
+
     /// Records warnings for the caller.
     pub(crate) fn note(&self, warnings: impl IntoIterator<Item = String>) {
         self.warnings

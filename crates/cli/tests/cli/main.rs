@@ -290,7 +290,10 @@ fn ls_and_stats_speak_json() {
     assert_eq!(stats["reclaimable_bytes"], 0);
     assert!(stats["quota_bytes"].is_null());
     let text = ok(&cairn(&["stats"], &env));
-    assert!(text.contains("prune reclaims:") && text.contains("messages"), "{text}");
+    assert!(
+        text.contains("prune reclaims:") && text.contains("messages"),
+        "{text}"
+    );
 }
 
 /// `init --media` replaces the default media rules; `backup --exclude`
@@ -476,6 +479,63 @@ fn a_tier_from_init_to_backup() {
         ok(&cairn(&["snapshots", "--json"], &env)).lines().count(),
         1
     );
+}
+
+/// `check` finds a lost pack; `repair` and `repair snapshots --forget`
+/// make the repository sound again, and the intact files restore.
+#[test]
+fn repair_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, key_file) = init_repo(dir.path());
+    let src = dir.path().join("chat");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("kept.txt"), b"kept").expect("write");
+    let env = [
+        ("CAIRN_REPOSITORY", p(&repo)),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+    ];
+    ok(&cairn(&["backup", p(&src)], &env));
+    // A second file in packs of its own, then lost.
+    let before: std::collections::HashSet<_> = walk_files(&repo.join("packs"));
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("lost.bin"), &big).expect("write");
+    ok(&cairn(&["backup", p(&src)], &env));
+    for pack in walk_files(&repo.join("packs")).difference(&before) {
+        if std::fs::metadata(pack).expect("meta").len() > 100_000 {
+            std::fs::remove_file(pack).expect("rm");
+        }
+    }
+    assert_eq!(cairn(&["check"], &env).status.code(), Some(1));
+    let text = ok(&cairn(&["repair"], &env));
+    assert!(
+        text.contains("1 missing") || text.contains("missing"),
+        "{text}"
+    );
+    let text = ok(&cairn(&["repair", "snapshots", "--forget"], &env));
+    assert!(text.contains("repaired as"), "{text}");
+    ok(&cairn(&["check", "--read-data"], &env));
+    let out = dir.path().join("out");
+    ok(&cairn(&["restore", "latest", "--target", p(&out)], &env));
+    assert_eq!(
+        std::fs::read(out.join("chat/kept.txt")).expect("kept"),
+        b"kept"
+    );
+    assert!(out.join("chat/lost.bin.damaged").exists());
+}
+
+fn walk_files(dir: &Path) -> std::collections::HashSet<std::path::PathBuf> {
+    let mut out = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(dir).expect("dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.insert(path);
+        }
+    }
+    out
 }
 
 /// Regression: OS errors were printed twice ("(os error 2): …(os error 2)").

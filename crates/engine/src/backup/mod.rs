@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cairn_crypto::SnapshotId;
+use cairn_crypto::{BlobId, BlobKind, SnapshotId};
 use cairn_meta::{Class, SessionKind, Snapshot, SnapshotSummary, Tree};
 use cairn_store::Namespace;
 
@@ -621,11 +621,42 @@ fn check_roots<E>(roots: &[crate::source::Root<E>]) -> Result<()> {
     Ok(())
 }
 
+/// Stores tree blobs (ID, plaintext) in new packs and an index file, and
+/// adds them to the view: for writers other than a backup (repair).
+pub(crate) fn store_trees(repo: &Repository, trees: Vec<(BlobId, Vec<u8>)>) -> Result<usize> {
+    let n = trees.len();
+    let mut packer = Packer::new(
+        repo.store().clone(),
+        repo.keys().metadata.clone(),
+        repo.config().pack_target_size,
+        None,
+        BufferPool::new(),
+    );
+    let mut sealer = cairn_crypto::Sealer::new();
+    for (id, bytes) in trees {
+        let blob = pipeline::NewBlob {
+            kind: BlobKind::Tree,
+            id,
+            buffer: cairn_crypto::SealBuffer::from_plaintext(&bytes),
+        };
+        let sealed =
+            pipeline::seal_blob(&mut sealer, &repo.keys().data, &repo.keys().metadata, blob)?;
+        packer.add_sealed(sealed.kind, sealed.id, sealed.sealed, sealed.plain_len)?;
+    }
+    let (index, totals) = packer.finish()?;
+    repo.blobs().merge(&index);
+    for (name, packs) in &totals.index_files {
+        repo.blobs()
+            .register_index_file(name.clone(), packs.clone());
+    }
+    Ok(n)
+}
+
 /// Writes a snapshot whose root is `root`, bypassing the backup walk (and so
 /// the validation a real backup gets), as a malicious writer could.
 #[cfg(test)]
 pub(crate) fn forge_snapshot(repo: &Repository, root: &Tree) -> SnapshotId {
-    use cairn_crypto::{BlobKind, SealBuffer};
+    use cairn_crypto::SealBuffer;
     let mut packer = Packer::new(
         repo.store().clone(),
         repo.keys().metadata.clone(),

@@ -119,7 +119,7 @@ impl CheckReport {
 }
 
 /// What the check decided about a pack.
-enum PackVerdict {
+pub(super) enum PackVerdict {
     Sound,
     /// Nothing in it can be used (missing, or its header is damaged).
     Bad(String),
@@ -309,7 +309,7 @@ impl Repository {
         Ok(files.iter().any(|f| !now.contains(f)))
     }
 
-    fn check_pack(
+    pub(super) fn check_pack(
         &self,
         pack: &PackId,
         entries: &[PackEntry],
@@ -402,6 +402,15 @@ impl Repository {
                 blobs: damaged,
             },
         })
+    }
+}
+
+/// Whether `entry` of a pack judged `verdict` can be used.
+pub(super) fn is_sound(verdict: &PackVerdict, entry: &PackEntry) -> bool {
+    match verdict {
+        PackVerdict::Sound => true,
+        PackVerdict::Bad(_) => false,
+        PackVerdict::Damaged { blobs, .. } => !blobs.contains(&(entry.kind, entry.id)),
     }
 }
 

@@ -5,6 +5,7 @@ mod check;
 mod compact;
 mod forget;
 mod prune;
+mod repair;
 mod sessions;
 mod usage;
 
@@ -15,6 +16,7 @@ pub use forget::{
 };
 pub(crate) use prune::MAX_INDEX_FILES;
 pub use prune::{PruneOptions, PruneReport};
+pub use repair::{RepairIndexReport, RepairSnapshotsReport};
 #[cfg(test)]
 pub(crate) use sessions::FORCE_LAPSE;
 pub(crate) use sessions::{Session, others};

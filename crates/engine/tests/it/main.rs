@@ -18,6 +18,7 @@ mod keys;
 mod lost_packs;
 mod prune;
 mod prune_concurrency;
+mod repair;
 mod restore_safety;
 mod roundtrip;
 mod secrecy;
