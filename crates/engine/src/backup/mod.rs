@@ -214,41 +214,89 @@ impl Repository {
         let time_secs = time
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let mut shrink = 0;
-        let mut n_passes = 0;
-        loop {
-            n_passes += 1;
-            let policy = policy::media_policy(self, source, exclude, time_secs, shrink)?;
-            let mut report =
-                self.backup_pass(source, exclude, policy.as_ref(), options, progress)?;
-            if options.dry_run {
-                return Ok(report);
-            }
-            let mut done = self.enforce_retention(&retention, &report.snapshot_id, progress)?;
-            done.n_passes = n_passes;
-            let over = done
-                .repo_bytes
-                .saturating_sub(done.quota_bytes.unwrap_or(u64::MAX));
-            if over == 0 || done.deferred.is_some() || n_passes == MAX_QUOTA_PASSES {
-                if over > 0 {
-                    report.warnings.push(format!(
-                        "the repository holds {} bytes, over its quota of {} bytes{}",
-                        done.repo_bytes,
-                        done.quota_bytes.unwrap_or_default(),
-                        match &done.deferred {
-                            Some(why) => format!(" (prune deferred: {why})"),
-                            None => String::new(),
-                        }
-                    ));
-                }
-                report.warnings.extend(self.take_warnings());
-                report.retention = Some(done);
-                return Ok(report);
-            }
-            // The plan's bounds were not enough (other snapshots' data,
-            // pack overheads): leave out as much more media, and a margin.
-            shrink += over + done.quota_bytes.unwrap_or_default() / 100;
+        // Pass 1: its plan fails before anything is written when what is
+        // not media cannot fit; its errors are the backup's.
+        let policy = policy::media_policy(self, source, exclude, time_secs, 0)?;
+        let mut report = self.backup_pass(source, exclude, policy.as_ref(), options, progress)?;
+        if options.dry_run {
+            return Ok(report);
         }
+        // Committed: from here on nothing fails the backup; what goes wrong
+        // is a warning and the report says where the quota stands.
+        let group = (options.host.clone(), source.paths());
+        let mut retained = self.retain(&retention, &report.snapshot_id, &group, progress);
+        let mut shrink = 0;
+        let mut n_passes = 1;
+        while retained.deferred.is_none() && n_passes < MAX_QUOTA_PASSES {
+            let quota = retained.quota_bytes.unwrap_or(u64::MAX);
+            let over = retained.repo_bytes.saturating_sub(quota);
+            if over == 0 {
+                break;
+            }
+            // The plan's bounds were not enough: leave out as much more
+            // media, and a margin. The pass before is the parent (nothing
+            // is read again) and goes once this one is committed; the redo
+            // is a nanosecond newer, so every keep rule sees it as newest.
+            shrink += over + quota / 100;
+            n_passes += 1;
+            let redo_options = BackupOptions {
+                parent: Parent::Snapshot(report.snapshot_id),
+                time: Some(time + std::time::Duration::from_nanos(n_passes as u64 - 1)),
+                ..options.clone()
+            };
+            let redo =
+                policy::media_policy(self, source, exclude, time_secs, shrink).and_then(|policy| {
+                    self.backup_pass(source, exclude, policy.as_ref(), &redo_options, progress)
+                });
+            match redo {
+                Ok(next) => {
+                    let previous = report.snapshot_id;
+                    report = next;
+                    if let Err(e) = self.forget(&crate::maintenance::ForgetOptions {
+                        what: crate::maintenance::ForgetWhat::Ids(vec![previous]),
+                        dry_run: false,
+                    }) {
+                        warn(
+                            &mut report,
+                            progress,
+                            format!("the pass before could not be forgotten: {e}"),
+                        );
+                    }
+                    retained = self.retain(&retention, &report.snapshot_id, &group, progress);
+                }
+                Err(e) => {
+                    warn(
+                        &mut report,
+                        progress,
+                        format!(
+                            "quota pass {n_passes} failed ({e}); the snapshot of the pass before stands"
+                        ),
+                    );
+                    break;
+                }
+            }
+        }
+        retained.n_passes = n_passes;
+        if !retained.within_quota() {
+            let why = retained
+                .deferred
+                .as_ref()
+                .map_or(String::new(), |why| format!(" ({why})"));
+            warn(
+                &mut report,
+                progress,
+                format!(
+                    "the repository holds {} bytes, over its quota of {} bytes{why}",
+                    retained.repo_bytes,
+                    retained.quota_bytes.unwrap_or_default(),
+                ),
+            );
+        }
+        for w in self.take_warnings() {
+            warn(&mut report, progress, w);
+        }
+        report.retention = Some(retained);
+        Ok(report)
     }
 
     /// One backup: the walk, the commit, the report.
@@ -584,6 +632,12 @@ impl Repository {
                 .find(|(_, s)| s.host == host && s.paths == paths)),
         }
     }
+}
+
+/// A warning after the walk: to the caller's progress and into the report.
+fn warn(report: &mut BackupReport, progress: &dyn Progress, message: String) {
+    progress.warning(&message);
+    report.warnings.push(message);
 }
 
 /// The backup's excludes, compiled; `None` when there are none.

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use cairn_meta::{Class, Retention};
 use cairn_store::Namespace;
 
+use cairn_crypto::SnapshotId;
+
 use crate::backup::LeftOutReason;
 use crate::backup::walk::{Place, class_of, join, own_relative};
 use crate::blobs::object;
@@ -50,6 +52,8 @@ impl MediaPolicy {
     /// Why a media file at `path` is left out, if it is.
     pub fn leaves_out(&self, item: &Item, path: &Path) -> Option<LeftOutReason> {
         if self.cutoff.is_some_and(|c| item.status.mtime.0 < c) {
+            // (A time in the future is not old: the age rule keeps it; the
+            // quota plan counts it as now.)
             return Some(LeftOutReason::Age);
         }
         match &self.kept {
@@ -121,7 +125,7 @@ pub(crate) fn media_policy<S: Source>(
             kept: None,
         }));
     };
-    let survey = survey(repo, source, exclude, cutoff)?;
+    let survey = survey(repo, source, exclude, cutoff, time_secs)?;
     let room = ((quota as f64 * (1.0 - PRUNE_MAX_UNUSED)) as u64).saturating_sub(shrink);
     let needed = survey.fixed_cost + FIXED_RESERVE;
     if needed > room {
@@ -174,6 +178,7 @@ fn survey<S: Source>(
     source: &S,
     exclude: Option<&PathRules>,
     cutoff: Option<i64>,
+    now: i64,
 ) -> Result<Survey> {
     struct Pending<E> {
         entry: E,
@@ -222,7 +227,9 @@ fn survey<S: Source>(
                 }
                 survey.media.push(Candidate {
                     key: p.display.as_os_str().as_bytes().to_vec(),
-                    mtime: item.status.mtime,
+                    // A clock ahead must not make a medium the newest
+                    // forever: a time in the future counts as now.
+                    mtime: item.status.mtime.min((now, 0)),
                     cost: file_cost(repo, &p.name, item.status.size),
                 });
             }
@@ -259,21 +266,43 @@ fn survey<S: Source>(
 
 impl Repository {
     /// After a committed backup under `retention`: forgets what its keep
-    /// rules no longer keep, prunes, and measures the repository. Over the
-    /// quota, it forgets every snapshot but `newest` and prunes again.
-    pub(crate) fn enforce_retention(
+    /// rules no longer keep, prunes, and measures the repository; over the
+    /// quota, it forgets the other snapshots of the new one's group (same
+    /// host and paths: another device's are never touched) and prunes
+    /// again. `newest` is never forgotten, whatever the rules and clocks
+    /// say. Never fails: what goes wrong is in `deferred` (the repository
+    /// is valid either way, and the next backup tries again).
+    pub(crate) fn retain(
         &self,
         retention: &Retention,
-        newest: &crate::SnapshotId,
+        newest: &SnapshotId,
+        group: &(String, Vec<String>),
         progress: &dyn Progress,
-    ) -> Result<RetentionReport> {
+    ) -> RetentionReport {
         let mut report = RetentionReport {
             quota_bytes: retention.quota_bytes,
             ..RetentionReport::default()
         };
+        if let Err(e) = self.retain_inner(retention, newest, group, progress, &mut report) {
+            report.deferred = Some(format!("retention stopped: {e}"));
+            if let Ok(bytes) = self.stored_bytes() {
+                report.repo_bytes = bytes;
+            }
+        }
+        report
+    }
+
+    fn retain_inner(
+        &self,
+        retention: &Retention,
+        newest: &SnapshotId,
+        group: &(String, Vec<String>),
+        progress: &dyn Progress,
+        report: &mut RetentionReport,
+    ) -> Result<()> {
         let keep = retention.snapshots;
         if !keep.keeps_all() {
-            let forgotten = self.forget(&ForgetOptions {
+            let decided = self.forget(&ForgetOptions {
                 what: ForgetWhat::Policy(KeepPolicy {
                     last: keep.last,
                     daily: keep.daily,
@@ -281,45 +310,67 @@ impl Repository {
                     monthly: keep.monthly,
                     ..KeepPolicy::default()
                 }),
-                dry_run: false,
+                dry_run: true,
             })?;
-            report.n_snapshots_forgotten += forgotten.n_removed;
+            let going: Vec<SnapshotId> = decided
+                .removed()
+                .map(|d| d.id)
+                .filter(|id| id != newest)
+                .collect();
+            self.forget_ids(going, report)?;
         }
         // Prune costs a look at every snapshot's trees: only when a
         // snapshot went, or the quota is not met.
         report.repo_bytes = self.stored_bytes()?;
         if report.n_snapshots_forgotten > 0 || !report.within_quota() {
-            self.prune_into(&mut report, progress)?;
+            self.prune_into(report, progress)?;
         }
         if !report.within_quota() && report.deferred.is_none() {
-            // Older snapshots hold what the newest no longer has (media
-            // deleted since): under the quota they give way first.
-            let older: Vec<_> = self
+            // Older snapshots of this group hold media deleted since:
+            // under the quota they give way before the new one's media.
+            let older: Vec<SnapshotId> = self
                 .snapshots()?
                 .into_iter()
+                .filter(|(id, s)| id != newest && s.host == group.0 && s.paths == group.1)
                 .map(|(id, _)| id)
-                .filter(|id| id != newest)
                 .collect();
             if !older.is_empty() {
-                let forgotten = self.forget(&ForgetOptions {
-                    what: ForgetWhat::Ids(older),
-                    dry_run: false,
-                })?;
-                report.n_snapshots_forgotten += forgotten.n_removed;
-                self.prune_into(&mut report, progress)?;
+                self.forget_ids(older, report)?;
+                self.prune_into(report, progress)?;
             }
         }
-        Ok(report)
+        Ok(())
+    }
+
+    fn forget_ids(&self, ids: Vec<SnapshotId>, report: &mut RetentionReport) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let forgotten = self.forget(&ForgetOptions {
+            what: ForgetWhat::Ids(ids),
+            dry_run: false,
+        })?;
+        report.n_snapshots_forgotten += forgotten.n_removed;
+        Ok(())
     }
 
     fn prune_into(&self, report: &mut RetentionReport, progress: &dyn Progress) -> Result<()> {
-        let pruned = self.prune(
+        let pruned = match self.prune(
             &PruneOptions {
                 max_unused: PRUNE_MAX_UNUSED,
                 ..PruneOptions::default()
             },
             progress,
-        )?;
+        ) {
+            Ok(pruned) => pruned,
+            // Another prune is at work: it gives the space back.
+            Err(Error::PruneRunning(who)) => {
+                report.deferred = Some(format!("a prune is running (sessions/{who})"));
+                report.repo_bytes = self.stored_bytes()?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         report.bytes_pruned += pruned.bytes_deleted;
         report.deferred = pruned.deferred;
         self.note(pruned.warnings);

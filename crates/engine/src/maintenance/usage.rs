@@ -8,12 +8,12 @@
 //! those of the latest snapshot. What prune could reclaim comes from a
 //! prune dry run (it writes nothing).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use cairn_crypto::{BlobId, BlobKind};
 use cairn_meta::{Class, NodeKind};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::maintenance::PruneOptions;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -84,19 +84,13 @@ impl Repository {
         usage
             .unreadable
             .extend(listing.unreadable.iter().map(ToString::to_string));
+        // Stored bytes: every distinct tree once, every chunk once.
         let mut seen_trees: HashSet<BlobId> = HashSet::new();
         let mut seen_chunks: HashSet<BlobId> = HashSet::new();
-        let n = listing.snapshots.len();
-        for (i, (id, snapshot)) in listing.snapshots.iter().enumerate() {
-            let latest = i + 1 == n;
-            // The latest snapshot's trees are walked whole (every
-            // occurrence), for its file counts; the others only where they
-            // are new. Depth is bounded as restore bounds it, so no tree,
-            // however hostile, loops.
+        for (id, snapshot) in &listing.snapshots {
             let mut stack = vec![(snapshot.root_id(), 0usize)];
             while let Some((tree_id, depth)) = stack.pop() {
-                let fresh = seen_trees.insert(tree_id);
-                if !(fresh || latest) || depth > MAX_TREE_DEPTH {
+                if depth > MAX_TREE_DEPTH || !seen_trees.insert(tree_id) {
                     continue;
                 }
                 let tree = match self.load_tree(&tree_id) {
@@ -111,9 +105,7 @@ impl Repository {
                     }
                     Err(e) => return Err(e),
                 };
-                if fresh {
-                    usage.tree_stored_bytes += self.stored_len(BlobKind::Tree, &tree_id);
-                }
+                usage.tree_stored_bytes += self.stored_len(BlobKind::Tree, &tree_id);
                 for node in &tree.nodes {
                     match node.kind {
                         NodeKind::Dir => {
@@ -121,22 +113,28 @@ impl Repository {
                         }
                         NodeKind::File => {
                             let share = usage.class_mut(node.class);
-                            if latest {
-                                share.n_files += 1;
-                                share.bytes += node.size;
-                            }
-                            if fresh {
-                                for chunk in node.chunks() {
-                                    if seen_chunks.insert(chunk) {
-                                        share.stored_bytes +=
-                                            self.stored_len(BlobKind::Data, &chunk);
-                                    }
+                            for chunk in node.chunks() {
+                                if seen_chunks.insert(chunk) {
+                                    share.stored_bytes += self.stored_len(BlobKind::Data, &chunk);
                                 }
                             }
                         }
                         NodeKind::Symlink => {}
                     }
                 }
+            }
+        }
+        // Files of the latest snapshot: each distinct tree's counts once,
+        // multiplied by where it occurs (a tree reached many times, however
+        // hostile, costs one read).
+        if let Some((_, latest)) = listing.snapshots.last() {
+            let mut memo = HashMap::new();
+            let counts =
+                crate::deep::on_deep_stack(|| self.tree_counts(&latest.root_id(), 0, &mut memo))?;
+            for (class, (n, bytes)) in [Class::Message, Class::Media].into_iter().zip(counts) {
+                let share = usage.class_mut(class);
+                share.n_files = n;
+                share.bytes = bytes;
             }
         }
         usage.repo_bytes = self.stored_bytes()?;
@@ -151,13 +149,61 @@ impl Repository {
             // A dry run writes nothing; what it would copy is what a
             // real run writes, less pack headers and index files.
             Ok(dry) => Some(dry.bytes_deleted.saturating_sub(dry.bytes_copied)),
-            Err(e) if e.is_repository_damage() => {
-                usage.unreadable.push(format!("prune would refuse: {e}"));
+            Err(e)
+                if e.is_repository_damage()
+                    || matches!(e, Error::PruneRunning(_) | Error::PruneUnsafe(_)) =>
+            {
+                usage
+                    .unreadable
+                    .push(format!("what prune reclaims is unknown: {e}"));
                 None
             }
             Err(e) => return Err(e),
         };
         Ok(usage)
+    }
+
+    /// Files and bytes (messages, media) below a tree, memoized by tree;
+    /// what cannot be read counts nothing (the stored pass notes it).
+    fn tree_counts(
+        &self,
+        id: &BlobId,
+        depth: usize,
+        memo: &mut HashMap<BlobId, [(u64, u64); 2]>,
+    ) -> Result<[(u64, u64); 2]> {
+        if let Some(counts) = memo.get(id) {
+            return Ok(*counts);
+        }
+        let mut counts = [(0u64, 0u64); 2];
+        if depth <= MAX_TREE_DEPTH {
+            match self.load_tree(id) {
+                Ok(tree) => {
+                    for node in &tree.nodes {
+                        match node.kind {
+                            NodeKind::File => {
+                                let slot = &mut counts[usize::from(node.class == Class::Media)];
+                                slot.0 += 1;
+                                slot.1 = slot.1.saturating_add(node.size);
+                            }
+                            NodeKind::Dir => {
+                                if let Some(sub) = node.subtree_id() {
+                                    let below = self.tree_counts(&sub, depth + 1, memo)?;
+                                    for (slot, add) in counts.iter_mut().zip(below) {
+                                        slot.0 = slot.0.saturating_add(add.0);
+                                        slot.1 = slot.1.saturating_add(add.1);
+                                    }
+                                }
+                            }
+                            NodeKind::Symlink => {}
+                        }
+                    }
+                }
+                Err(e) if e.is_repository_damage() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        memo.insert(*id, counts);
+        Ok(counts)
     }
 
     /// A blob's sealed length, 0 when the index does not know it.

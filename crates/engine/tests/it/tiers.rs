@@ -247,7 +247,7 @@ fn a_quota_keeps_the_newest_media_and_is_used_well() {
             START + i * 3600,
         );
     }
-    let report = app.backup(&mut repo, START + DAY).expect("backup");
+    let report = app.backup(&mut repo, START + 2 * DAY).expect("backup");
     let used = store_bytes(&*store);
     assert!(used <= quota, "{used} > {quota}");
     assert!(used * 10 >= quota * 8, "only {used} of {quota} used");
@@ -280,7 +280,7 @@ fn a_quota_keeps_the_newest_media_and_is_used_well() {
     let before = listing(&*store);
     let mut options = options();
     options.dry_run = true;
-    options.time = Some(UNIX_EPOCH + Duration::from_secs((START + DAY) as u64));
+    options.time = Some(UNIX_EPOCH + Duration::from_secs((START + 2 * DAY) as u64));
     let source = ItemList::new("app", app.items(), |path: &[u8]| {
         Ok(io::Cursor::new(
             app.files[&*String::from_utf8_lossy(path)].bytes.clone(),
@@ -383,4 +383,94 @@ fn usage_by_class_and_what_prune_would_reclaim() {
         freed.abs_diff(reclaimable) < 16 * 1024,
         "said {reclaimable}, freed {freed}: {pruned:?}"
     );
+}
+
+/// Regression (review): a redo pass has the same time as the pass before,
+/// and a keep rule could pick the older one and forget the new; with the
+/// over-quota fallback that left no snapshot at all. And the fallback
+/// forgot every snapshot, another device's included. Now another group's
+/// snapshot over the quota is never touched, the redo passes shed media,
+/// the newest snapshot always stays, and the report says the quota is not
+/// met.
+#[test]
+fn over_the_quota_the_newest_snapshot_stays_and_other_devices_are_untouched() {
+    let quota: u64 = 6 << 20;
+    let (store, mut repo) = repo_with(Retention {
+        quota_bytes: Some(quota),
+        snapshots: SnapshotKeep {
+            last: 1,
+            ..SnapshotKeep::default()
+        },
+        ..Retention::default()
+    });
+    let mut rng = Rng(11);
+    // Another device fills most of the quota with its messages.
+    let mut other = App::default();
+    other.put("db/big.db", rng.bytes(4 << 20), START);
+    let source = ItemList::new("app", other.items(), |path: &[u8]| {
+        Ok(io::Cursor::new(
+            other.files[&*String::from_utf8_lossy(path)].bytes.clone(),
+        ))
+    })
+    .expect("items");
+    let mut options = options();
+    options.host = "tablet".into();
+    options.time = Some(UNIX_EPOCH + Duration::from_secs(START as u64));
+    let tablet = repo
+        .backup_from(&source, &options, &NoProgress)
+        .expect("the tablet's backup");
+    // This device: messages and media; the plan does not count the
+    // tablet's bytes, so the first pass overshoots.
+    let mut app = App::default();
+    app.put("db/messages.db", rng.bytes(200_000), START);
+    for i in 0..12i64 {
+        app.put(&format!("media/{i:02}.jpg"), rng.bytes(300_000), START + i);
+    }
+    let report = app.backup(&mut repo, START + DAY).expect("backup");
+    let retention = report.retention.clone().expect("retention");
+    assert!(retention.n_passes >= 2, "{retention:?}");
+    let snapshots = repo.snapshots().expect("snapshots");
+    let ids: Vec<_> = snapshots.iter().map(|(id, _)| *id).collect();
+    assert!(
+        ids.contains(&tablet.snapshot_id),
+        "the tablet's snapshot stays"
+    );
+    assert!(
+        ids.contains(&report.snapshot_id),
+        "the newest snapshot stays"
+    );
+    assert_eq!(ids.len(), 2, "one snapshot per device");
+    assert_eq!(retention.repo_bytes, store_bytes(&*store));
+    if !retention.within_quota() {
+        assert!(report.warnings.iter().any(|w| w.contains("over its quota")));
+    }
+    // What the newest holds restores.
+    let listed = repo.list(&report.snapshot_id, None).expect("list");
+    assert!(listed.entries.iter().any(|e| e.path == "db/messages.db"));
+    let checked = repo
+        .check(&cairn::CheckOptions::default(), &NoProgress)
+        .expect("check");
+    assert!(checked.is_ok(), "{checked:?}");
+}
+
+/// Regression (review): a snapshot dated in the future (a clock set
+/// ahead, then corrected) was "the latest" to the keep rules, and every
+/// later free-tier backup forgot its own new snapshot.
+#[test]
+fn a_snapshot_from_the_future_does_not_make_backups_forget_themselves() {
+    let (_store, mut repo) = repo_with(Retention::for_tier(Tier::Free));
+    let mut rng = Rng(12);
+    let mut app = App::default();
+    app.put("db/messages.db", rng.bytes(100_000), START);
+    app.backup(&mut repo, START + 365 * DAY)
+        .expect("from the future");
+    app.put("db/messages.db", rng.bytes(100_000), START + 1);
+    let report = app.backup(&mut repo, START + DAY).expect("today");
+    let ids: Vec<_> = repo
+        .snapshots()
+        .expect("snapshots")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(ids.contains(&report.snapshot_id), "{ids:?}");
 }
