@@ -33,6 +33,11 @@ bench-e2e *args:
 bench-lifecycle *args:
     python3 benches/lifecycle.py {{args}}
 
+# A daily backup under the free tier against one without a policy, and how
+# well the tier fills its quota.
+bench-tiers *args:
+    python3 benches/tiers.py {{args}}
+
 # The primitives' throughput ceiling on this machine.
 ceiling:
     cargo run --release -p cairn-benches --bin ceiling

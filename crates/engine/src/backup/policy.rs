@@ -138,14 +138,17 @@ pub(crate) fn media_policy<S: Source>(
     let mut media = survey.media;
     // Newest first (ties by path, so the choice does not depend on order).
     media.sort_by(|a, b| b.mtime.cmp(&a.mtime).then_with(|| a.key.cmp(&b.key)));
+    // Newest first, each that still fits: the oldest give way first, and a
+    // medium too large for the room left (a long video) does not leave the
+    // room empty; the smaller, older ones after it still fill it. So a
+    // medium left out is older than every one kept, or larger than each
+    // older one kept.
     let mut kept = HashSet::new();
     for candidate in media {
-        // The oldest go first: once one does not fit, neither do older ones.
-        if candidate.cost > left {
-            break;
+        if candidate.cost <= left {
+            left -= candidate.cost;
+            kept.insert(candidate.key);
         }
-        left -= candidate.cost;
-        kept.insert(candidate.key);
     }
     Ok(Some(MediaPolicy {
         cutoff,

@@ -253,25 +253,35 @@ fn a_quota_keeps_the_newest_media_and_is_used_well() {
     assert!(used * 10 >= quota * 8, "only {used} of {quota} used");
     let held = snapshot_files(&repo, true);
     assert_eq!(held["db/messages.db"], app.files["db/messages.db"].bytes);
-    let kept: Vec<i64> = held
+    let kept: Vec<(i64, usize)> = held
         .keys()
         .filter(|p| p.starts_with("media/"))
-        .map(|p| app.files[p].mtime)
+        .map(|p| (app.files[p].mtime, app.files[p].bytes.len()))
         .collect();
-    let left: Vec<i64> = report
+    let left: Vec<(i64, usize)> = report
         .left_out
         .iter()
         .map(|l| {
             assert_eq!(l.reason, LeftOutReason::Quota);
-            app.files[&l.path].mtime
+            (app.files[&l.path].mtime, app.files[&l.path].bytes.len())
         })
         .collect();
     assert!(!kept.is_empty() && !left.is_empty());
     assert_eq!(kept.len() + left.len(), 40);
-    assert!(
-        left.iter().max() < kept.iter().min(),
-        "the oldest go first: left {left:?}, kept {kept:?}"
-    );
+    // The oldest go first: a medium left out is older than every one kept,
+    // or larger than every older one kept (it did not fit the room left,
+    // and they did).
+    for (left_time, left_size) in &left {
+        for (kept_time, kept_size) in &kept {
+            assert!(
+                kept_time > left_time || kept_size < left_size,
+                "left {left_time} ({left_size} B) for an older {kept_time} ({kept_size} B)"
+            );
+        }
+    }
+    // The newest of all is kept.
+    let newest = app.files.values().map(|f| f.mtime).max().expect("files");
+    assert!(kept.iter().any(|(t, _)| *t == newest));
     for (path, bytes) in &held {
         assert_eq!(*bytes, app.files[path].bytes, "{path}");
     }
