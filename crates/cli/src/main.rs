@@ -670,7 +670,8 @@ fn policy(cli: &Cli) -> Result<Done> {
                 "tier": r.tier.map(|t| t.name()),
                 "quota_bytes": r.quota_bytes,
                 "media_max_age_days": r.media_max_age_days,
-                "keep": {"last": k.last, "daily": k.daily, "weekly": k.weekly, "monthly": k.monthly},
+                "keep": {"last": k.last, "daily": k.daily, "weekly": k.weekly, "monthly": k.monthly,
+                         "keeps_all": k.keeps_all()},
                 "media_rules": config.classes.media,
             })
         );

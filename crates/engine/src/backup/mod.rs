@@ -710,33 +710,9 @@ pub(crate) fn store_trees(repo: &Repository, trees: Vec<(BlobId, Vec<u8>)>) -> R
 /// the validation a real backup gets), as a malicious writer could.
 #[cfg(test)]
 pub(crate) fn forge_snapshot(repo: &Repository, root: &Tree) -> SnapshotId {
-    use cairn_crypto::SealBuffer;
-    let mut packer = Packer::new(
-        repo.store().clone(),
-        repo.keys().metadata.clone(),
-        repo.config().pack_target_size,
-        None,
-        BufferPool::new(),
-    );
     let bytes = root.encode(repo.config().format);
     let id = repo.keys().blob_ids.id_of(BlobKind::Tree, &bytes);
-    let blob = pipeline::NewBlob {
-        kind: BlobKind::Tree,
-        id,
-        buffer: SealBuffer::from_plaintext(&bytes),
-    };
-    let sealed = pipeline::seal_blob(
-        &mut cairn_crypto::Sealer::new(),
-        &repo.keys().data,
-        &repo.keys().metadata,
-        blob,
-    )
-    .expect("seal");
-    packer
-        .add_sealed(sealed.kind, sealed.id, sealed.sealed, sealed.plain_len)
-        .expect("add tree");
-    let (index, _) = packer.finish().expect("finish");
-    repo.blobs().merge(&index);
+    store_trees(repo, vec![(id, bytes)]).expect("store the root");
     let snapshot = Snapshot {
         time_secs: 0,
         time_nanos: 0,

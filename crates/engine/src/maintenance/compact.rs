@@ -36,6 +36,20 @@ pub struct CompactReport {
 }
 
 impl Repository {
+    /// A prune's session for a maintenance writer that must not run beside
+    /// a prune (compaction, repair); `Err` says which prune is running (its
+    /// own marker is gone again).
+    pub(super) fn maintenance_session(&self) -> Result<std::result::Result<Session, String>> {
+        let key = self.keys().metadata.clone();
+        let session = Session::begin(self.store().clone(), key.clone(), SessionKind::Prune)?;
+        let own = session.name().unwrap_or_default();
+        if let Some(prune) = others(&**self.store(), &key, &own)?.prune {
+            session.end()?;
+            return Ok(Err(format!("a prune is running (sessions/{prune})")));
+        }
+        Ok(Ok(session))
+    }
+
     /// Merges the index files into as few as the format allows when there
     /// are more than 32 (see the module docs). Does nothing while a prune
     /// runs or an index file cannot be read (prune and `check` deal with
@@ -49,13 +63,13 @@ impl Repository {
         }
         // The session first, then the view: what a prune did before the
         // marker is seen below; a prune after it sees the marker and stops.
-        let session = Session::begin(self.store().clone(), key.clone(), SessionKind::Prune)?;
-        let own = session.name().unwrap_or_default();
-        if let Some(prune) = others(&**self.store(), &key, &own)?.prune {
-            report.skipped = Some(format!("a prune is running (sessions/{prune})"));
-            session.end()?;
-            return Ok(report);
-        }
+        let session = match self.maintenance_session()? {
+            Ok(session) => session,
+            Err(why) => {
+                report.skipped = Some(why);
+                return Ok(report);
+            }
+        };
         self.blobs().load_new_index_files()?;
         self.blobs().load_condemned()?;
         if let Some(bad) = self.blobs().unreadable_index_files().first() {

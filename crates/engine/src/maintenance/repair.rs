@@ -26,7 +26,7 @@ use crate::blobs::{delete_object, object, put_index_file};
 use crate::error::{Error, Result, from_meta};
 use crate::maintenance::check::{PackVerdict, is_sound};
 use crate::maintenance::prune::split_index;
-use crate::maintenance::sessions::{Session, others};
+use crate::maintenance::sessions::Session;
 use crate::maintenance::{CheckOptions, CheckReport, ReadData};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -78,13 +78,13 @@ impl Repository {
     ) -> Result<RepairIndexReport> {
         let mut report = RepairIndexReport::default();
         let key = self.keys().metadata.clone();
-        let session = Session::begin(self.store().clone(), key.clone(), SessionKind::Prune)?;
-        let own = session.name().unwrap_or_default();
-        if let Some(prune) = others(&**self.store(), &key, &own)?.prune {
-            report.skipped = Some(format!("a prune is running (sessions/{prune})"));
-            session.end()?;
-            return Ok(report);
-        }
+        let session = match self.maintenance_session()? {
+            Ok(session) => session,
+            Err(why) => {
+                report.skipped = Some(why);
+                return Ok(report);
+            }
+        };
         self.blobs().load_condemned()?;
         let superseded_before = self.blobs().index_files_in_records();
         // Every index file, read afresh: what each names, and which fail.

@@ -3,23 +3,9 @@
 //! names the pack (issue 6, item 2).
 
 use cairn::{BackupOptions, Error, NoProgress, Parent, Repository};
-use cairn_store::{MemoryStore, Namespace, ObjectName, Store};
+use cairn_store::Store;
 
 use crate::support::*;
-
-fn packs_by_size(store: &MemoryStore) -> Vec<ObjectName> {
-    let mut packs: Vec<(u64, ObjectName)> = store
-        .list(Namespace::Packs)
-        .expect("list")
-        .into_iter()
-        .map(|n| {
-            let name = ObjectName::new(Namespace::Packs, &n).expect("name");
-            (store.size(&name).expect("size"), name)
-        })
-        .collect();
-    packs.sort();
-    packs.into_iter().map(|(_, n)| n).rev().collect()
-}
 
 fn source(dir: &std::path::Path) -> std::path::PathBuf {
     let src = dir.join("src");

@@ -41,20 +41,6 @@ fn check(repo: &Repository, read_data: ReadData) -> cairn::CheckReport {
         .expect("check runs")
 }
 
-fn data_packs(store: &MemoryStore) -> Vec<ObjectName> {
-    let mut packs: Vec<(u64, ObjectName)> = store
-        .list(Namespace::Packs)
-        .expect("list")
-        .into_iter()
-        .map(|n| {
-            let name = ObjectName::new(Namespace::Packs, &n).expect("name");
-            (store.size(&name).expect("size"), name)
-        })
-        .collect();
-    packs.sort();
-    packs.into_iter().rev().map(|(_, n)| n).collect()
-}
-
 /// The whole sequence after a pack vanished: check names it; repair index
 /// drops its blobs; repair snapshots marks the files that needed them and
 /// keeps the rest restorable; check passes; the next backup stores the lost
@@ -63,7 +49,7 @@ fn data_packs(store: &MemoryStore) -> Vec<ObjectName> {
 fn a_lost_pack_is_repaired_end_to_end() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, mut repo, src, _key) = damaged_setup(dir.path());
-    let lost = data_packs(&store).remove(0);
+    let lost = packs_by_size(&store).remove(0);
     store.delete(&lost).expect("delete");
     assert!(!check(&repo, ReadData::None).is_ok());
 
@@ -133,7 +119,7 @@ fn damaged_blobs_and_unreadable_index_files_are_repaired() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, _repo, src, key) = damaged_setup(dir.path());
     // Flip a byte in the middle of the largest pack (inside a blob).
-    let pack = data_packs(&store).remove(0);
+    let pack = packs_by_size(&store).remove(0);
     let mut bytes = store.get(&pack, u64::MAX).expect("get");
     let middle = bytes.len() / 3;
     bytes[middle] ^= 0x40;
@@ -211,7 +197,7 @@ fn a_repair_failing_at_any_write_loses_nothing_and_can_be_run_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (base, repo, src, key) = damaged_setup(dir.path());
     drop(repo);
-    let lost = data_packs(&base).remove(0);
+    let lost = packs_by_size(&base).remove(0);
     base.delete(&lost).expect("delete");
     let mut n_failures = 0;
     for fail_at in 0.. {

@@ -304,3 +304,19 @@ pub fn make_writable_and_remove(path: &Path) -> std::io::Result<()> {
     walk(path);
     fs::remove_dir_all(path)
 }
+
+/// The store's packs, largest first.
+pub fn packs_by_size(store: &MemoryStore) -> Vec<cairn_store::ObjectName> {
+    let mut packs: Vec<(u64, cairn_store::ObjectName)> = store
+        .list(cairn_store::Namespace::Packs)
+        .expect("list")
+        .into_iter()
+        .map(|n| {
+            let name =
+                cairn_store::ObjectName::new(cairn_store::Namespace::Packs, &n).expect("name");
+            (store.size(&name).expect("size"), name)
+        })
+        .collect();
+    packs.sort();
+    packs.into_iter().rev().map(|(_, n)| n).collect()
+}

@@ -97,6 +97,18 @@ fn repo_with(retention: Retention) -> (Arc<MemoryStore>, Repository) {
     (store, repo)
 }
 
+/// A repository with only a quota, keeping the latest snapshot.
+fn quota_repo(quota: u64) -> (Arc<MemoryStore>, Repository) {
+    repo_with(Retention {
+        quota_bytes: Some(quota),
+        snapshots: SnapshotKeep {
+            last: 1,
+            ..SnapshotKeep::default()
+        },
+        ..Retention::default()
+    })
+}
+
 /// Every file of the only snapshot: path → bytes (read back), sizes only
 /// when `read` is false.
 fn snapshot_files(repo: &Repository, read: bool) -> BTreeMap<String, Vec<u8>> {
@@ -228,14 +240,7 @@ fn the_free_tier_over_120_days() {
 #[test]
 fn a_quota_keeps_the_newest_media_and_is_used_well() {
     let quota: u64 = 8 << 20;
-    let (store, mut repo) = repo_with(Retention {
-        quota_bytes: Some(quota),
-        snapshots: SnapshotKeep {
-            last: 1,
-            ..SnapshotKeep::default()
-        },
-        ..Retention::default()
-    });
+    let (store, mut repo) = quota_repo(quota);
     let mut rng = Rng(8);
     let mut app = App::default();
     app.put("db/messages.db", rng.bytes(1 << 20), START);
@@ -405,14 +410,7 @@ fn usage_by_class_and_what_prune_would_reclaim() {
 #[test]
 fn over_the_quota_the_newest_snapshot_stays_and_other_devices_are_untouched() {
     let quota: u64 = 6 << 20;
-    let (store, mut repo) = repo_with(Retention {
-        quota_bytes: Some(quota),
-        snapshots: SnapshotKeep {
-            last: 1,
-            ..SnapshotKeep::default()
-        },
-        ..Retention::default()
-    });
+    let (store, mut repo) = quota_repo(quota);
     let mut rng = Rng(11);
     // Another device fills most of the quota with its messages.
     let mut other = App::default();
