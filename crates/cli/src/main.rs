@@ -5,6 +5,7 @@
 
 mod demo;
 mod keys;
+mod location;
 mod maintenance;
 mod output;
 mod progress;
@@ -12,12 +13,11 @@ mod progress;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cairn::{BackupOptions, InitOptions, NodeKind, Parent, RecoveryKey, Repository};
-use cairn_store::LocalStore;
 use clap::{Parser, Subcommand};
+use location::Location;
 use output::{err, out};
 use progress::CliProgress;
 
@@ -270,10 +270,9 @@ fn repo_path(cli: &Cli) -> Result<PathBuf> {
 }
 
 fn open_repo(cli: &Cli) -> Result<Repository> {
-    let path = repo_path(cli)?;
+    let location = Location::of(&repo_path(cli)?)?;
     let key = keys::load(cli.key_file.as_deref())?;
-    let store = LocalStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(Repository::open(Arc::new(store), &key)?)
+    Ok(Repository::open(location.open()?, &key)?)
 }
 
 /// "1 entry", "2 entries".
@@ -392,7 +391,7 @@ fn run(cli: Cli) -> Result<Done> {
 /// repository and removed again if creating the repository fails, so a key
 /// is never lost and never outlives a failed init.
 fn init(cli: &Cli, options: &InitOptions) -> Result<Done> {
-    let path = repo_path(cli)?;
+    let location = Location::of(&repo_path(cli)?)?;
     // Bad options are refused before a key or a directory is made.
     cairn::PathRules::new(&options.classes.media)?;
     cairn::RepoConfig {
@@ -415,19 +414,22 @@ fn init(cli: &Cli, options: &InitOptions) -> Result<Done> {
     if let Some(key_file) = &cli.key_file {
         keys::write_new(key_file, &key)?;
     }
-    let existed = path.exists();
-    let created = LocalStore::create(&path)
-        .with_context(|| format!("creating {}", path.display()))
-        .and_then(|store| {
-            Repository::init_with_key(Arc::new(store), &key, options).map_err(anyhow::Error::from)
-        });
-    if let Err(e) = created {
-        if let Some(key_file) = &cli.key_file {
-            let _ = std::fs::remove_file(key_file);
+    let existed = location.exists();
+    let created = location.create().and_then(|store| {
+        Repository::init_with_key(store.clone(), &key, options)
+            .map(|_| store)
+            .map_err(anyhow::Error::from)
+    });
+    let store = match created {
+        Ok(store) => store,
+        Err(e) => {
+            if let Some(key_file) = &cli.key_file {
+                let _ = std::fs::remove_file(key_file);
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
-    out!("created repository {}", path.display());
+    };
+    out!("created repository {}", location.describe());
     match &cli.key_file {
         Some(key_file) => out!("recovery key written to {}", key_file.display()),
         None => {
@@ -438,10 +440,7 @@ fn init(cli: &Cli, options: &InitOptions) -> Result<Done> {
             // A key nobody saw opens a repository nobody can use: take it
             // back (it holds nothing yet) rather than report success.
             if let Err(e) = shown {
-                let _ = std::fs::remove_dir_all(&path);
-                if existed {
-                    let _ = std::fs::create_dir(&path);
-                }
+                location.take_back(&*store, existed);
                 anyhow::bail!(
                     "could not show the new recovery key ({e}); the repository was removed again"
                 );

@@ -240,9 +240,11 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
 }
 
-/// The conformance suite every backend must pass; each backend's tests call it.
-#[cfg(test)]
-pub(crate) mod conformance {
+/// The conformance suite every backend must pass; each backend's tests call
+/// it (backends in other crates too: it is public for them, not for use).
+#[doc(hidden)]
+#[allow(clippy::missing_panics_doc)]
+pub mod conformance {
     use super::*;
 
     fn name(ns: Namespace, s: &str) -> ObjectName {
@@ -251,7 +253,8 @@ pub(crate) mod conformance {
 
     const ANY: u64 = u64::MAX;
 
-    pub(crate) fn run(store: &dyn Store) {
+    /// Runs the suite against an empty store; panics on the first breach.
+    pub fn run(store: &dyn Store) {
         let a = name(Namespace::Packs, "aa01");
         let b = name(Namespace::Packs, "0b02");
         let other_ns = name(Namespace::Index, "aa01");

@@ -31,6 +31,7 @@ fn dependencies_point_one_way() {
         ("chunker", &[]),
         ("crypto", &[]),
         ("store", &[]),
+        ("store-s3", &["cairn-store"]),
         ("pack", &["cairn-crypto"]),
         ("index", &["cairn-crypto", "cairn-pack"]),
         ("meta", &["cairn-chunker", "cairn-crypto"]),
@@ -45,7 +46,7 @@ fn dependencies_point_one_way() {
                 "cairn-store",
             ],
         ),
-        ("cli", &["cairn", "cairn-store"]),
+        ("cli", &["cairn", "cairn-store", "cairn-store-s3"]),
     ];
     for (dir, allowed) in expected {
         let found = cairn_dependencies(&crates.join(dir).join("Cargo.toml"));
