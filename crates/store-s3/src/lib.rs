@@ -12,7 +12,9 @@
 //! of nothing with success). Nothing is read from the machine's instance
 //! metadata or configuration files: credentials are what the caller gives.
 //!
-//! The store owns a small tokio runtime; OpenDAL's blocking operator runs
+//! Requests are bounded in time and retried on temporary failures (four
+//! times, with backoff and jitter); permanent ones are errors at once. The store owns a
+//! small tokio runtime; OpenDAL's blocking operator runs
 //! every request on it. Call it from synchronous code only (OpenDAL's
 //! blocking API panics inside an async context).
 
@@ -24,6 +26,14 @@ pub mod test_server;
 use cairn_store::{Error, Namespace, ObjectName, Store};
 use opendal::options::{ListOptions, ReadOptions, WriteOptions};
 use opendal::{EntryMode, ErrorKind};
+
+/// Longest one request may take, whole (a 64 MiB pack at 2 MB/s takes 32 s).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// Longest a request may wait for the next bytes.
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Retries of a request that failed for a temporary reason: with backoff
+/// from 0.2 s doubling to 8 s, about 15 s in all before the error stands.
+const MAX_RETRIES: usize = 4;
 
 /// Where a repository is, and how to reach it.
 #[derive(Clone, Default)]
@@ -145,8 +155,24 @@ impl S3Store {
         let op = {
             // The blocking operator takes the runtime it is created in.
             let _entered = runtime.enter();
+            // Each attempt is bounded in time; temporary failures (5xx,
+            // throttling, timeouts, dropped connections) are retried with
+            // exponential backoff and jitter, a few times; permanent ones
+            // (wrong credentials, a missing bucket) fail at once.
             let op = opendal::Operator::new(builder)
                 .map_err(|e| io_error(&location, e))?
+                .layer(
+                    opendal::layers::TimeoutLayer::new()
+                        .with_timeout(REQUEST_TIMEOUT)
+                        .with_io_timeout(IO_TIMEOUT),
+                )
+                .layer(
+                    opendal::layers::RetryLayer::new()
+                        .with_max_times(MAX_RETRIES)
+                        .with_jitter()
+                        .with_min_delay(std::time::Duration::from_millis(200))
+                        .with_max_delay(std::time::Duration::from_secs(8)),
+                )
                 .finish();
             opendal::blocking::Operator::new(op).map_err(|e| io_error(&location, e))?
         };
