@@ -26,6 +26,13 @@ impl Location {
     pub fn of(repo: &Path) -> Result<Self> {
         let text = repo.to_string_lossy();
         match S3Config::from_location(&text) {
+            // `S3://…`, `s3:/…`, `gs://…`: a typo or a backend cairn lacks,
+            // never a local directory of that name.
+            None if text.to_ascii_lowercase().starts_with("s3:") || text.contains("://") => {
+                anyhow::bail!(
+                    "{text}: not a location cairn knows (a directory, or s3://bucket/prefix)"
+                )
+            }
             None => Ok(Location::Local(repo.to_path_buf())),
             Some(Err(e)) => anyhow::bail!("{e}"),
             Some(Ok(mut config)) => {
@@ -61,13 +68,14 @@ impl Location {
         })
     }
 
-    /// The store for a new repository (a directory is made).
+    /// The store for a new repository: a directory is made, or a prefix
+    /// checked empty (and the server checked to refuse overwrites).
     pub fn create(&self) -> Result<Arc<dyn Store>> {
         Ok(match self {
             Location::Local(path) => Arc::new(
                 LocalStore::create(path).with_context(|| format!("creating {}", path.display()))?,
             ),
-            Location::S3(config) => Arc::new(S3Store::new(config)?),
+            Location::S3(config) => Arc::new(S3Store::create(config)?),
         })
     }
 

@@ -19,20 +19,25 @@
 //! blocking API panics inside an async context).
 
 use std::io;
+use std::time::Duration;
 
 #[cfg(feature = "test-server")]
 pub mod test_server;
 
 use cairn_store::{Error, Namespace, ObjectName, Store};
-use opendal::options::{ListOptions, ReadOptions, WriteOptions};
+use opendal::options::{ListOptions, ReaderOptions, WriteOptions};
 use opendal::{EntryMode, ErrorKind};
 
-/// Longest one request may take, whole (a 64 MiB pack at 2 MB/s takes 32 s).
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-/// Longest a request may wait for the next bytes.
-const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Retries of a request that failed for a temporary reason: with backoff
-/// from 0.2 s doubling to 8 s, about 15 s in all before the error stands.
+/// Longest a read, size query, listing or delete may take (each attempt).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest one of them may wait for the next bytes.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a put may take (each attempt): a put is one request, sent whole,
+/// and a 16 MiB pack over a 1 Mbit/s uplink takes over two minutes.
+const PUT_TIMEOUT: Duration = Duration::from_secs(900);
+/// Retries of a request that failed for a temporary reason (5xx,
+/// throttling, timeouts, dropped connections), with backoff from 0.2 s
+/// doubling and jitter: about 3 s of waiting in all before the error stands.
 const MAX_RETRIES: usize = 4;
 
 /// Where a repository is, and how to reach it.
@@ -95,7 +100,10 @@ impl S3Config {
 
 /// A repository in an S3 bucket.
 pub struct S3Store {
+    /// Reads, size queries, listings and deletes.
     op: opendal::blocking::Operator,
+    /// Puts: the same, with a deadline fit for a whole pack.
+    put_op: opendal::blocking::Operator,
     /// Described in messages as `s3://bucket/prefix`.
     location: String,
     // Dropped last: the operator's requests run on it.
@@ -110,6 +118,42 @@ impl std::fmt::Debug for S3Store {
     }
 }
 
+/// Why a streamed read failed.
+enum ReadError {
+    Dal(opendal::Error),
+    Io(io::Error),
+    TooLong,
+}
+
+impl ReadError {
+    fn is_not_found(&self) -> bool {
+        match self {
+            ReadError::Dal(e) => e.kind() == ErrorKind::NotFound,
+            ReadError::Io(e) => e.kind() == io::ErrorKind::NotFound,
+            ReadError::TooLong => false,
+        }
+    }
+
+    fn into_store_error(self, name: &str) -> Error {
+        match self {
+            ReadError::Dal(e) => io_error(name, e),
+            ReadError::Io(e) => Error::Io {
+                name: name.to_owned(),
+                source: e,
+            },
+            ReadError::TooLong => Error::Io {
+                name: name.to_owned(),
+                source: io::Error::other("the server sent more bytes than asked for"),
+            },
+        }
+    }
+}
+
+/// Whether S3 refused a write for a conflicting one in flight (409).
+fn is_conflict(e: &opendal::Error) -> bool {
+    e.to_string().contains("409")
+}
+
 /// What OpenDAL said, as a store error about `name`.
 fn io_error(name: &str, e: opendal::Error) -> Error {
     Error::Io {
@@ -119,10 +163,15 @@ fn io_error(name: &str, e: opendal::Error) -> Error {
 }
 
 impl S3Store {
-    /// A store for `config`. Sends no request (the first operation finds
-    /// out whether the bucket and credentials work).
+    /// A store for an existing repository at `config`. Sends no request
+    /// (the first operation finds out whether the bucket and credentials
+    /// work).
     pub fn new(config: &S3Config) -> Result<Self, Error> {
-        let location = format!("s3://{}/{}", config.bucket, config.prefix);
+        let location = if config.prefix.is_empty() {
+            format!("s3://{}/", config.bucket)
+        } else {
+            format!("s3://{}/{}/", config.bucket, config.prefix)
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
@@ -132,55 +181,97 @@ impl S3Store {
                 name: location.clone(),
                 source: e,
             })?;
-        let mut builder = opendal::services::S3::default()
-            .bucket(&config.bucket)
-            .root(&format!("/{}", config.prefix))
-            .disable_config_load()
-            .disable_ec2_metadata();
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder.endpoint(endpoint);
-        }
-        if let Some(region) = &config.region {
-            builder = builder.region(region);
-        }
-        if let Some(id) = &config.access_key_id {
-            builder = builder.access_key_id(id);
-        }
-        if let Some(secret) = &config.secret_access_key {
-            builder = builder.secret_access_key(secret);
-        }
-        if let Some(token) = &config.session_token {
-            builder = builder.session_token(token);
-        }
-        let op = {
-            // The blocking operator takes the runtime it is created in.
+        let operator = |timeout: Duration, io_timeout: Duration| {
+            let mut builder = opendal::services::S3::default()
+                .bucket(&config.bucket)
+                .root(&format!("/{}", config.prefix))
+                .disable_config_load()
+                .disable_ec2_metadata();
+            if let Some(endpoint) = &config.endpoint {
+                builder = builder.endpoint(endpoint);
+            }
+            if let Some(region) = &config.region {
+                builder = builder.region(region);
+            }
+            if let Some(id) = &config.access_key_id {
+                builder = builder.access_key_id(id);
+            }
+            if let Some(secret) = &config.secret_access_key {
+                builder = builder.secret_access_key(secret);
+            }
+            if let Some(token) = &config.session_token {
+                builder = builder.session_token(token);
+            }
+            // Each attempt is bounded in time; temporary failures are
+            // retried with backoff and jitter; permanent ones (wrong
+            // credentials, a missing bucket) fail at once. The blocking
+            // operator takes the runtime it is created in.
             let _entered = runtime.enter();
-            // Each attempt is bounded in time; temporary failures (5xx,
-            // throttling, timeouts, dropped connections) are retried with
-            // exponential backoff and jitter, a few times; permanent ones
-            // (wrong credentials, a missing bucket) fail at once.
             let op = opendal::Operator::new(builder)
                 .map_err(|e| io_error(&location, e))?
                 .layer(
                     opendal::layers::TimeoutLayer::new()
-                        .with_timeout(REQUEST_TIMEOUT)
-                        .with_io_timeout(IO_TIMEOUT),
+                        .with_timeout(timeout)
+                        .with_io_timeout(io_timeout),
                 )
                 .layer(
                     opendal::layers::RetryLayer::new()
                         .with_max_times(MAX_RETRIES)
                         .with_jitter()
-                        .with_min_delay(std::time::Duration::from_millis(200))
-                        .with_max_delay(std::time::Duration::from_secs(8)),
+                        .with_min_delay(Duration::from_millis(200))
+                        .with_max_delay(Duration::from_secs(8)),
                 )
                 .finish();
-            opendal::blocking::Operator::new(op).map_err(|e| io_error(&location, e))?
+            opendal::blocking::Operator::new(op).map_err(|e| io_error(&location, e))
         };
+        let op = operator(REQUEST_TIMEOUT, IO_TIMEOUT)?;
+        let put_op = operator(PUT_TIMEOUT, PUT_TIMEOUT)?;
         Ok(Self {
             op,
+            put_op,
             location,
             _runtime: runtime,
         })
+    }
+
+    /// A store for a new repository at `config`: refuses a prefix that
+    /// holds anything (another tool's repository, another cairn's), and a
+    /// server that lets a put overwrite (the format's commit points need
+    /// put-if-absent): it puts a probe twice and removes it.
+    pub fn create(config: &S3Config) -> Result<Self, Error> {
+        let store = Self::new(config)?;
+        let anything = store
+            .op
+            .list_options(
+                "/",
+                ListOptions {
+                    limit: Some(1),
+                    ..ListOptions::default()
+                },
+            )
+            .map_err(|e| io_error(&store.location, e))?
+            .into_iter()
+            .any(|entry| entry.path() != "/");
+        if anything {
+            return Err(Error::Io {
+                name: store.location.clone(),
+                source: io::Error::other("not empty: a repository must have a prefix of its own"),
+            });
+        }
+        let probe = ObjectName::new(Namespace::Sessions, "put-if-absent-probe")?;
+        store.put(&probe, b"1")?;
+        let overwrote = !matches!(store.put(&probe, b"2"), Err(Error::AlreadyExists(_)));
+        store.delete(&probe)?;
+        if overwrote {
+            return Err(Error::Io {
+                name: store.location.clone(),
+                source: io::Error::other(
+                    "the server lets a put overwrite an object (it ignores If-None-Match); \
+                     cairn needs put-if-absent",
+                ),
+            });
+        }
+        Ok(store)
     }
 
     /// The object's path below the prefix: the local store's layout.
@@ -211,10 +302,23 @@ impl Store for S3Store {
             if_not_exists: true,
             ..WriteOptions::default()
         };
-        self.op
+        match self
+            .put_op
             .write_options(&Self::path(name), bytes.to_vec(), options)
-            .map(|_| ())
-            .map_err(|e| self.error(name, e))
+        {
+            Ok(_) => Ok(()),
+            // A refused put may be our own, retried after the first attempt
+            // was stored and its answer lost, or a write still in flight:
+            // the same bytes there are this put done.
+            Err(e) if matches!(e.kind(), ErrorKind::ConditionNotMatch) || is_conflict(&e) => {
+                match self.get(name, bytes.len() as u64) {
+                    Ok(there) if there == bytes => Ok(()),
+                    Ok(_) | Err(Error::TooLarge { .. }) => Err(Error::AlreadyExists(name.clone())),
+                    Err(other) => Err(other),
+                }
+            }
+            Err(e) => Err(self.error(name, e)),
+        }
     }
 
     fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
@@ -245,21 +349,41 @@ impl Store for S3Store {
                 Err(Error::OutOfRange(name.clone()))
             };
         }
-        let options = ReadOptions {
-            range: (offset..end).into(),
-            ..ReadOptions::default()
+        // Streamed and counted: a server that sends more than the range
+        // (a hostile one) is cut off at one chunk past it, never buffered.
+        let read = || -> Result<Vec<u8>, ReadError> {
+            let chunks = self
+                .op
+                .reader_options(&Self::path(name), ReaderOptions::default())
+                .and_then(|reader| reader.into_bytes_iterator(offset..end))
+                .map_err(ReadError::Dal)?;
+            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 26));
+            for chunk in chunks {
+                let chunk = chunk.map_err(ReadError::Io)?;
+                if out.len() as u64 + chunk.len() as u64 > len {
+                    return Err(ReadError::TooLong);
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(out)
         };
-        let bytes = match self.op.read_options(&Self::path(name), options) {
-            Ok(bytes) => bytes.to_vec(),
-            // OpenDAL refuses an answer shorter than the range asked for:
-            // past the end of the object, if it is shorter than the range.
-            Err(e) if e.kind() != ErrorKind::NotFound => {
-                return Err(match self.size(name) {
-                    Ok(size) if size < end => Error::OutOfRange(name.clone()),
-                    _ => self.error(name, e),
+        let bytes = match read() {
+            Ok(bytes) => bytes,
+            Err(ReadError::TooLong) => {
+                return Err(Error::Io {
+                    name: format!("{}{}", self.location, Self::path(name)),
+                    source: io::Error::other("the server sent more bytes than asked for"),
                 });
             }
-            Err(e) => return Err(self.error(name, e)),
+            Err(e) if e.is_not_found() => return Err(Error::NotFound(name.clone())),
+            // OpenDAL refuses an answer shorter than the range asked for:
+            // past the end of the object, if it is shorter than the range.
+            Err(e) => {
+                return Err(match self.size(name) {
+                    Ok(size) if size < end => Error::OutOfRange(name.clone()),
+                    _ => e.into_store_error(&format!("{}{}", self.location, Self::path(name))),
+                });
+            }
         };
         // A short answer: the object ends before the range does.
         if bytes.len() as u64 != len {
@@ -291,9 +415,10 @@ impl Store for S3Store {
             .filter(|entry| entry.metadata().mode() == EntryMode::FILE)
             .filter_map(|entry| {
                 let name = entry.path().rsplit('/').next()?.to_owned();
-                // What is not a valid object name is not cairn's.
-                ObjectName::new(namespace, &name).ok()?;
-                Some(name)
+                // Only what is where this name's object would be: not a
+                // nested repository's objects, nor anything not cairn's.
+                let object = ObjectName::new(namespace, &name).ok()?;
+                (Self::path(&object) == entry.path().trim_start_matches('/')).then_some(name)
             })
             .collect();
         names.sort();

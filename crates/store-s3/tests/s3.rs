@@ -100,3 +100,50 @@ fn a_repository_lives_on_s3() {
         .expect("check");
     assert!(checked.is_ok(), "{checked:?}");
 }
+
+/// A put retried after its first attempt was stored (its answer lost) must
+/// not fail as "already exists": the same bytes there are this put done;
+/// other bytes are another writer's, and refused.
+#[test]
+fn a_put_of_the_same_bytes_again_succeeds_and_other_bytes_are_refused() {
+    let server = Server::start();
+    let store = S3Store::new(&server.config("again")).expect("store");
+    let name = cairn_store::ObjectName::new(cairn_store::Namespace::Packs, "ab01").expect("name");
+    store.put(&name, b"pack bytes").expect("put");
+    store
+        .put(&name, b"pack bytes")
+        .expect("the same bytes again");
+    assert!(matches!(
+        store.put(&name, b"other bytes"),
+        Err(cairn_store::Error::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        store.put(&name, b"pack bytes and more"),
+        Err(cairn_store::Error::AlreadyExists(_))
+    ));
+}
+
+/// A new repository needs a prefix of its own; a nested repository's
+/// objects never show in its parent's listing.
+#[test]
+fn a_new_repository_needs_an_empty_prefix_and_listings_are_exact() {
+    let server = Server::start();
+    let nested = S3Store::create(&server.config("keys/x")).expect("an empty prefix");
+    let key = cairn_store::ObjectName::new(cairn_store::Namespace::Keys, "y").expect("name");
+    nested
+        .put(&key, b"a key slot of another repository")
+        .expect("put");
+    let parent = S3Store::new(&server.config("")).expect("store");
+    assert!(
+        parent
+            .list(cairn_store::Namespace::Keys)
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        S3Store::create(&server.config("")).is_err(),
+        "the bucket holds something"
+    );
+    assert!(S3Store::create(&server.config("keys")).is_err());
+    assert!(S3Store::create(&server.config("elsewhere")).is_ok());
+}

@@ -175,7 +175,10 @@ impl fmt::Display for ObjectName {
 
 /// A backend holding a repository's objects. See the crate docs for the contract.
 pub trait Store: Send + Sync {
-    /// Stores `bytes` under `name` unless the name exists.
+    /// Stores `bytes` under `name` unless the name exists
+    /// ([`Error::AlreadyExists`]). A backend that cannot tell its own
+    /// retried write from another's (object storage) may answer `Ok` when
+    /// the object there holds exactly `bytes`.
     fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error>;
     /// [`Store::put`] of the concatenation of `parts`, which a backend may
     /// write without concatenating them first.

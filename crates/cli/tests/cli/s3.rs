@@ -38,6 +38,16 @@ fn a_repository_in_a_bucket_through_the_cli() {
     wrong[5] = ("AWS_SECRET_ACCESS_KEY", "not-the-secret");
     let err = one_line_error(&cairn(&["snapshots"], &wrong));
     assert!(!err.contains("not-the-secret"), "{err}");
+    // A prefix that holds anything is no place for a new repository.
+    let other_key = dir.path().join("other-key.txt");
+    let mut again = env;
+    again[1] = ("CAIRN_KEY_FILE", p(&other_key));
+    let taken = cairn(&["init"], &again);
+    assert!(!other_key.exists(), "a failed init leaves no key file");
+    assert!(one_line_error(&taken).contains("not empty"));
+    // A scheme typo is an error, never a local directory of that name.
+    let typo = [("CAIRN_REPOSITORY", "S3://cairn-test/x"), env[1]];
+    assert!(one_line_error(&cairn(&["snapshots"], &typo)).contains("not a location"));
     // A custom endpoint without a region is refused up front.
     let no_region: Vec<_> = env
         .iter()
