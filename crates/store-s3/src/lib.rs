@@ -28,6 +28,8 @@ use cairn_store::{Error, Namespace, ObjectName, Store};
 use opendal::options::{ListOptions, ReaderOptions, WriteOptions};
 use opendal::{EntryMode, ErrorKind};
 
+/// Longest a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a read, size query, listing or delete may take (each attempt).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest one of them may wait for the next bytes.
@@ -181,6 +183,20 @@ impl S3Store {
                 name: location.clone(),
                 source: e,
             })?;
+        // A client of this store's own: a connect timeout (OpenDAL's shared
+        // default has none, so an unreachable endpoint cost each attempt its
+        // whole deadline), and no connections shared with other stores'
+        // runtimes.
+        let client = {
+            let _entered = runtime.enter();
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build()
+                .map_err(|e| Error::Io {
+                    name: location.clone(),
+                    source: io::Error::other(e),
+                })?
+        };
         let operator = |timeout: Duration, io_timeout: Duration| {
             let mut builder = opendal::services::S3::default()
                 .bucket(&config.bucket)
@@ -209,6 +225,9 @@ impl S3Store {
             let _entered = runtime.enter();
             let op = opendal::Operator::new(builder)
                 .map_err(|e| io_error(&location, e))?
+                .layer(opendal::layers::HttpClientLayer::new(
+                    opendal::raw::HttpClient::with(client.clone()),
+                ))
                 .layer(
                     opendal::layers::TimeoutLayer::new()
                         .with_timeout(timeout)

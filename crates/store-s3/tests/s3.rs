@@ -147,3 +147,24 @@ fn a_new_repository_needs_an_empty_prefix_and_listings_are_exact() {
     assert!(S3Store::create(&server.config("keys")).is_err());
     assert!(S3Store::create(&server.config("elsewhere")).is_ok());
 }
+
+/// An endpoint that is down: every kind of request is an error after its
+/// retries, and never `NotFound` (which would make a backup distrust packs
+/// and a reader think a snapshot gone).
+#[test]
+fn an_endpoint_that_is_down_is_an_error_not_a_missing_object() {
+    let server = Server::start();
+    let config = server.config("down");
+    drop(server);
+    let store = S3Store::new(&config).expect("store");
+    let name = cairn_store::ObjectName::new(cairn_store::Namespace::Packs, "ab01").expect("name");
+    for result in [
+        store.size(&name).map(|_| ()),
+        store.get(&name, 10).map(|_| ()),
+        store.put(&name, b"x"),
+        store.list(cairn_store::Namespace::Packs).map(|_| ()),
+    ] {
+        let err = result.expect_err("the server is gone");
+        assert!(matches!(err, cairn_store::Error::Io { .. }), "{err}");
+    }
+}
