@@ -7,7 +7,8 @@
 //! The store contract holds on S3 (the conformance suite of `cairn-store`
 //! runs against an S3 server in the tests): a put never overwrites (it
 //! sends `If-None-Match: *`, which S3 and its compatible servers honour), a
-//! read is bounded before it allocates (a size query first), a delete of a
+//! read is bounded before it allocates (streamed, and cut off past what the
+//! caller allows: one request for a whole object), a delete of a
 //! missing object says so (a size query first: S3 itself answers a delete
 //! of nothing with success). Nothing is read from the machine's instance
 //! metadata or configuration files: credentials are what the caller gives.
@@ -293,6 +294,36 @@ impl S3Store {
         Ok(store)
     }
 
+    /// How messages name an object: its full location.
+    fn describe(&self, name: &ObjectName) -> String {
+        format!("{}{}", self.location, Self::path(name))
+    }
+
+    /// Reads `range` of an object, streamed and counted: a server that
+    /// sends more than `limit` bytes (a hostile one) is cut off one chunk
+    /// past it, never buffered whole.
+    fn stream(
+        &self,
+        name: &ObjectName,
+        range: impl std::ops::RangeBounds<u64>,
+        limit: u64,
+    ) -> Result<Vec<u8>, ReadError> {
+        let chunks = self
+            .op
+            .reader_options(&Self::path(name), ReaderOptions::default())
+            .and_then(|reader| reader.into_bytes_iterator(range))
+            .map_err(ReadError::Dal)?;
+        let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(1 << 26));
+        for chunk in chunks {
+            let chunk = chunk.map_err(ReadError::Io)?;
+            if out.len() as u64 + chunk.len() as u64 > limit {
+                return Err(ReadError::TooLong);
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
     /// The object's path below the prefix: the local store's layout.
     fn path(name: &ObjectName) -> String {
         let dir = name.namespace().dir();
@@ -340,19 +371,23 @@ impl Store for S3Store {
         }
     }
 
+    /// One request: the object streamed and cut off past `max_len` (a size
+    /// query then says how large it is, for the error).
     fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
-        let size = self.size(name)?;
-        if size > max_len {
-            return Err(Error::TooLarge {
-                name: name.clone(),
-                size,
-                max_len,
-            });
+        match self.stream(name, .., max_len) {
+            Ok(bytes) => Ok(bytes),
+            Err(ReadError::TooLong) => match self.size(name)? {
+                size if size > max_len => Err(Error::TooLarge {
+                    name: name.clone(),
+                    size,
+                    max_len,
+                }),
+                // It said one size and sent more.
+                _ => Err(ReadError::TooLong.into_store_error(&self.describe(name))),
+            },
+            Err(e) if e.is_not_found() => Err(Error::NotFound(name.clone())),
+            Err(e) => Err(e.into_store_error(&self.describe(name))),
         }
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        self.get_range(name, 0, size)
     }
 
     fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
@@ -368,25 +403,7 @@ impl Store for S3Store {
                 Err(Error::OutOfRange(name.clone()))
             };
         }
-        // Streamed and counted: a server that sends more than the range
-        // (a hostile one) is cut off at one chunk past it, never buffered.
-        let read = || -> Result<Vec<u8>, ReadError> {
-            let chunks = self
-                .op
-                .reader_options(&Self::path(name), ReaderOptions::default())
-                .and_then(|reader| reader.into_bytes_iterator(offset..end))
-                .map_err(ReadError::Dal)?;
-            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 26));
-            for chunk in chunks {
-                let chunk = chunk.map_err(ReadError::Io)?;
-                if out.len() as u64 + chunk.len() as u64 > len {
-                    return Err(ReadError::TooLong);
-                }
-                out.extend_from_slice(&chunk);
-            }
-            Ok(out)
-        };
-        let bytes = match read() {
+        let bytes = match self.stream(name, offset..end, len) {
             Ok(bytes) => bytes,
             Err(ReadError::TooLong) => {
                 return Err(Error::Io {
