@@ -378,23 +378,42 @@ impl Repository {
             }
             BlobKind::Tree => stats.n_tree_blobs += 1,
         });
-        for ns in Namespace::ALL {
-            let names = self.store.list(ns)?;
+        let (counts, bytes) = self.object_totals()?;
+        for (ns, n) in counts {
             match ns {
-                Namespace::Packs => stats.n_packs = names.len(),
-                Namespace::Index => stats.n_index_files = names.len(),
-                Namespace::Snapshots => stats.n_snapshots = names.len(),
+                Namespace::Packs => stats.n_packs = n,
+                Namespace::Index => stats.n_index_files = n,
+                Namespace::Snapshots => stats.n_snapshots = n,
                 _ => {}
             }
+        }
+        stats.repo_bytes = bytes;
+        Ok(stats)
+    }
+
+    /// Bytes of every object in the repository's store (what a quota
+    /// bounds).
+    pub(crate) fn stored_bytes(&self) -> Result<u64> {
+        Ok(self.object_totals()?.1)
+    }
+
+    /// How many objects each namespace holds, and the bytes of all: one
+    /// listing per namespace, one size query per object.
+    fn object_totals(&self) -> Result<(Vec<(Namespace, usize)>, u64)> {
+        let mut counts = Vec::with_capacity(Namespace::ALL.len());
+        let mut bytes = 0;
+        for ns in Namespace::ALL {
+            let names = self.store.list(ns)?;
+            counts.push((ns, names.len()));
             for name in names {
                 match self.store.size(&object(ns, &name)?) {
-                    Ok(size) => stats.repo_bytes += size,
-                    // Deleted meanwhile (by a concurrent prune, later).
+                    Ok(size) => bytes += size,
+                    // Deleted meanwhile (by a concurrent prune).
                     Err(cairn_store::Error::NotFound(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
         }
-        Ok(stats)
+        Ok((counts, bytes))
     }
 }

@@ -9,13 +9,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use cairn_meta::{Class, Retention};
-use cairn_store::Namespace;
 
 use cairn_crypto::SnapshotId;
 
 use crate::backup::LeftOutReason;
 use crate::backup::walk::{Place, class_of, join, own_relative};
-use crate::blobs::object;
 use crate::error::{Error, Result};
 use crate::maintenance::{ForgetOptions, ForgetWhat, KeepPolicy, PruneOptions};
 use crate::progress::Progress;
@@ -379,21 +377,5 @@ impl Repository {
         self.note(pruned.warnings);
         report.repo_bytes = self.stored_bytes()?;
         Ok(())
-    }
-
-    /// Bytes of every object in the repository's store.
-    pub(crate) fn stored_bytes(&self) -> Result<u64> {
-        let mut total = 0;
-        for ns in Namespace::ALL {
-            for name in self.store().list(ns)? {
-                match self.store().size(&object(ns, &name)?) {
-                    Ok(size) => total += size,
-                    // Deleted meanwhile (by a concurrent prune).
-                    Err(cairn_store::Error::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        Ok(total)
     }
 }
