@@ -21,6 +21,23 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// The platform's cache directory for cairn: `$XDG_CACHE_HOME/cairn`
+/// (when absolute), else `~/Library/Caches/cairn` on macOS and
+/// `~/.cache/cairn` elsewhere. `None` without a home directory.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(xdg) = env("XDG_CACHE_HOME").map(PathBuf::from)
+        && xdg.is_absolute()
+    {
+        return Some(xdg.join("cairn"));
+    }
+    let home = PathBuf::from(env("HOME")?);
+    if cfg!(target_os = "macos") {
+        Some(home.join("Library/Caches/cairn"))
+    } else {
+        Some(home.join(".cache/cairn"))
+    }
+}
+
 impl Location {
     /// The location `--repo` names.
     pub fn of(repo: &Path) -> Result<Self> {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cairn::{BackupOptions, InitOptions, NodeKind, Parent, RecoveryKey, Repository};
+use cairn::{BackupOptions, InitOptions, NodeKind, OpenOptions, Parent, RecoveryKey, Repository};
 use clap::{Parser, Subcommand};
 use location::Location;
 use output::{err, out};
@@ -33,6 +33,15 @@ struct Cli {
     /// never accepted as a command-line argument.
     #[arg(long, env = "CAIRN_KEY_FILE", global = true)]
     key_file: Option<PathBuf>,
+    /// Where to cache a remote repository's metadata (index, snapshots,
+    /// trees), so that a daily backup reads only what is new. Default: the
+    /// platform's cache directory (`$XDG_CACHE_HOME/cairn`,
+    /// `~/.cache/cairn`, `~/Library/Caches/cairn`). Safe to delete at any time.
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Use no local cache (every run reads its metadata from the repository).
+    #[arg(long, global = true)]
+    no_cache: bool,
     /// Machine-readable output: one JSON summary on stdout (and, when stdout
     /// is a pipe, JSON progress lines before it).
     #[arg(long, global = true)]
@@ -272,7 +281,14 @@ fn repo_path(cli: &Cli) -> Result<PathBuf> {
 fn open_repo(cli: &Cli) -> Result<Repository> {
     let location = Location::of(&repo_path(cli)?)?;
     let key = keys::load(cli.key_file.as_deref())?;
-    Ok(Repository::open(location.open()?, &key)?)
+    // A local repository is read as fast as a cache would be (restic's
+    // choice too): only a remote one gets a cache.
+    let cache_dir = match (&location, cli.no_cache) {
+        (Location::S3(_), false) => cli.cache_dir.clone().or_else(location::default_cache_dir),
+        _ => None,
+    };
+    let options = OpenOptions { cache_dir };
+    Ok(Repository::open_with(location.open()?, &key, &options)?)
 }
 
 /// "1 entry", "2 entries".
@@ -503,6 +519,24 @@ fn backup(
                     })
                     .into(),
             ),
+            (
+                "requests".into(),
+                report
+                    .requests
+                    .map(|r| {
+                        serde_json::json!({
+                            "put": r.puts,
+                            "get": r.gets,
+                            "head": r.sizes,
+                            "list": r.lists,
+                            "delete": r.deletes,
+                            "total": r.requests(),
+                            "bytes_sent": r.bytes_written,
+                            "bytes_received": r.bytes_read,
+                        })
+                    })
+                    .into(),
+            ),
             ("warnings".into(), report.warnings.clone().into()),
         ]);
         out!("{}", serde_json::Value::Object(summary));
@@ -540,6 +574,17 @@ fn backup(
         mib(s.bytes_stored),
     );
     print_left_out(&report.left_out);
+    if let Some(r) = &report.requests {
+        out!(
+            "requests: {} ({} put, {} get, {} head, {} list, {} delete)",
+            r.requests(),
+            r.puts,
+            r.gets,
+            r.sizes,
+            r.lists,
+            r.deletes
+        );
+    }
     if let Some(r) = &report.retention {
         out!(
             "retention: forgot {}, pruned {:.1} MiB; repository {:.1} MiB{}",

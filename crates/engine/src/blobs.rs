@@ -12,6 +12,12 @@
 //! their content ([`BlobStore::confirm`]), so it never commits a snapshot
 //! that refers to a blob it has not confirmed.
 //!
+//! **The local cache** (`cache.rs`) spares requests, never checks: index
+//! files come from it only when their bytes hash to their names, a pack's
+//! header only when the store's latest listing shows the pack at the size
+//! cached and the header authenticates, a tree blob only when it
+//! authenticates; a copy that fails is dropped and the store asked.
+//!
 //! **Invariant: one bad index file costs only its own entries.** An index
 //! file that cannot be read or authenticated is skipped with a warning that
 //! names it; its blobs look absent (a backup stores them again, a restore
@@ -26,12 +32,19 @@ use cairn_meta::{Condemnation, MAX_CONDEMNED_FILE_LEN};
 use cairn_pack::{MAX_HEADER_SEALED_LEN, PackEntry, TRAILER_LEN};
 use cairn_store::{Namespace, ObjectName, Store};
 
+use crate::cache::{Cache, Kind};
 use crate::error::{Error, Result, from_meta};
 
 const INDEX_MAGIC: &[u8; 8] = b"CAIRNIXF";
 /// Largest index file accepted: a sealed segment of the most entries the
 /// format allows (compression only ever makes it smaller).
 const MAX_INDEX_FILE_LEN: u64 = (cairn_index::MAX_SEGMENT_LEN + 256) as u64;
+/// Bytes read from a pack's end to get its header: one request covers the
+/// header of a pack of a few hundred blobs; a larger header costs a second.
+const TAIL_GUESS: u64 = 16 * 1024;
+/// Largest tree pack fetched whole to be cached (larger ones are read by
+/// ranges, uncached).
+const MAX_CACHED_TREE_PACK: u64 = 64 * 1024 * 1024;
 
 /// What a session learned about a pack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +66,24 @@ enum Lost {
     Damaged(PackId),
 }
 
+/// What a pack's last bytes gave.
+enum Tail {
+    /// The authenticated header's entries.
+    Entries(Vec<PackEntry>),
+    /// The header is longer: this many bytes from the end hold it.
+    Short(u64),
+    /// A trailer or header that does not decode or authenticate.
+    Damaged,
+}
+
+/// How many of `tail`'s last bytes are the header and trailer, by its
+/// trailer (`None` when it has none).
+fn tail_len(tail: &[u8]) -> Option<usize> {
+    let trailer_at = tail.len().checked_sub(TRAILER_LEN)?;
+    let trailer = cairn_pack::decode_trailer(tail.get(trailer_at..)?).ok()?;
+    Some(TRAILER_LEN + trailer.header_len as usize)
+}
+
 /// A repository object that could not be used, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unreadable {
@@ -72,6 +103,7 @@ impl std::fmt::Display for Unreadable {
 /// Every index file is written here (backups and prune).
 pub(crate) fn put_index_file(
     store: &dyn Store,
+    cache: Option<&Cache>,
     metadata_key: &SealKey,
     index: &Index,
 ) -> Result<(String, u64)> {
@@ -85,6 +117,9 @@ pub(crate) fn put_index_file(
         // Same name, same bytes.
         Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => {}
         Err(e) => return Err(e.into()),
+    }
+    if let Some(cache) = cache {
+        cache.put(Kind::Index, &name, &[&sealed]);
     }
     Ok((name, sealed.len() as u64))
 }
@@ -137,6 +172,10 @@ pub(crate) struct BlobStore {
     reloaded_for: Mutex<HashSet<String>>,
     /// Whether opening listed the packs and no backup has used that listing.
     packs_listed_at_open: Mutex<bool>,
+    /// The packs of the latest listing, with their sizes.
+    listed_packs: Mutex<HashMap<PackId, u64>>,
+    /// The local metadata cache, if the caller gave one.
+    cache: Option<Arc<Cache>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,7 +186,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl BlobStore {
     /// An empty blob store (a new repository).
-    pub fn new(store: Arc<dyn Store>, data_key: SealKey, metadata_key: SealKey) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        data_key: SealKey,
+        metadata_key: SealKey,
+        cache: Option<Arc<Cache>>,
+    ) -> Self {
         Self {
             store,
             data_key,
@@ -163,7 +207,19 @@ impl BlobStore {
             reloaded_for: Mutex::new(HashSet::new()),
             unreadable_index_files: Mutex::new(Vec::new()),
             packs_listed_at_open: Mutex::new(false),
+            listed_packs: Mutex::new(HashMap::new()),
+            cache,
         }
+    }
+
+    /// The local metadata cache, if any.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_deref()
+    }
+
+    /// The local metadata cache, if any, to share with a writer.
+    pub fn cache_handle(&self) -> Option<Arc<Cache>> {
+        self.cache.clone()
     }
 
     fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -200,7 +256,11 @@ impl BlobStore {
         let mut vanished = true;
         while vanished {
             vanished = false;
-            for name in self.store.list(Namespace::Index)? {
+            let listed = self.store.list(Namespace::Index)?;
+            if let Some(cache) = &self.cache {
+                cache.retain(Kind::Index, &listed.iter().cloned().collect());
+            }
+            for name in listed {
                 if lock(&self.seen_index_files).contains(&name) {
                     continue;
                 }
@@ -410,7 +470,17 @@ impl BlobStore {
     /// Lists the packs (one listing) and distrusts every pack the index names
     /// that is not there.
     fn list_packs(&self) -> Result<()> {
-        let present: HashSet<String> = self.store.list(Namespace::Packs)?.into_iter().collect();
+        let listed = self.store.list_sized(Namespace::Packs)?;
+        if let Some(cache) = &self.cache {
+            let live: HashSet<String> = listed.iter().map(|(name, _)| name.clone()).collect();
+            cache.retain(Kind::Headers, &live);
+            cache.retain(Kind::TreePacks, &live);
+        }
+        *lock(&self.listed_packs) = listed
+            .iter()
+            .filter_map(|(name, size)| Some((PackId::from_hex(name)?, *size)))
+            .collect();
+        let present: HashSet<String> = listed.into_iter().map(|(name, _)| name).collect();
         // The packs the index ever named (one entry per pack, not per blob:
         // this runs before every backup); a pack already distrusted costs
         // nothing more.
@@ -429,7 +499,7 @@ impl BlobStore {
 
     /// Reads, authenticates and decodes one index file.
     pub fn read_index_file(&self, object_name: &ObjectName, name: &str) -> Result<Index> {
-        let bytes = self.store.get(object_name, MAX_INDEX_FILE_LEN)?;
+        let bytes = self.fetch(Kind::Index, object_name, MAX_INDEX_FILE_LEN)?;
         let shown = object_name.to_string();
         // Files are named by the hash of their bytes.
         if PackId::of_bytes(&bytes).to_hex() != name {
@@ -438,6 +508,24 @@ impl BlobStore {
         let plain = cairn_meta::open_file(&self.metadata_key, SealKind::Index, INDEX_MAGIC, &bytes)
             .map_err(from_meta(&shown))?;
         Index::decode_segment(&plain).map_err(|_| Error::integrity(&shown))
+    }
+
+    /// A whole object named by the hash of its bytes: the cached copy when
+    /// it is intact, else the store's (kept in the cache for next time).
+    pub fn fetch(&self, kind: Kind, object_name: &ObjectName, max_len: u64) -> Result<Vec<u8>> {
+        let name = object_name.name();
+        if let Some(cache) = &self.cache
+            && let Some(bytes) = cache.get(kind, name, max_len)
+        {
+            return Ok(bytes);
+        }
+        let bytes = self.store.get(object_name, max_len)?;
+        if let Some(cache) = &self.cache
+            && PackId::of_bytes(&bytes).to_hex() == name
+        {
+            cache.put(kind, name, &[&bytes]);
+        }
+        Ok(bytes)
     }
 
     /// Adds the blobs a backup stored.
@@ -624,6 +712,11 @@ impl BlobStore {
                 return Err(self.unavailable_pack_error(&location.pack, kind, id));
             }
             tried.push(location);
+            if kind == BlobKind::Tree
+                && let Some(plain) = self.read_cached_tree(&location)?
+            {
+                return Ok(plain);
+            }
             let pack = pack_object(&location.pack)?;
             let mut sealed = match self.store.get_range(
                 &pack,
@@ -647,6 +740,73 @@ impl BlobStore {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A tree blob from the cached copy of its pack, fetching the pack whole
+    /// into the cache first when it is not there (a tree pack is read whole
+    /// sooner or later: the next backup walks every tree of its parent).
+    /// `None` when there is no cache, or when the copy cannot serve it: the
+    /// caller then reads the store by range, as without a cache.
+    fn read_cached_tree(&self, location: &BlobLocation) -> Result<Option<Vec<u8>>> {
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        // A pack that fails its check is the ranged read's to report.
+        if self.verify_pack(location).is_err() {
+            return Ok(None);
+        }
+        let name = location.pack.to_hex();
+        let (offset, len) = (
+            u64::from(location.entry.offset),
+            u64::from(location.entry.sealed_len),
+        );
+        let mut sealed = cache.read_range(&name, offset, len);
+        if sealed.is_none() {
+            self.cache_tree_pack(cache, &location.pack)?;
+            sealed = cache.read_range(&name, offset, len);
+        }
+        let Some(mut sealed) = sealed else {
+            return Ok(None);
+        };
+        match cairn_pack::open_blob_in_place(
+            &self.metadata_key,
+            &location.entry,
+            &mut sealed,
+            &mut Opener::new(),
+        ) {
+            Ok(plain) => Ok(Some(plain.to_vec())),
+            // The copy is damaged, not the store's pack: drop the copy.
+            Err(_) => {
+                cache.forget(Kind::TreePacks, &name);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Fetches a tree pack whole (one request) and keeps it in the cache
+    /// if its bytes hash to its name. A pack the store lacks or holds
+    /// damaged is left to the ranged read, which reports it.
+    fn cache_tree_pack(&self, cache: &Cache, pack: &PackId) -> Result<()> {
+        let listed = lock(&self.listed_packs).get(pack).copied();
+        let Some(size) = listed else {
+            return Ok(());
+        };
+        if size > MAX_CACHED_TREE_PACK {
+            return Ok(());
+        }
+        let bytes = match self.store.get(&pack_object(pack)?, size) {
+            Ok(bytes) => bytes,
+            Err(
+                cairn_store::Error::NotFound(_)
+                | cairn_store::Error::TooLarge { .. }
+                | cairn_store::Error::OutOfRange(_),
+            ) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if PackId::of_bytes(&bytes) == *pack {
+            cache.put(Kind::TreePacks, &pack.to_hex(), &[&bytes]);
+        }
+        Ok(())
     }
 
     /// Opens a blob whose sealed bytes the caller fetched from `location`
@@ -751,46 +911,84 @@ impl BlobStore {
 
     /// Reads and authenticates a pack's trailer and header: its entries, or
     /// `None` when they are damaged. Store errors other than a short pack
-    /// pass through.
+    /// pass through. The cached copy serves when the store's latest listing
+    /// shows the pack at the size cached; else the pack's last bytes are
+    /// read (one request, two for a large header) and cached.
     pub fn read_header(
         &self,
         pack_id: &PackId,
     ) -> Result<Option<Vec<PackEntry>>, cairn_store::Error> {
         let pack = pack_object(pack_id).map_err(|_| cairn_store::Error::InvalidName)?;
-        let size = self.store.size(&pack)?;
-        let Some(trailer_at) = size.checked_sub(TRAILER_LEN as u64) else {
-            return Ok(None);
+        let hex = pack.name();
+        let listed = lock(&self.listed_packs).get(pack_id).copied();
+        if let (Some(cache), Some(size)) = (&self.cache, listed)
+            && let Some(cached) = cache.tail(hex)
+            && cached.size == size
+        {
+            if let Tail::Entries(entries) = self.entries_from_tail(size, &cached.tail) {
+                return Ok(Some(entries));
+            }
+            cache.forget(Kind::Headers, hex);
+        }
+        let size = match listed {
+            Some(size) => size,
+            None => self.store.size(&pack)?,
         };
-        let tail = match self.store.get_range(&pack, trailer_at, TRAILER_LEN as u64) {
+        let guess = size.min(TAIL_GUESS);
+        let mut tail = match self.store.get_range(&pack, size - guess, guess) {
             Err(cairn_store::Error::OutOfRange(_)) => return Ok(None),
             other => other?,
         };
-        // The trailer is not authenticated: its header length is bounded
-        // (by `decode_trailer`) before anything is allocated for it.
-        let Ok(trailer) = cairn_pack::decode_trailer(&tail) else {
-            return Ok(None);
-        };
-        let Some(header_at) = trailer_at.checked_sub(u64::from(trailer.header_len)) else {
-            return Ok(None);
-        };
-        debug_assert!(trailer.header_len <= MAX_HEADER_SEALED_LEN);
-        let sealed_header =
-            match self
-                .store
-                .get_range(&pack, header_at, u64::from(trailer.header_len))
-            {
+        let mut read = self.entries_from_tail(size, &tail);
+        if let Tail::Short(needed) = read {
+            // The header is longer than the guess: read it whole.
+            tail = match self.store.get_range(&pack, size - needed, needed) {
                 Err(cairn_store::Error::OutOfRange(_)) => return Ok(None),
                 other => other?,
             };
-        let Ok(blobs_len) = u32::try_from(header_at) else {
-            return Ok(None);
+            read = self.entries_from_tail(size, &tail);
+        }
+        match read {
+            Tail::Entries(entries) => {
+                if let Some(cache) = &self.cache {
+                    let from = tail.len().saturating_sub(tail_len(&tail).unwrap_or(0));
+                    cache.put_tail(hex, size, tail.get(from..).unwrap_or_default());
+                }
+                Ok(Some(entries))
+            }
+            Tail::Damaged | Tail::Short(_) => Ok(None),
+        }
+    }
+
+    /// A pack's entries from its last bytes (`tail`) and size.
+    fn entries_from_tail(&self, size: u64, tail: &[u8]) -> Tail {
+        let Some(trailer_at) = tail.len().checked_sub(TRAILER_LEN) else {
+            return Tail::Damaged;
         };
-        Ok(cairn_pack::open_header(
+        // The trailer is not authenticated: its header length is bounded
+        // (by `decode_trailer`) before anything is allocated for it.
+        let Ok(trailer) = cairn_pack::decode_trailer(&tail[trailer_at..]) else {
+            return Tail::Damaged;
+        };
+        debug_assert!(trailer.header_len <= MAX_HEADER_SEALED_LEN);
+        let needed = TRAILER_LEN as u64 + u64::from(trailer.header_len);
+        let Some(blobs_len) = size.checked_sub(needed) else {
+            return Tail::Damaged;
+        };
+        let Some(header_at) = trailer_at.checked_sub(trailer.header_len as usize) else {
+            return Tail::Short(needed);
+        };
+        let Ok(blobs_len) = u32::try_from(blobs_len) else {
+            return Tail::Damaged;
+        };
+        match cairn_pack::open_header(
             &self.metadata_key,
             trailer.header_compression,
-            &sealed_header,
+            &tail[header_at..trailer_at],
             blobs_len,
-        )
-        .ok())
+        ) {
+            Ok(entries) => Tail::Entries(entries),
+            Err(_) => Tail::Damaged,
+        }
     }
 }

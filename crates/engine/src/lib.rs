@@ -21,6 +21,7 @@
 
 mod backup;
 mod blobs;
+mod cache;
 mod chunking;
 mod deep;
 mod error;
@@ -39,6 +40,8 @@ pub use cairn_meta::{
     ChunkingRules, Class, ClassRules, DEFAULT_PACK_TARGET, Format, Node, NodeKind, RepoConfig,
     Retention, Snapshot, SnapshotKeep, SnapshotSummary, Tier, Tree,
 };
+/// Requests sent to a store, by kind (see [`BackupReport::requests`]).
+pub use cairn_store::Counts as Requests;
 pub use error::{Error, KeyProblem, Result};
 pub use maintenance::{
     CheckOptions, CheckReport, ClassUsage, CompactReport, ForgetDecision, ForgetOptions,
@@ -46,7 +49,7 @@ pub use maintenance::{
     RepairIndexReport, RepairSnapshotsReport, Usage, civil_from_days,
 };
 pub use progress::{NoProgress, Progress};
-pub use repo::{InitOptions, RepoStats, Repository, SnapshotListing};
+pub use repo::{InitOptions, OpenOptions, RepoStats, Repository, SnapshotListing};
 pub use restore::{
     FileReader, ListEntry, Listing, Resolved, RestoreFailure, RestoreReport, escape_name,
 };

@@ -15,6 +15,7 @@ use cairn_meta::{
 };
 
 use crate::blobs::{BlobStore, Unreadable, object};
+use crate::cache::{Cache, Kind};
 use crate::chunking::Chunkers;
 use crate::error::{Error, Result, from_crypto, from_meta};
 use crate::rules::PathRules;
@@ -42,6 +43,17 @@ impl Default for InitOptions {
             retention: Retention::default(),
         }
     }
+}
+
+/// Options of [`Repository::open_with`].
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// Where to keep the local metadata cache (index files, snapshot
+    /// files, tree packs and pack headers, one directory per repository
+    /// below it): a daily backup then reads from the store only what is
+    /// new. `None` for no cache. The cache is never trusted without
+    /// authentication and may be deleted at any time.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 /// Totals of a repository, from its index and store listing.
@@ -81,6 +93,8 @@ pub struct Repository {
     /// The config's media rules, compiled.
     media: PathRules,
     blobs: BlobStore,
+    /// The local metadata cache, if the caller gave one (shared with `blobs`).
+    cache: Option<Arc<Cache>>,
     /// Warnings not yet handed to the caller (see [`Repository::take_warnings`]).
     warnings: Mutex<Vec<String>>,
 }
@@ -148,17 +162,27 @@ impl Repository {
             Err(cairn_store::Error::AlreadyExists(_)) => return Err(Error::AlreadyInitialized),
             other => other?,
         }
-        Self::assemble(store, keys, config)
+        Self::assemble(store, keys, config, None)
     }
 
-    fn assemble(store: Arc<dyn Store>, keys: WorkingKeys, config: RepoConfig) -> Result<Self> {
+    fn assemble(
+        store: Arc<dyn Store>,
+        keys: WorkingKeys,
+        config: RepoConfig,
+        cache: Option<Arc<Cache>>,
+    ) -> Result<Self> {
         let chunkers = Chunkers::new(&config.chunking, keys.chunker_seed.value())?;
         // Only a key holder writes the config: a rule that does not compile
         // is damage, not input.
         let media = PathRules::new(&config.classes.media).map_err(|_| Error::Integrity {
             object: "config/config (media rules)".into(),
         })?;
-        let blobs = BlobStore::new(store.clone(), keys.data.clone(), keys.metadata.clone());
+        let blobs = BlobStore::new(
+            store.clone(),
+            keys.data.clone(),
+            keys.metadata.clone(),
+            cache.clone(),
+        );
         Ok(Self {
             store,
             keys,
@@ -166,6 +190,7 @@ impl Repository {
             chunkers,
             media,
             blobs,
+            cache,
             warnings: Mutex::new(Vec::new()),
         })
     }
@@ -174,6 +199,15 @@ impl Repository {
     /// key slot, before reading anything else. Index files that cannot be read
     /// are skipped with a warning (see [`Repository::take_warnings`]).
     pub fn open(store: Arc<dyn Store>, key: &RecoveryKey) -> Result<Self> {
+        Self::open_with(store, key, &OpenOptions::default())
+    }
+
+    /// [`Repository::open`] with options (a local metadata cache).
+    pub fn open_with(
+        store: Arc<dyn Store>,
+        key: &RecoveryKey,
+        options: &OpenOptions,
+    ) -> Result<Self> {
         let slot_names = store.list(Namespace::Keys)?;
         if slot_names.is_empty() {
             return Err(Error::NotARepository);
@@ -210,7 +244,12 @@ impl Repository {
         };
         let config =
             RepoConfig::open(&keys.metadata, &config_bytes).map_err(from_meta(&config_name))?;
-        let mut repo = Self::assemble(store, keys, config)?;
+        let cache = options
+            .cache_dir
+            .as_deref()
+            .and_then(|root| Cache::open(root, &config.repo_id))
+            .map(Arc::new);
+        let mut repo = Self::assemble(store, keys, config, cache)?;
         let skipped = repo.blobs.load()?;
         repo.note(skipped.iter().map(ToString::to_string));
         Ok(repo)
@@ -223,6 +262,7 @@ impl Repository {
             self.store.clone(),
             self.keys.data.clone(),
             self.keys.metadata.clone(),
+            self.cache.clone(),
         );
         let skipped = self.blobs.load()?;
         self.note(skipped.iter().map(ToString::to_string));
@@ -286,8 +326,11 @@ impl Repository {
     /// Reads one snapshot.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let name = object(Namespace::Snapshots, &id.to_hex())?;
-        let bytes = match self.store.get(&name, MAX_SNAPSHOT_FILE_LEN) {
-            Err(cairn_store::Error::NotFound(_)) => {
+        let bytes = match self
+            .blobs
+            .fetch(Kind::Snapshots, &name, MAX_SNAPSHOT_FILE_LEN)
+        {
+            Err(Error::Store(cairn_store::Error::NotFound(_))) => {
                 return Err(Error::SnapshotNotFound(id.to_hex()));
             }
             other => other?,
@@ -311,7 +354,11 @@ impl Repository {
     pub fn list_snapshots(&self) -> Result<SnapshotListing> {
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
-        for name in self.store.list(Namespace::Snapshots)? {
+        let listed = self.store.list(Namespace::Snapshots)?;
+        if let Some(cache) = &self.cache {
+            cache.retain(Kind::Snapshots, &listed.iter().cloned().collect());
+        }
+        for name in listed {
             let loaded = SnapshotId::from_hex(&name)
                 .ok_or_else(|| Error::integrity(format!("snapshots/{name}")))
                 .and_then(|id| Ok((id, self.load_snapshot(&id)?)));

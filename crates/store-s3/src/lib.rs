@@ -22,10 +22,15 @@
 use std::io;
 use std::time::Duration;
 
+mod requests;
 #[cfg(feature = "test-server")]
 pub mod test_server;
 
-use cairn_store::{Error, Namespace, ObjectName, Store};
+use std::sync::Arc;
+
+use requests::{CountingClient, Tally};
+
+use cairn_store::{Counts, Error, Namespace, ObjectName, Store};
 use opendal::options::{ListOptions, ReaderOptions, WriteOptions};
 use opendal::{EntryMode, ErrorKind};
 
@@ -42,6 +47,10 @@ const PUT_TIMEOUT: Duration = Duration::from_secs(900);
 /// throttling, timeouts, dropped connections), with backoff from 0.2 s
 /// doubling and jitter: about 3 s of waiting in all before the error stands.
 const MAX_RETRIES: usize = 4;
+/// Requests worth having in flight at once: enough to hide a round trip
+/// of tens of milliseconds behind the others (a backup uploads that many
+/// packs at once, a restore reads that many ranges).
+const PARALLELISM: usize = 8;
 
 /// Where a repository is, and how to reach it.
 #[derive(Clone, Default)]
@@ -109,6 +118,8 @@ pub struct S3Store {
     put_op: opendal::blocking::Operator,
     /// Described in messages as `s3://bucket/prefix`.
     location: String,
+    /// The requests sent so far.
+    tally: Arc<Tally>,
     // Dropped last: the operator's requests run on it.
     _runtime: tokio::runtime::Runtime,
 }
@@ -198,6 +209,7 @@ impl S3Store {
                     source: io::Error::other(e),
                 })?
         };
+        let tally = Arc::new(Tally::default());
         let operator = |timeout: Duration, io_timeout: Duration| {
             let mut builder = opendal::services::S3::default()
                 .bucket(&config.bucket)
@@ -227,7 +239,10 @@ impl S3Store {
             let op = opendal::Operator::new(builder)
                 .map_err(|e| io_error(&location, e))?
                 .layer(opendal::layers::HttpClientLayer::new(
-                    opendal::raw::HttpClient::with(client.clone()),
+                    opendal::raw::HttpClient::with(CountingClient {
+                        inner: client.clone(),
+                        tally: tally.clone(),
+                    }),
                 ))
                 .layer(
                     opendal::layers::TimeoutLayer::new()
@@ -250,6 +265,7 @@ impl S3Store {
             op,
             put_op,
             location,
+            tally,
             _runtime: runtime,
         })
     }
@@ -436,6 +452,14 @@ impl Store for S3Store {
     }
 
     fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
+        Ok(self
+            .list_sized(namespace)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    fn list_sized(&self, namespace: Namespace) -> Result<Vec<(String, u64)>, Error> {
         let dir = format!("{}/", namespace.dir());
         let options = ListOptions {
             recursive: true,
@@ -446,7 +470,7 @@ impl Store for S3Store {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_error(&format!("{}{dir}", self.location), e)),
         };
-        let mut names: Vec<String> = entries
+        let mut names: Vec<(String, u64)> = entries
             .into_iter()
             .filter(|entry| entry.metadata().mode() == EntryMode::FILE)
             .filter_map(|entry| {
@@ -454,12 +478,21 @@ impl Store for S3Store {
                 // Only what is where this name's object would be: not a
                 // nested repository's objects, nor anything not cairn's.
                 let object = ObjectName::new(namespace, &name).ok()?;
-                (Self::path(&object) == entry.path().trim_start_matches('/')).then_some(name)
+                (Self::path(&object) == entry.path().trim_start_matches('/'))
+                    .then(|| (name, entry.metadata().content_length()))
             })
             .collect();
         names.sort();
-        names.dedup();
+        names.dedup_by(|a, b| a.0 == b.0);
         Ok(names)
+    }
+
+    fn requests(&self) -> Option<Counts> {
+        Some(self.tally.counts())
+    }
+
+    fn parallelism(&self) -> usize {
+        PARALLELISM
     }
 
     fn delete(&self, name: &ObjectName) -> Result<(), Error> {

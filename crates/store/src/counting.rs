@@ -29,6 +29,20 @@ impl Counts {
     pub fn requests(&self) -> u64 {
         self.puts + self.gets + self.sizes + self.lists + self.deletes
     }
+
+    /// What was counted since `earlier` (counts taken before these).
+    #[must_use]
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            puts: self.puts.saturating_sub(earlier.puts),
+            gets: self.gets.saturating_sub(earlier.gets),
+            sizes: self.sizes.saturating_sub(earlier.sizes),
+            lists: self.lists.saturating_sub(earlier.lists),
+            deletes: self.deletes.saturating_sub(earlier.deletes),
+            bytes_read: self.bytes_read.saturating_sub(earlier.bytes_read),
+            bytes_written: self.bytes_written.saturating_sub(earlier.bytes_written),
+        }
+    }
 }
 
 /// Wraps a store and counts what goes through it.
@@ -138,12 +152,22 @@ impl<S: Store> Store for CountingStore<S> {
         add(&self.lists, 1);
         self.inner.list(namespace)
     }
+    fn list_sized(&self, namespace: Namespace) -> Result<Vec<(String, u64)>, Error> {
+        add(&self.lists, 1);
+        self.inner.list_sized(namespace)
+    }
     fn delete(&self, name: &ObjectName) -> Result<(), Error> {
         add(&self.deletes, 1);
         self.inner.delete(name)
     }
     fn clean_interrupted_writes(&self) -> Result<u64, Error> {
         self.inner.clean_interrupted_writes()
+    }
+    fn requests(&self) -> Option<Counts> {
+        Some(self.counts())
+    }
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
     }
 }
 

@@ -118,6 +118,16 @@ impl<S: Store> Store for FaultyStore<S> {
         self.check_read()?;
         self.inner.list(namespace)
     }
+    fn list_sized(&self, namespace: Namespace) -> Result<Vec<(String, u64)>, Error> {
+        self.check_read()?;
+        self.inner.list_sized(namespace)
+    }
+    fn requests(&self) -> Option<crate::Counts> {
+        self.inner.requests()
+    }
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
+    }
     fn delete(&self, name: &ObjectName) -> Result<(), Error> {
         self.check_delete()?;
         self.inner.delete(name)

@@ -203,6 +203,21 @@ pub trait Store: Send + Sync {
     fn size(&self, name: &ObjectName) -> Result<u64, Error>;
     /// Every name in `namespace`, sorted.
     fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error>;
+    /// Every name in `namespace` with its size, sorted by name. Backends
+    /// whose listings carry sizes (object storage, directories) answer in
+    /// one listing; the default asks each object's size (an object deleted
+    /// meanwhile is left out).
+    fn list_sized(&self, namespace: Namespace) -> Result<Vec<(String, u64)>, Error> {
+        let mut sized = Vec::new();
+        for name in self.list(namespace)? {
+            match self.size(&ObjectName::new(namespace, &name)?) {
+                Ok(size) => sized.push((name, size)),
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(sized)
+    }
     /// Removes the object.
     fn delete(&self, name: &ObjectName) -> Result<(), Error>;
     /// Removes leftovers of puts interrupted by a crash (temporary files);
@@ -210,6 +225,18 @@ pub trait Store: Send + Sync {
     /// left alone. Backends whose puts leave nothing behind keep the default.
     fn clean_interrupted_writes(&self) -> Result<u64, Error> {
         Ok(0)
+    }
+    /// The requests this store has sent so far, by kind, for backends that
+    /// send requests someone counts (object storage bills each one); `None`
+    /// for the others.
+    fn requests(&self) -> Option<Counts> {
+        None
+    }
+    /// How many requests are worth having in flight at once: 1 for a local
+    /// disk, more for a store behind a link with latency, where a writer
+    /// that waits for each put in turn runs at the speed of the round trip.
+    fn parallelism(&self) -> usize {
+        1
     }
 }
 
@@ -235,11 +262,20 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
         (**self).list(namespace)
     }
+    fn list_sized(&self, namespace: Namespace) -> Result<Vec<(String, u64)>, Error> {
+        (**self).list_sized(namespace)
+    }
     fn delete(&self, name: &ObjectName) -> Result<(), Error> {
         (**self).delete(name)
     }
     fn clean_interrupted_writes(&self) -> Result<u64, Error> {
         (**self).clean_interrupted_writes()
+    }
+    fn requests(&self) -> Option<Counts> {
+        (**self).requests()
+    }
+    fn parallelism(&self) -> usize {
+        (**self).parallelism()
     }
 }
 
@@ -309,6 +345,17 @@ pub mod conformance {
         );
         assert_eq!(store.list(Namespace::Index).expect("list"), vec!["aa01"]);
         assert!(store.list(Namespace::Snapshots).expect("list").is_empty());
+        // A listing with sizes names the same objects, with their sizes.
+        assert_eq!(
+            store.list_sized(Namespace::Packs).expect("list with sizes"),
+            vec![("0b02".to_owned(), 0), ("aa01".to_owned(), 11)]
+        );
+        assert!(
+            store
+                .list_sized(Namespace::Snapshots)
+                .expect("list with sizes")
+                .is_empty()
+        );
 
         store.delete(&a).expect("delete");
         assert!(matches!(store.get(&a, ANY), Err(Error::NotFound(_))));

@@ -83,6 +83,53 @@ fn is_unfinished_layout(root: &Path) -> io::Result<bool> {
 }
 
 impl LocalStore {
+    /// The objects of `namespace`, sorted, with their sizes when `sized`
+    /// (0 otherwise: a listing that does not need them stats nothing).
+    fn entries(&self, namespace: Namespace, sized: bool) -> Result<Vec<(String, u64)>, Error> {
+        let dir = self.root.join(namespace.dir());
+        let err = || io_error(dir.display());
+        if !Namespace::FIRST.contains(&namespace) && !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut dirs = vec![dir.clone()];
+        if namespace == Namespace::Packs {
+            dirs.clear();
+            for entry in fs::read_dir(&dir).map_err(err())? {
+                let entry = entry.map_err(err())?;
+                if entry.file_type().map_err(err())?.is_dir() {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+        let mut names = Vec::new();
+        for d in dirs {
+            for entry in fs::read_dir(&d).map_err(err())? {
+                let entry = entry.map_err(err())?;
+                if !entry.file_type().map_err(err())?.is_file() {
+                    continue;
+                }
+                // Files that are not valid object names are not ours: skip them.
+                if let Some(n) = entry.file_name().to_str()
+                    && ObjectName::new(namespace, n).is_ok()
+                {
+                    let size = if sized {
+                        match entry.metadata() {
+                            Ok(metadata) => metadata.len(),
+                            // Deleted since the directory was read.
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(err()(e)),
+                        }
+                    } else {
+                        0
+                    };
+                    names.push((n.to_owned(), size));
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Creates the directory layout at `root`, which must not exist, be empty,
     /// or hold what an interrupted initialisation left (layout directories
     /// without a config or any other object).
@@ -319,38 +366,15 @@ impl Store for LocalStore {
     }
 
     fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
-        let dir = self.root.join(namespace.dir());
-        let err = || io_error(dir.display());
-        if !Namespace::FIRST.contains(&namespace) && !dir.exists() {
-            return Ok(Vec::new());
-        }
-        let mut dirs = vec![dir.clone()];
-        if namespace == Namespace::Packs {
-            dirs.clear();
-            for entry in fs::read_dir(&dir).map_err(err())? {
-                let entry = entry.map_err(err())?;
-                if entry.file_type().map_err(err())?.is_dir() {
-                    dirs.push(entry.path());
-                }
-            }
-        }
-        let mut names = Vec::new();
-        for d in dirs {
-            for entry in fs::read_dir(&d).map_err(err())? {
-                let entry = entry.map_err(err())?;
-                if !entry.file_type().map_err(err())?.is_file() {
-                    continue;
-                }
-                // Files that are not valid object names are not ours: skip them.
-                if let Some(n) = entry.file_name().to_str()
-                    && ObjectName::new(namespace, n).is_ok()
-                {
-                    names.push(n.to_owned());
-                }
-            }
-        }
-        names.sort();
-        Ok(names)
+        Ok(self
+            .entries(namespace, false)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    fn list_sized(&self, namespace: Namespace) -> Result<Vec<(String, u64)>, Error> {
+        self.entries(namespace, true)
     }
 
     fn delete(&self, name: &ObjectName) -> Result<(), Error> {

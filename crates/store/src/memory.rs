@@ -110,6 +110,15 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn list_sized(&self, namespace: Namespace) -> Result<Vec<(String, u64)>, Error> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|(n, _)| n.namespace() == namespace)
+            .map(|(n, bytes)| (n.name().to_owned(), bytes.len() as u64))
+            .collect())
+    }
+
     fn delete(&self, name: &ObjectName) -> Result<(), Error> {
         self.lock()
             .remove(name)

@@ -12,7 +12,12 @@ fn cairn(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .env_remove("CAIRN_REPOSITORY")
         .env_remove("CAIRN_KEY_FILE")
-        .env_remove("CAIRN_RECOVERY_KEY");
+        .env_remove("CAIRN_RECOVERY_KEY")
+        // Never the machine's own cache (a test may name its own).
+        .env(
+            "CAIRN_CACHE_DIR",
+            std::env::temp_dir().join("cairn-cli-tests-cache"),
+        );
     // The machine's own cloud settings never reach a test.
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("AWS_") {

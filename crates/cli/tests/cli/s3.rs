@@ -19,19 +19,56 @@ fn a_repository_in_a_bucket_through_the_cli() {
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
         ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
     ];
+    let cache = dir.path().join("cache");
+    let env = [
+        env[0],
+        env[1],
+        env[2],
+        env[3],
+        env[4],
+        env[5],
+        ("CAIRN_CACHE_DIR", p(&cache)),
+    ];
     let made = ok(&cairn(&["init"], &env));
     assert!(made.contains(&repo), "{made}");
     let src = dir.path().join("chat");
     std::fs::create_dir_all(src.join("media")).expect("mkdir");
     std::fs::write(src.join("messages.db"), vec![3u8; 100_000]).expect("write");
     std::fs::write(src.join("media/a.jpg"), b"a photo").expect("write");
-    ok(&cairn(&["backup", p(&src)], &env));
+    // The summary counts the requests sent, by kind.
+    let requests = |args: &[&str]| -> serde_json::Value {
+        let out = ok(&cairn(args, &env));
+        let summary: serde_json::Value =
+            serde_json::from_str(out.lines().last().expect("a summary")).expect("JSON");
+        summary["requests"].clone()
+    };
+    let first = requests(&["backup", "--json", p(&src)]);
+    assert!(first["put"].as_u64().expect("puts") >= 4, "{first}");
+    assert!(cache.read_dir().expect("a cache").next().is_some());
+    std::fs::write(src.join("media/b.jpg"), b"another photo").expect("write");
+    let cached = requests(&["backup", "--json", p(&src)]);
+    let uncached = requests(&["backup", "--json", "--no-cache", p(&src)]);
+    assert!(
+        cached["get"].as_u64() < uncached["get"].as_u64(),
+        "with a cache {cached}, without {uncached}"
+    );
     ok(&cairn(&["check", "--read-data"], &env));
+    // A new device: the location and the key, an empty cache.
     let out = dir.path().join("out");
-    ok(&cairn(&["restore", "latest", "--target", p(&out)], &env));
+    let mut new_device = env;
+    let empty = dir.path().join("empty-cache");
+    new_device[6] = ("CAIRN_CACHE_DIR", p(&empty));
+    ok(&cairn(
+        &["restore", "latest", "--target", p(&out)],
+        &new_device,
+    ));
     assert_eq!(
         std::fs::read(out.join("chat/messages.db")).expect("restored"),
         vec![3u8; 100_000]
+    );
+    assert_eq!(
+        std::fs::read(out.join("chat/media/b.jpg")).expect("restored"),
+        b"another photo"
     );
     // Wrong credentials: one line, non-zero, and the secret never shown.
     let mut wrong = env;

@@ -13,6 +13,7 @@ use crate::backup::pipeline::BlobSink;
 use crate::backup::read::{Claimed, FileQueue, JobSource, Reading};
 use crate::backup::walk::{Walk, file_worker};
 use crate::blobs::object;
+use crate::cache::Kind;
 use crate::deep::DEEP_STACK;
 use crate::error::{Error, Result, from_meta};
 use crate::maintenance::Session;
@@ -23,6 +24,7 @@ use crate::source::{Flags, FsSource, Source};
 
 mod buffers;
 mod packer;
+mod upload;
 
 pub(crate) use buffers::BufferPool;
 pub(crate) use packer::Packer;
@@ -161,6 +163,10 @@ pub struct BackupReport {
     /// and pruned after its commit, and the repository's size against its
     /// quota.
     pub retention: Option<RetentionReport>,
+    /// The requests the backup sent to the store, by kind (retries and
+    /// listing pages included), for stores that count them (object
+    /// storage); `None` for the others.
+    pub requests: Option<crate::Requests>,
     /// Entries skipped or stored with a caveat, with the reason.
     pub warnings: Vec<String>,
 }
@@ -196,6 +202,23 @@ impl Repository {
     /// pass that overshot the quota is redone with less media; the redo
     /// reads nothing: the pass before is its parent).
     fn backup_source<S: Source>(
+        &mut self,
+        source: &S,
+        exclude: Option<&PathRules>,
+        options: &BackupOptions,
+        progress: &dyn Progress,
+    ) -> Result<BackupReport> {
+        let before = self.store().requests();
+        let mut report = self.backup_with_policy(source, exclude, options, progress)?;
+        report.requests = self
+            .store()
+            .requests()
+            .zip(before)
+            .map(|(after, before)| after.since(&before));
+        Ok(report)
+    }
+
+    fn backup_with_policy<S: Source>(
         &mut self,
         source: &S,
         exclude: Option<&PathRules>,
@@ -380,6 +403,7 @@ impl Repository {
             let pool = BufferPool::new();
             let packer = Packer::new(
                 repo.store().clone(),
+                repo.blobs().cache_handle(),
                 repo.keys().metadata.clone(),
                 repo.config().pack_target_size,
                 Some(progress),
@@ -543,6 +567,7 @@ impl Repository {
             n_packs_written: totals.n_packs,
             left_out: walked.left_out,
             retention: None,
+            requests: None,
             warnings,
         })
     }
@@ -569,6 +594,9 @@ impl Repository {
         }
         let snapshot_name = object(Namespace::Snapshots, &snapshot_id.to_hex())?;
         self.store().put(&snapshot_name, sealed)?;
+        if let Some(cache) = self.blobs().cache() {
+            cache.put(Kind::Snapshots, snapshot_name.name(), &[sealed]);
+        }
         // The put itself stalled past the window: a prune may have judged
         // this session dead before the snapshot was there to see. Check
         // again; if something it needs is condemned or gone, take the
@@ -681,6 +709,7 @@ pub(crate) fn store_trees(repo: &Repository, trees: Vec<(BlobId, Vec<u8>)>) -> R
     let n = trees.len();
     let mut packer = Packer::new(
         repo.store().clone(),
+        repo.blobs().cache_handle(),
         repo.keys().metadata.clone(),
         repo.config().pack_target_size,
         None,

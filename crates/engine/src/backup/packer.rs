@@ -1,5 +1,6 @@
 //! Fills packs with new blobs during a backup, writes each pack when it reaches
-//! the target size, and at the end writes the index file of everything added.
+//! the target size (through the uploader: several at once on a store with
+//! latency), and at the end writes the index file of everything added.
 
 use std::sync::Arc;
 
@@ -9,9 +10,18 @@ use cairn_pack::{BlobKind, PackWriter};
 use cairn_store::Store;
 
 use crate::backup::buffers::BufferPool;
-use crate::blobs::{pack_object, put_index_file};
+use crate::backup::upload::{Upload, Uploader};
+use crate::blobs::put_index_file;
+use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+
+/// Packs written between two index files: a backup that fails (a crash, a
+/// link that goes down) leaves its packs named by index files up to the
+/// last such checkpoint, and the next backup deduplicates against them
+/// instead of uploading them again. At 16 MiB packs that is at most
+/// 512 MiB to redo, for one more index file per 512 MiB.
+const CHECKPOINT_PACKS: usize = 32;
 
 /// Counters of what the packer wrote.
 #[derive(Clone, Debug, Default)]
@@ -30,6 +40,8 @@ pub(crate) struct Packer<'p> {
     dry_run: bool,
     pool: BufferPool,
     store: Arc<dyn Store>,
+    cache: Option<Arc<Cache>>,
+    uploader: Uploader,
     metadata_key: SealKey,
     target: usize,
     data: PackWriter,
@@ -38,12 +50,15 @@ pub(crate) struct Packer<'p> {
     pending: Index,
     /// Blobs of this backup already named by an index file.
     indexed: Index,
+    /// Packs written since the last index file.
+    packs_unindexed: usize,
     pub totals: PackerTotals,
 }
 
 impl<'p> Packer<'p> {
     pub fn new(
         store: Arc<dyn Store>,
+        cache: Option<Arc<Cache>>,
         metadata_key: SealKey,
         target: u32,
         progress: Option<&'p dyn Progress>,
@@ -52,14 +67,17 @@ impl<'p> Packer<'p> {
         Self {
             progress,
             dry_run: false,
+            uploader: Uploader::new(store.clone(), cache.clone(), pool.clone()),
             pool,
             store,
+            cache,
             metadata_key,
             target: target as usize,
             data: PackWriter::new(BlobKind::Data),
             tree: PackWriter::new(BlobKind::Tree),
             pending: Index::new(),
             indexed: Index::new(),
+            packs_unindexed: 0,
             totals: PackerTotals::default(),
         }
     }
@@ -111,37 +129,37 @@ impl<'p> Packer<'p> {
             .finish(&self.metadata_key)
             .map_err(|_| Error::InvalidInput("pack too large".into()))?;
         let pack_len = pack.len() as u64;
-        if !self.dry_run {
-            let parts: Vec<&[u8]> = pack.parts.iter().map(Vec::as_slice).collect();
-            match self.store.put_parts(&pack_object(&pack.id)?, &parts) {
-                // Same name means same bytes: someone wrote this exact pack already.
-                Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
         self.totals.bytes_stored += pack_len;
         self.totals.n_packs += 1;
         if let Some(progress) = self.progress {
             progress.stored(pack_len);
         }
-        // The sealed blobs' buffers go back to the readers.
-        for part in pack.parts {
-            self.pool.give(part);
-        }
-        // A dry run names no blob: nothing it counted exists.
+        // A dry run writes nothing and names no blob: nothing it counted
+        // exists. The sealed blobs' buffers go back to the readers.
         if self.dry_run {
+            for part in pack.parts {
+                self.pool.give(part);
+            }
             return Ok(());
         }
+        self.uploader.send(Upload {
+            id: pack.id,
+            kind,
+            parts: pack.parts,
+        })?;
         for entry in pack.entries {
             self.pending.insert(BlobLocation {
                 pack: pack.id,
                 entry,
             });
         }
+        self.packs_unindexed += 1;
         // An index file holds at most MAX_SEGMENT_ENTRIES blobs (a bound
         // readers rely on); a pack holds at most as many, so writing when a
         // pack could overflow the pending segment keeps every file in bounds.
-        if self.pending.len() + cairn_pack::MAX_PACK_ENTRIES > cairn_index::MAX_SEGMENT_ENTRIES {
+        if self.pending.len() + cairn_pack::MAX_PACK_ENTRIES > cairn_index::MAX_SEGMENT_ENTRIES
+            || self.packs_unindexed >= CHECKPOINT_PACKS
+        {
             self.write_index_file()?;
         }
         Ok(())
@@ -152,7 +170,14 @@ impl<'p> Packer<'p> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let (name, len) = put_index_file(&*self.store, &self.metadata_key, &self.pending)?;
+        // The packs it names are written first.
+        self.uploader.wait()?;
+        let (name, len) = put_index_file(
+            &*self.store,
+            self.cache.as_deref(),
+            &self.metadata_key,
+            &self.pending,
+        )?;
         self.totals
             .index_files
             .push((name, self.pending.packs().to_vec()));
@@ -161,6 +186,7 @@ impl<'p> Packer<'p> {
             progress.stored(len);
         }
         self.indexed.merge(&std::mem::take(&mut self.pending));
+        self.packs_unindexed = 0;
         Ok(())
     }
 
@@ -169,6 +195,7 @@ impl<'p> Packer<'p> {
     pub fn finish(mut self) -> Result<(Index, PackerTotals)> {
         self.flush(BlobKind::Data)?;
         self.flush(BlobKind::Tree)?;
+        self.uploader.wait()?;
         self.write_index_file()?;
         Ok((self.indexed, self.totals))
     }

@@ -309,6 +309,7 @@ impl Repository {
             |pack: &PackId| !deleting_planned.contains(pack) && present.contains(&pack.to_hex());
         let mut packer = Packer::new(
             self.store().clone(),
+            self.blobs().cache_handle(),
             key.clone(),
             self.config().pack_target_size,
             None,
@@ -362,7 +363,7 @@ impl Repository {
             }
         }
         for part in split_index(&compacted) {
-            let (name, len) = put_index_file(&**self.store(), &key, &part)?;
+            let (name, len) = put_index_file(&**self.store(), self.blobs().cache(), &key, &part)?;
             self.blobs()
                 .register_index_file(name, part.packs().to_vec());
             report.bytes_written += len;
@@ -490,7 +491,8 @@ impl Repository {
                 }
             }
             for part in split_index(&keep) {
-                let (name, len) = put_index_file(&**self.store(), &key, &part)?;
+                let (name, len) =
+                    put_index_file(&**self.store(), self.blobs().cache(), &key, &part)?;
                 self.blobs()
                     .register_index_file(name, part.packs().to_vec());
                 report.bytes_written += len;

@@ -183,7 +183,7 @@ impl Repository {
             report.n_packs_adopted += 1;
         }
         for part in split_index(&index) {
-            put_index_file(&**self.store(), &key, &part)?;
+            put_index_file(&**self.store(), self.blobs().cache(), &key, &part)?;
             report.n_index_files_written += 1;
         }
         let superseded = replaced

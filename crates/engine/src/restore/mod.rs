@@ -155,7 +155,10 @@ impl Repository {
             ..
         } = planner;
         let fetched = planned.and_then(|()| {
-            let n_threads = std::thread::available_parallelism().map_or(1, usize::from);
+            // One thread per core, or more when the store hides a round
+            // trip behind requests in flight (each thread has one).
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            let n_threads = cores.max(self.store().parallelism());
             data::fetch_and_write(self, &target, &plan, n_threads, progress)
         });
         let failed_files = match fetched {

@@ -5,6 +5,7 @@ mod support;
 mod architecture;
 
 mod blob_kinds;
+mod cache;
 
 mod crash;
 mod damaged_objects;
@@ -24,3 +25,4 @@ mod roundtrip;
 mod secrecy;
 mod sources;
 mod tiers;
+mod uploads;

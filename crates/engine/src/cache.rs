@@ -1,0 +1,281 @@
+//! The local metadata cache: copies of a repository's index files,
+//! snapshot files, tree packs and pack headers, kept on the device so that
+//! a daily backup reads from the store only what is new since the last run.
+//!
+//! Nothing here is trusted: every object the store holds is named by the
+//! hash of its bytes, and a cached copy is used only when its bytes still
+//! hash to its name (index and snapshot files), or when what is read from it
+//! authenticates under the repository's keys (blobs of a cached tree pack,
+//! a cached pack header). A copy that fails is deleted and fetched again;
+//! the cache can be deleted whole at any time. It holds only what the store
+//! holds (sealed bytes) and the sizes of packs, never a plaintext byte.
+//!
+//! Layout, below the cache root, one directory per repository (named by the
+//! repository ID from its sealed config, so two repositories never share
+//! one): `index/<name>`, `snapshots/<name>`, `packs/<name>` (tree packs,
+//! whole) and `headers/<name>` (a pack's size, 8 bytes little-endian, then
+//! its last bytes: sealed header and trailer). Writes go to a temporary
+//! file renamed into place, so a reader never sees half a file; the cache
+//! is best-effort: a failure to read or write it costs a request, never an
+//! operation.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use cairn_crypto::PackId;
+
+/// Temporary files older than this are leftovers of a crashed writer.
+const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
+
+/// What the cache keeps, each in its own directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Index files, whole.
+    Index,
+    /// Snapshot files, whole.
+    Snapshots,
+    /// Tree packs, whole.
+    TreePacks,
+    /// The size and last bytes (header and trailer) of any pack.
+    Headers,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::Index, Kind::Snapshots, Kind::TreePacks, Kind::Headers];
+
+    fn dir(self) -> &'static str {
+        match self {
+            Kind::Index => "index",
+            Kind::Snapshots => "snapshots",
+            Kind::TreePacks => "packs",
+            Kind::Headers => "headers",
+        }
+    }
+}
+
+/// One repository's cache directory.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    dir: PathBuf,
+}
+
+/// A cached pack header: the pack's size and its last bytes.
+pub(crate) struct CachedTail {
+    pub size: u64,
+    pub tail: Vec<u8>,
+}
+
+impl Cache {
+    /// Opens (creating it if needed) the cache of the repository `repo_id`
+    /// below `root`. `None` when it cannot be made: the repository then
+    /// works without one.
+    pub(crate) fn open(root: &Path, repo_id: &[u8; 16]) -> Option<Self> {
+        let id: String = repo_id.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = root.join(id);
+        for kind in Kind::ALL {
+            create_private_dir(&dir.join(kind.dir())).ok()?;
+        }
+        let cache = Self { dir };
+        cache.remove_stale_temporaries();
+        Some(cache)
+    }
+
+    fn path(&self, kind: Kind, name: &str) -> PathBuf {
+        self.dir.join(kind.dir()).join(name)
+    }
+
+    /// A cached object named by the hash of its bytes (index and snapshot
+    /// files, tree packs), if its bytes still hash to its name and it holds
+    /// at most `max_len` bytes. A copy that fails is removed.
+    pub(crate) fn get(&self, kind: Kind, name: &str, max_len: u64) -> Option<Vec<u8>> {
+        debug_assert!(kind != Kind::Headers);
+        let path = self.path(kind, name);
+        let mut file = fs::File::open(&path).ok()?;
+        if file.metadata().ok()?.len() > max_len {
+            let _ = fs::remove_file(&path);
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).ok()?;
+        if PackId::of_bytes(&bytes).to_hex() == name {
+            Some(bytes)
+        } else {
+            let _ = fs::remove_file(&path);
+            None
+        }
+    }
+
+    /// `len` bytes at `offset` of a cached tree pack. Not checked here:
+    /// the caller authenticates the blob it reads, and calls
+    /// [`Cache::forget`] when that fails.
+    pub(crate) fn read_range(&self, name: &str, offset: u64, len: u64) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = fs::File::open(self.path(Kind::TreePacks, name)).ok()?;
+        let mut buf = vec![0u8; usize::try_from(len).ok()?];
+        file.read_exact_at(&mut buf, offset).ok()?;
+        Some(buf)
+    }
+
+    /// Keeps a copy of an object (best-effort).
+    pub(crate) fn put(&self, kind: Kind, name: &str, parts: &[&[u8]]) {
+        let _ = self.write(&self.path(kind, name), parts);
+    }
+
+    /// A cached pack header, if any. Not checked here: the caller compares
+    /// the size with the store's listing and authenticates the header.
+    pub(crate) fn tail(&self, pack: &str) -> Option<CachedTail> {
+        let bytes = fs::read(self.path(Kind::Headers, pack)).ok()?;
+        let (size, tail) = bytes.split_first_chunk::<8>()?;
+        Some(CachedTail {
+            size: u64::from_le_bytes(*size),
+            tail: tail.to_vec(),
+        })
+    }
+
+    /// Keeps a pack's size and last bytes (best-effort).
+    pub(crate) fn put_tail(&self, pack: &str, size: u64, tail: &[u8]) {
+        let _ = self.write(
+            &self.path(Kind::Headers, pack),
+            &[&size.to_le_bytes(), tail],
+        );
+    }
+
+    /// Removes a copy that failed a check.
+    pub(crate) fn forget(&self, kind: Kind, name: &str) {
+        let _ = fs::remove_file(self.path(kind, name));
+    }
+
+    /// Removes the copies of objects the store no longer lists (`live` is
+    /// a whole listing of the kind's namespace).
+    pub(crate) fn retain(&self, kind: Kind, live: &HashSet<String>) {
+        let Ok(entries) = fs::read_dir(self.dir.join(kind.dir())) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if let Some(name) = name.to_str()
+                && !name.starts_with('.')
+                && !live.contains(name)
+            {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Writes a file whole under a temporary name, then renames it into
+    /// place: readers see the old file, no file, or the new one whole.
+    fn write(&self, path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(&self.dir);
+        let mut suffix = [0u8; 8];
+        cairn_crypto::random_bytes(&mut suffix).map_err(|_| std::io::Error::other("random"))?;
+        let temporary = dir.join(format!(".tmp.{}", u64::from_le_bytes(suffix)));
+        let result = (|| {
+            let mut file = private_file(&temporary)?;
+            for part in parts {
+                file.write_all(part)?;
+            }
+            drop(file);
+            fs::rename(&temporary, path)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temporary);
+        }
+        result
+    }
+
+    /// Removes temporary files a crashed writer left (old enough that no
+    /// writer is still on them).
+    fn remove_stale_temporaries(&self) {
+        let now = SystemTime::now();
+        for kind in Kind::ALL {
+            let Ok(entries) = fs::read_dir(self.dir.join(kind.dir())) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|age| age > STALE_TEMPORARY);
+                if stale && entry.file_name().to_string_lossy().starts_with(".tmp.") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
+
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+fn private_file(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_checked_and_bad_ones_removed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(root.path(), &[7; 16]).expect("cache");
+        let bytes = b"sealed index bytes".to_vec();
+        let name = PackId::of_bytes(&bytes).to_hex();
+        assert!(cache.get(Kind::Index, &name, 1 << 20).is_none());
+        cache.put(Kind::Index, &name, &[&bytes[..4], &bytes[4..]]);
+        assert_eq!(cache.get(Kind::Index, &name, 1 << 20), Some(bytes.clone()));
+        // Over the caller's bound: not read, and removed.
+        assert!(cache.get(Kind::Index, &name, 4).is_none());
+        assert!(cache.get(Kind::Index, &name, 1 << 20).is_none());
+        // Damaged: a miss, and removed.
+        cache.put(Kind::Index, &name, &[b"other bytes"]);
+        assert!(cache.get(Kind::Index, &name, 1 << 20).is_none());
+        assert!(!cache.path(Kind::Index, &name).exists());
+        // Retain keeps only what the store lists.
+        cache.put(Kind::Index, &name, &[&bytes]);
+        cache.retain(Kind::Index, &HashSet::new());
+        assert!(cache.get(Kind::Index, &name, 1 << 20).is_none());
+    }
+
+    #[test]
+    fn the_cache_is_private_and_cleans_up_after_crashed_writers() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(root.path(), &[1; 16]).expect("cache");
+        cache.put_tail("aa", 1234, b"tail");
+        let tail = cache.tail("aa").expect("a tail");
+        assert_eq!((tail.size, tail.tail.as_slice()), (1234, &b"tail"[..]));
+        let file = cache.path(Kind::Headers, "aa");
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(file.parent().expect("dir")), 0o700);
+        let stale = cache.dir.join("index/.tmp.1");
+        fs::write(&stale, b"half").expect("write");
+        let old = SystemTime::now() - 2 * STALE_TEMPORARY;
+        fs::File::options()
+            .write(true)
+            .open(&stale)
+            .and_then(|f| f.set_modified(old))
+            .expect("age it");
+        let fresh = cache.dir.join("index/.tmp.2");
+        fs::write(&fresh, b"in progress").expect("write");
+        let _again = Cache::open(root.path(), &[1; 16]).expect("cache");
+        assert!(!stale.exists());
+        assert!(fresh.exists());
+    }
+}
