@@ -15,6 +15,7 @@ const CTX_TREE_ID: &str = "cairn 2026-11 v1 tree blob id key";
 const CTX_CHUNKER: &str = "cairn 2026-11 v1 chunker seed";
 const CTX_DATA: &str = "cairn 2026-11 v1 data sealing key";
 const CTX_METADATA: &str = "cairn 2026-11 v1 metadata sealing key";
+const CTX_CACHE: &str = "cairn 2026-12 v1 local cache binding key";
 
 /// The repository's random 32-byte master secret, from which all working keys
 /// derive. Stored only wrapped in key slots. Wiped on drop.
@@ -61,6 +62,32 @@ impl BlobIdKeys {
             BlobKind::Tree => &self.tree,
         };
         BlobId::from_bytes(*blake3::keyed_hash(key, plaintext).as_bytes())
+    }
+}
+
+/// The key of the tags that bind a device's cached copies to what they
+/// are copies of (a pack header to its pack's name and size): someone who
+/// can write the cache cannot pass one pack's header off as another's.
+/// Never stored anywhere.
+#[derive(Clone)]
+pub struct CacheKey(Zeroizing<[u8; 32]>);
+
+impl CacheKey {
+    /// The tag of `parts` (each length-prefixed, so no two lists of parts
+    /// share a tag).
+    pub fn tag(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        for part in parts {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        *hasher.finalize().as_bytes()
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CacheKey(<redacted>)")
     }
 }
 
@@ -114,6 +141,8 @@ pub struct WorkingKeys {
     pub data: SealKey,
     /// Seals tree blobs, pack headers, index files, snapshots and the config.
     pub metadata: SealKey,
+    /// Tags the local cache's copies (never used for repository bytes).
+    pub cache: CacheKey,
 }
 
 impl fmt::Debug for BlobIdKeys {
@@ -137,6 +166,7 @@ impl WorkingKeys {
             chunker_seed: ChunkerSeed(u64::from_le_bytes(*seed)),
             data: SealKey::from_bytes(&derive(CTX_DATA)),
             metadata: SealKey::from_bytes(&derive(CTX_METADATA)),
+            cache: CacheKey(derive(CTX_CACHE)),
         }
     }
 }
@@ -147,6 +177,17 @@ mod tests {
 
     /// Regression: an empty directory's tree blob (one zero byte) and a
     /// one-byte file holding NUL had the same ID.
+    #[test]
+    fn cache_tags_bind_every_part_and_its_bounds() {
+        let k = WorkingKeys::derive(&MasterSecret::generate().unwrap());
+        let tag = k.cache.tag(&[b"pack-a", b"header"]);
+        assert_eq!(tag, k.cache.tag(&[b"pack-a", b"header"]));
+        assert_ne!(tag, k.cache.tag(&[b"pack-b", b"header"]));
+        assert_ne!(tag, k.cache.tag(&[b"pack-ah", b"eader"]));
+        let other = WorkingKeys::derive(&MasterSecret::generate().unwrap());
+        assert_ne!(tag, other.cache.tag(&[b"pack-a", b"header"]));
+    }
+
     #[test]
     fn each_blob_kind_has_its_own_id_domain() {
         let k = WorkingKeys::derive(&MasterSecret::generate().unwrap());

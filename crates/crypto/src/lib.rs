@@ -14,7 +14,7 @@ mod seal;
 
 pub use ids::{BlobId, BlobKind, PackId, SnapshotId};
 pub use key_slot::{KEY_SLOT_LEN, KeySlot};
-pub use keys::{BlobIdKeys, ChunkerSeed, MasterSecret, SealKey, WorkingKeys};
+pub use keys::{BlobIdKeys, CacheKey, ChunkerSeed, MasterSecret, SealKey, WorkingKeys};
 pub use recovery_key::{RECOVERY_KEY_ALPHABET, RECOVERY_KEY_LEN, RecoveryKey};
 #[cfg(fuzzing)]
 pub use seal::seal_as_is;

@@ -32,7 +32,7 @@ use cairn_meta::{Condemnation, MAX_CONDEMNED_FILE_LEN};
 use cairn_pack::{MAX_HEADER_SEALED_LEN, PackEntry, TRAILER_LEN};
 use cairn_store::{Namespace, ObjectName, Store};
 
-use crate::cache::{Cache, Kind};
+use crate::cache::{Cache, Kind, Uncached};
 use crate::error::{Error, Result, from_meta};
 
 const INDEX_MAGIC: &[u8; 8] = b"CAIRNIXF";
@@ -176,6 +176,9 @@ pub(crate) struct BlobStore {
     listed_packs: Mutex<HashMap<PackId, u64>>,
     /// The local metadata cache, if the caller gave one.
     cache: Option<Arc<Cache>>,
+    /// Tree packs this session could not cache (too large, damaged, a cache
+    /// that cannot be written): read by ranges, never fetched whole again.
+    uncacheable: Mutex<HashSet<PackId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -209,7 +212,20 @@ impl BlobStore {
             packs_listed_at_open: Mutex::new(false),
             listed_packs: Mutex::new(HashMap::new()),
             cache,
+            uncacheable: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Reads only the store's bytes until the guard is dropped: what
+    /// `check` and `repair` judge is the repository, not this device's
+    /// copies of it. (Copies are still written: they are what was read.)
+    pub fn uncached(&self) -> Option<Uncached> {
+        self.cache.as_ref().map(Cache::bypass)
+    }
+
+    /// The cache to read copies from: none while a reader wants the store.
+    fn cache_reads(&self) -> Option<&Cache> {
+        self.cache.as_deref().filter(|cache| !cache.bypassed())
     }
 
     /// The local metadata cache, if any.
@@ -237,7 +253,12 @@ impl BlobStore {
     pub fn load(&mut self) -> Result<Vec<Unreadable>> {
         let mut skipped = self.load_new_index_files()?;
         skipped.extend(self.load_condemned()?);
-        self.list_packs()?;
+        if self.list_packs()? > 0 {
+            // Packs an index file names are gone: a prune may have moved
+            // their blobs, and superseded that file with one a cached copy
+            // of it kept us from looking for. Read what was written since.
+            skipped.extend(self.load_new_index_files()?);
+        }
         *self
             .packs_listed_at_open
             .get_mut()
@@ -468,8 +489,8 @@ impl BlobStore {
     }
 
     /// Lists the packs (one listing) and distrusts every pack the index names
-    /// that is not there.
-    fn list_packs(&self) -> Result<()> {
+    /// that is not there; returns how many.
+    fn list_packs(&self) -> Result<usize> {
         let listed = self.store.list_sized(Namespace::Packs)?;
         if let Some(cache) = &self.cache {
             let live: HashSet<String> = listed.iter().map(|(name, _)| name.clone()).collect();
@@ -491,10 +512,11 @@ impl BlobStore {
             .filter(|p| !present.contains(&p.to_hex()))
             .copied()
             .collect();
+        let n_missing = missing.len();
         for pack in missing {
             self.distrust(pack, PackState::Missing);
         }
-        Ok(())
+        Ok(n_missing)
     }
 
     /// Reads, authenticates and decodes one index file.
@@ -514,7 +536,7 @@ impl BlobStore {
     /// it is intact, else the store's (kept in the cache for next time).
     pub fn fetch(&self, kind: Kind, object_name: &ObjectName, max_len: u64) -> Result<Vec<u8>> {
         let name = object_name.name();
-        if let Some(cache) = &self.cache
+        if let Some(cache) = self.cache_reads()
             && let Some(bytes) = cache.get(kind, name, max_len)
         {
             return Ok(bytes);
@@ -748,25 +770,41 @@ impl BlobStore {
     /// `None` when there is no cache, or when the copy cannot serve it: the
     /// caller then reads the store by range, as without a cache.
     fn read_cached_tree(&self, location: &BlobLocation) -> Result<Option<Vec<u8>>> {
-        let Some(cache) = &self.cache else {
+        let Some(cache) = self.cache_reads() else {
             return Ok(None);
         };
         // A pack that fails its check is the ranged read's to report.
         if self.verify_pack(location).is_err() {
             return Ok(None);
         }
-        let name = location.pack.to_hex();
+        let pack = location.pack;
+        let name = pack.to_hex();
         let (offset, len) = (
             u64::from(location.entry.offset),
             u64::from(location.entry.sealed_len),
         );
-        let mut sealed = cache.read_range(&name, offset, len);
-        if sealed.is_none() {
-            self.cache_tree_pack(cache, &location.pack)?;
-            sealed = cache.read_range(&name, offset, len);
-        }
-        let Some(mut sealed) = sealed else {
-            return Ok(None);
+        let mut sealed = match cache.read_range(&name, offset, len) {
+            Some(sealed) => sealed,
+            None if lock(&self.uncacheable).contains(&pack) => return Ok(None),
+            None => {
+                let fetched = self.fetch_tree_pack(&pack);
+                let kept = fetched
+                    .as_ref()
+                    .is_some_and(|bytes| cache.put(Kind::TreePacks, &name, &[bytes]));
+                if !kept {
+                    lock(&self.uncacheable).insert(pack);
+                }
+                // Served from the bytes fetched, cached or not.
+                let range = usize::try_from(offset)
+                    .ok()
+                    .zip(usize::try_from(offset + len).ok());
+                match (fetched, range) {
+                    (Some(bytes), Some((from, to))) if to <= bytes.len() => {
+                        bytes[from..to].to_vec()
+                    }
+                    _ => return Ok(None),
+                }
+            }
         };
         match cairn_pack::open_blob_in_place(
             &self.metadata_key,
@@ -775,38 +813,26 @@ impl BlobStore {
             &mut Opener::new(),
         ) {
             Ok(plain) => Ok(Some(plain.to_vec())),
-            // The copy is damaged, not the store's pack: drop the copy.
+            // The copy is damaged, not (as far as this says) the store's
+            // pack: drop the copy, and let the ranged read judge the pack.
             Err(_) => {
                 cache.forget(Kind::TreePacks, &name);
+                lock(&self.uncacheable).insert(pack);
                 Ok(None)
             }
         }
     }
 
-    /// Fetches a tree pack whole (one request) and keeps it in the cache
-    /// if its bytes hash to its name. A pack the store lacks or holds
-    /// damaged is left to the ranged read, which reports it.
-    fn cache_tree_pack(&self, cache: &Cache, pack: &PackId) -> Result<()> {
-        let listed = lock(&self.listed_packs).get(pack).copied();
-        let Some(size) = listed else {
-            return Ok(());
-        };
+    /// A tree pack, whole, if it is listed, at most [`MAX_CACHED_TREE_PACK`]
+    /// bytes, and its bytes hash to its name; `None` otherwise, and on any
+    /// store error (the ranged read that follows reports what is wrong).
+    fn fetch_tree_pack(&self, pack: &PackId) -> Option<Vec<u8>> {
+        let size = lock(&self.listed_packs).get(pack).copied()?;
         if size > MAX_CACHED_TREE_PACK {
-            return Ok(());
+            return None;
         }
-        let bytes = match self.store.get(&pack_object(pack)?, size) {
-            Ok(bytes) => bytes,
-            Err(
-                cairn_store::Error::NotFound(_)
-                | cairn_store::Error::TooLarge { .. }
-                | cairn_store::Error::OutOfRange(_),
-            ) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        if PackId::of_bytes(&bytes) == *pack {
-            cache.put(Kind::TreePacks, &pack.to_hex(), &[&bytes]);
-        }
-        Ok(())
+        let bytes = self.store.get(&pack_object(pack).ok()?, size).ok()?;
+        (PackId::of_bytes(&bytes) == *pack).then_some(bytes)
     }
 
     /// Opens a blob whose sealed bytes the caller fetched from `location`
@@ -904,9 +930,18 @@ impl BlobStore {
     /// Whether the pack's header authenticates and lists the blob as the
     /// index does. Store errors other than a short pack pass through.
     fn check_header(&self, location: &BlobLocation) -> Result<bool, cairn_store::Error> {
-        Ok(self
-            .read_header(&location.pack)?
-            .is_some_and(|entries| entries.contains(&location.entry)))
+        let lists = |entries: Option<Vec<PackEntry>>| {
+            entries.is_some_and(|entries| entries.contains(&location.entry))
+        };
+        if lists(self.read_header(&location.pack)?) {
+            return Ok(true);
+        }
+        // A pack is distrusted on the store's word only, never a copy's.
+        if self.cache_reads().is_some() {
+            let _store_only = self.uncached();
+            return Ok(lists(self.read_header(&location.pack)?));
+        }
+        Ok(false)
     }
 
     /// Reads and authenticates a pack's trailer and header: its entries, or
@@ -921,7 +956,7 @@ impl BlobStore {
         let pack = pack_object(pack_id).map_err(|_| cairn_store::Error::InvalidName)?;
         let hex = pack.name();
         let listed = lock(&self.listed_packs).get(pack_id).copied();
-        if let (Some(cache), Some(size)) = (&self.cache, listed)
+        if let (Some(cache), Some(size)) = (self.cache_reads(), listed)
             && let Some(cached) = cache.tail(hex)
             && cached.size == size
         {
@@ -930,19 +965,36 @@ impl BlobStore {
             }
             cache.forget(Kind::Headers, hex);
         }
-        let size = match listed {
-            Some(size) => size,
-            None => self.store.size(&pack)?,
-        };
+        if let Some(size) = listed {
+            match self.read_tail(&pack, size) {
+                Ok(Some(entries)) => return Ok(Some(entries)),
+                // The listing's size may be wrong (a server whose listings
+                // carry none, or stale): ask the object itself.
+                Ok(None) | Err(cairn_store::Error::OutOfRange(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let size = self.store.size(&pack)?;
+        self.read_tail(&pack, size)
+    }
+
+    /// Reads and authenticates the header of `pack`, of `size` bytes, from
+    /// its last bytes, and caches it.
+    fn read_tail(
+        &self,
+        pack: &ObjectName,
+        size: u64,
+    ) -> Result<Option<Vec<PackEntry>>, cairn_store::Error> {
+        let hex = pack.name();
         let guess = size.min(TAIL_GUESS);
-        let mut tail = match self.store.get_range(&pack, size - guess, guess) {
+        let mut tail = match self.store.get_range(pack, size - guess, guess) {
             Err(cairn_store::Error::OutOfRange(_)) => return Ok(None),
             other => other?,
         };
         let mut read = self.entries_from_tail(size, &tail);
         if let Tail::Short(needed) = read {
             // The header is longer than the guess: read it whole.
-            tail = match self.store.get_range(&pack, size - needed, needed) {
+            tail = match self.store.get_range(pack, size - needed, needed) {
                 Err(cairn_store::Error::OutOfRange(_)) => return Ok(None),
                 other => other?,
             };

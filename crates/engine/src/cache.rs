@@ -13,8 +13,12 @@
 //! Layout, below the cache root, one directory per repository (named by the
 //! repository ID from its sealed config, so two repositories never share
 //! one): `index/<name>`, `snapshots/<name>`, `packs/<name>` (tree packs,
-//! whole) and `headers/<name>` (a pack's size, 8 bytes little-endian, then
-//! its last bytes: sealed header and trailer). Writes go to a temporary
+//! whole) and `headers/<name>` (a 32-byte tag, the pack's size as 8 bytes
+//! little-endian, then its last bytes: sealed header and trailer). The tag
+//! is a keyed BLAKE3 (a key derived from the master secret, never stored)
+//! of the pack's name, size and those bytes: a pack header authenticates
+//! but does not name its pack, and the tag keeps one pack's cached header
+//! from passing for another's. Writes go to a temporary
 //! file renamed into place, so a reader never sees half a file; the cache
 //! is best-effort: a failure to read or write it costs a request, never an
 //! operation.
@@ -22,10 +26,17 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use cairn_crypto::PackId;
+use cairn_crypto::{CacheKey, PackId};
+use cairn_pack::{MAX_HEADER_SEALED_LEN, TRAILER_LEN};
+
+/// Largest cached header file: tag, size, sealed header and trailer.
+const MAX_TAIL_FILE: u64 = 32 + 8 + MAX_HEADER_SEALED_LEN as u64 + TRAILER_LEN as u64;
 
 /// Temporary files older than this are leftovers of a crashed writer.
 const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
@@ -60,6 +71,19 @@ impl Kind {
 #[derive(Debug)]
 pub(crate) struct Cache {
     dir: PathBuf,
+    key: CacheKey,
+    /// Readers that want the store's bytes, not copies (`check`,
+    /// `repair`): while any runs, nothing is read from the cache.
+    bypassing: AtomicUsize,
+}
+
+/// While alive, no copy is read from the cache ([`Cache::bypass`]).
+pub(crate) struct Uncached(Arc<Cache>);
+
+impl Drop for Uncached {
+    fn drop(&mut self) {
+        self.0.bypassing.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A cached pack header: the pack's size and its last bytes.
@@ -72,15 +96,31 @@ impl Cache {
     /// Opens (creating it if needed) the cache of the repository `repo_id`
     /// below `root`. `None` when it cannot be made: the repository then
     /// works without one.
-    pub(crate) fn open(root: &Path, repo_id: &[u8; 16]) -> Option<Self> {
+    pub(crate) fn open(root: &Path, repo_id: &[u8; 16], key: CacheKey) -> Option<Self> {
         let id: String = repo_id.iter().map(|b| format!("{b:02x}")).collect();
         let dir = root.join(id);
         for kind in Kind::ALL {
             create_private_dir(&dir.join(kind.dir())).ok()?;
         }
-        let cache = Self { dir };
+        let cache = Self {
+            dir,
+            key,
+            bypassing: AtomicUsize::new(0),
+        };
         cache.remove_stale_temporaries();
         Some(cache)
+    }
+
+    /// Reads no copy until the guard is dropped (writes go on: they are
+    /// copies of what was just read from the store).
+    pub(crate) fn bypass(self: &Arc<Self>) -> Uncached {
+        self.bypassing.fetch_add(1, Ordering::AcqRel);
+        Uncached(self.clone())
+    }
+
+    /// Whether some reader wants the store's bytes now.
+    pub(crate) fn bypassed(&self) -> bool {
+        self.bypassing.load(Ordering::Acquire) > 0
     }
 
     fn path(&self, kind: Kind, name: &str) -> PathBuf {
@@ -93,13 +133,7 @@ impl Cache {
     pub(crate) fn get(&self, kind: Kind, name: &str, max_len: u64) -> Option<Vec<u8>> {
         debug_assert!(kind != Kind::Headers);
         let path = self.path(kind, name);
-        let mut file = fs::File::open(&path).ok()?;
-        if file.metadata().ok()?.len() > max_len {
-            let _ = fs::remove_file(&path);
-            return None;
-        }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).ok()?;
+        let bytes = read_bounded(&path, max_len)?;
         if PackId::of_bytes(&bytes).to_hex() == name {
             Some(bytes)
         } else {
@@ -113,22 +147,29 @@ impl Cache {
     /// [`Cache::forget`] when that fails.
     pub(crate) fn read_range(&self, name: &str, offset: u64, len: u64) -> Option<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let file = fs::File::open(self.path(Kind::TreePacks, name)).ok()?;
+        let file = open_regular(&self.path(Kind::TreePacks, name))?;
         let mut buf = vec![0u8; usize::try_from(len).ok()?];
         file.read_exact_at(&mut buf, offset).ok()?;
         Some(buf)
     }
 
-    /// Keeps a copy of an object (best-effort).
-    pub(crate) fn put(&self, kind: Kind, name: &str, parts: &[&[u8]]) {
-        let _ = self.write(&self.path(kind, name), parts);
+    /// Keeps a copy of an object (best-effort); whether it was kept.
+    pub(crate) fn put(&self, kind: Kind, name: &str, parts: &[&[u8]]) -> bool {
+        self.write(&self.path(kind, name), parts).is_ok()
     }
 
-    /// A cached pack header, if any. Not checked here: the caller compares
-    /// the size with the store's listing and authenticates the header.
+    /// A cached pack header, if any, whose tag shows it was cached for
+    /// this pack. The caller compares the size with the store's listing
+    /// and authenticates the header.
     pub(crate) fn tail(&self, pack: &str) -> Option<CachedTail> {
-        let bytes = fs::read(self.path(Kind::Headers, pack)).ok()?;
-        let (size, tail) = bytes.split_first_chunk::<8>()?;
+        let path = self.path(Kind::Headers, pack);
+        let bytes = read_bounded(&path, MAX_TAIL_FILE)?;
+        let (tag, rest) = bytes.split_first_chunk::<32>()?;
+        let (size, tail) = rest.split_first_chunk::<8>()?;
+        if *tag != self.key.tag(&[pack.as_bytes(), size, tail]) {
+            let _ = fs::remove_file(&path);
+            return None;
+        }
         Some(CachedTail {
             size: u64::from_le_bytes(*size),
             tail: tail.to_vec(),
@@ -137,10 +178,9 @@ impl Cache {
 
     /// Keeps a pack's size and last bytes (best-effort).
     pub(crate) fn put_tail(&self, pack: &str, size: u64, tail: &[u8]) {
-        let _ = self.write(
-            &self.path(Kind::Headers, pack),
-            &[&size.to_le_bytes(), tail],
-        );
+        let size = size.to_le_bytes();
+        let tag = self.key.tag(&[pack.as_bytes(), &size, tail]);
+        let _ = self.write(&self.path(Kind::Headers, pack), &[&tag, &size, tail]);
     }
 
     /// Removes a copy that failed a check.
@@ -173,7 +213,14 @@ impl Cache {
         cairn_crypto::random_bytes(&mut suffix).map_err(|_| std::io::Error::other("random"))?;
         let temporary = dir.join(format!(".tmp.{}", u64::from_le_bytes(suffix)));
         let result = (|| {
-            let mut file = private_file(&temporary)?;
+            let mut file = match private_file(&temporary) {
+                // The cache was deleted meanwhile: make it again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    create_private_dir(dir)?;
+                    private_file(&temporary)?
+                }
+                other => other?,
+            };
             for part in parts {
                 file.write_all(part)?;
             }
@@ -217,8 +264,32 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
         .create(path)
 }
 
+/// A regular file, opened without following a symlink (anything else in
+/// the cache is not a copy cairn made).
+fn open_regular(path: &Path) -> Option<fs::File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
+}
+
+/// A whole file of at most `max_len` bytes (a larger one is removed).
+fn read_bounded(path: &Path, max_len: u64) -> Option<Vec<u8>> {
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(max_len.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() as u64 > max_len {
+        let _ = fs::remove_file(path);
+        return None;
+    }
+    Some(bytes)
+}
+
 fn private_file(path: &Path) -> std::io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -233,7 +304,7 @@ mod tests {
     #[test]
     fn copies_are_checked_and_bad_ones_removed() {
         let root = tempfile::tempdir().expect("tempdir");
-        let cache = Cache::open(root.path(), &[7; 16]).expect("cache");
+        let cache = Cache::open(root.path(), &[7; 16], key()).expect("cache");
         let bytes = b"sealed index bytes".to_vec();
         let name = PackId::of_bytes(&bytes).to_hex();
         assert!(cache.get(Kind::Index, &name, 1 << 20).is_none());
@@ -256,7 +327,7 @@ mod tests {
     fn the_cache_is_private_and_cleans_up_after_crashed_writers() {
         use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().expect("tempdir");
-        let cache = Cache::open(root.path(), &[1; 16]).expect("cache");
+        let cache = Cache::open(root.path(), &[1; 16], key()).expect("cache");
         cache.put_tail("aa", 1234, b"tail");
         let tail = cache.tail("aa").expect("a tail");
         assert_eq!((tail.size, tail.tail.as_slice()), (1234, &b"tail"[..]));
@@ -264,6 +335,16 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode(&file), 0o600);
         assert_eq!(mode(file.parent().expect("dir")), 0o700);
+        // A header copied to another pack's name is not that pack's.
+        fs::copy(
+            cache.path(Kind::Headers, "aa"),
+            cache.path(Kind::Headers, "bb"),
+        )
+        .expect("copy");
+        assert!(cache.tail("bb").is_none());
+        // Nor under another key (another repository's cache).
+        let other = Cache::open(root.path(), &[1; 16], key()).expect("cache");
+        assert!(other.tail("aa").is_none());
         let stale = cache.dir.join("index/.tmp.1");
         fs::write(&stale, b"half").expect("write");
         let old = SystemTime::now() - 2 * STALE_TEMPORARY;
@@ -274,8 +355,30 @@ mod tests {
             .expect("age it");
         let fresh = cache.dir.join("index/.tmp.2");
         fs::write(&fresh, b"in progress").expect("write");
-        let _again = Cache::open(root.path(), &[1; 16]).expect("cache");
+        let _again = Cache::open(root.path(), &[1; 16], key()).expect("cache");
         assert!(!stale.exists());
         assert!(fresh.exists());
+    }
+
+    #[test]
+    fn a_cache_deleted_while_open_is_made_again_and_symlinks_are_not_followed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(root.path(), &[2; 16], key()).expect("cache");
+        fs::remove_dir_all(root.path()).expect("delete the cache");
+        let bytes = b"index".to_vec();
+        let name = PackId::of_bytes(&bytes).to_hex();
+        assert!(cache.put(Kind::Index, &name, &[&bytes]));
+        assert_eq!(cache.get(Kind::Index, &name, 100), Some(bytes));
+        let target = root.path().join("elsewhere");
+        fs::write(&target, b"elsewhere").expect("write");
+        let link_name = PackId::of_bytes(b"elsewhere").to_hex();
+        std::os::unix::fs::symlink(&target, cache.path(Kind::Index, &link_name)).expect("link");
+        assert!(cache.get(Kind::Index, &link_name, 100).is_none());
+    }
+
+    /// A new repository's cache key.
+    fn key() -> CacheKey {
+        let master = cairn_crypto::MasterSecret::generate().expect("random");
+        cairn_crypto::WorkingKeys::derive(&master).cache
     }
 }

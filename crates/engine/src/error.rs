@@ -88,6 +88,10 @@ pub enum Error {
     /// A backup worker thread stopped without saying why (a bug: please report).
     #[error("backup pipeline stopped unexpectedly")]
     PipelineStopped,
+    /// A pack upload failed earlier in this backup (its error was reported)
+    /// or its thread stopped: nothing more is written.
+    #[error("an upload of this backup failed: nothing more is written")]
+    UploadStopped,
     /// A directory nests deeper than cairn walks: a backup leaves it out, a
     /// listing or restore skips it (never written by cairn itself).
     #[error("{path}: nested deeper than {max} directories")]

@@ -2,6 +2,7 @@
 //! its snapshots, trees and totals. Blobs are read through the blob store
 //! (`blobs.rs`), never directly from the store.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use cairn_crypto::{
@@ -95,6 +96,9 @@ pub struct Repository {
     blobs: BlobStore,
     /// The local metadata cache, if the caller gave one (shared with `blobs`).
     cache: Option<Arc<Cache>>,
+    /// The snapshot files of this process's latest listing: only those are
+    /// read from the cache (one forgotten since must not live on in it).
+    listed_snapshots: Mutex<HashSet<String>>,
     /// Warnings not yet handed to the caller (see [`Repository::take_warnings`]).
     warnings: Mutex<Vec<String>>,
 }
@@ -191,6 +195,7 @@ impl Repository {
             media,
             blobs,
             cache,
+            listed_snapshots: Mutex::new(HashSet::new()),
             warnings: Mutex::new(Vec::new()),
         })
     }
@@ -247,7 +252,7 @@ impl Repository {
         let cache = options
             .cache_dir
             .as_deref()
-            .and_then(|root| Cache::open(root, &config.repo_id))
+            .and_then(|root| Cache::open(root, &config.repo_id, keys.cache.clone()))
             .map(Arc::new);
         let mut repo = Self::assemble(store, keys, config, cache)?;
         let skipped = repo.blobs.load()?;
@@ -326,10 +331,20 @@ impl Repository {
     /// Reads one snapshot.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let name = object(Namespace::Snapshots, &id.to_hex())?;
-        let bytes = match self
-            .blobs
-            .fetch(Kind::Snapshots, &name, MAX_SNAPSHOT_FILE_LEN)
-        {
+        let listed = self
+            .listed_snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name.name());
+        let fetched = if listed {
+            self.blobs
+                .fetch(Kind::Snapshots, &name, MAX_SNAPSHOT_FILE_LEN)
+        } else {
+            let _store_only = self.blobs.uncached();
+            self.blobs
+                .fetch(Kind::Snapshots, &name, MAX_SNAPSHOT_FILE_LEN)
+        };
+        let bytes = match fetched {
             Err(Error::Store(cairn_store::Error::NotFound(_))) => {
                 return Err(Error::SnapshotNotFound(id.to_hex()));
             }
@@ -354,10 +369,7 @@ impl Repository {
     pub fn list_snapshots(&self) -> Result<SnapshotListing> {
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
-        let listed = self.store.list(Namespace::Snapshots)?;
-        if let Some(cache) = &self.cache {
-            cache.retain(Kind::Snapshots, &listed.iter().cloned().collect());
-        }
+        let listed = self.list_snapshot_files()?;
         for name in listed {
             let loaded = SnapshotId::from_hex(&name)
                 .ok_or_else(|| Error::integrity(format!("snapshots/{name}")))
@@ -382,6 +394,20 @@ impl Repository {
         })
     }
 
+    /// Lists the snapshot files, and keeps in the cache only their copies.
+    fn list_snapshot_files(&self) -> Result<Vec<String>> {
+        let listed = self.store.list(Namespace::Snapshots)?;
+        let names: HashSet<String> = listed.iter().cloned().collect();
+        if let Some(cache) = &self.cache {
+            cache.retain(Kind::Snapshots, &names);
+        }
+        *self
+            .listed_snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = names;
+        Ok(listed)
+    }
+
     /// Every readable snapshot, oldest first. A snapshot file that cannot be
     /// read is skipped with a warning naming it ([`Repository::take_warnings`]).
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
@@ -400,7 +426,7 @@ impl Repository {
                 .ok_or_else(|| Error::SnapshotNotFound(spec.to_owned()));
         }
         let spec_lower = spec.to_ascii_lowercase();
-        let names = self.store.list(Namespace::Snapshots)?;
+        let names = self.list_snapshot_files()?;
         let mut matches = names
             .iter()
             .filter(|n| n.starts_with(&spec_lower) && !spec.is_empty());

@@ -88,3 +88,241 @@ impl Server {
         }
     }
 }
+
+/// What a [`Proxy`] does to the requests it passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Passes everything.
+    None,
+    /// Holds each request this long before it goes on: one round trip of
+    /// latency per request, as over a distant link.
+    Latency(std::time::Duration),
+    /// Answers the next `n` requests with `503 SlowDown` (S3's throttling)
+    /// without passing them; `u32::MAX` for every request.
+    SlowDown(u32),
+    /// Cuts the next `times` connections once the server has sent `bytes`
+    /// bytes on them (a link that drops mid-transfer).
+    CutAfter {
+        /// Bytes from the server before the cut.
+        bytes: u64,
+        /// Connections still to cut.
+        times: u32,
+    },
+    /// Passes `n` more requests, then goes [`Fault::Down`] (a server
+    /// killed mid-operation).
+    DownAfter(u32),
+    /// Closes every connection at once, sending nothing.
+    Down,
+}
+
+/// A TCP proxy on a loopback port in front of a [`Server`], which injects
+/// a [`Fault`] (latency, throttling, dropped connections, a server that
+/// goes down); settable while running. A request is what the client sends
+/// after the server last spoke on its connection.
+pub struct Proxy {
+    endpoint: String,
+    fault: std::sync::Arc<std::sync::Mutex<Fault>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
+}
+
+impl Proxy {
+    /// Starts one in front of `endpoint` (`http://127.0.0.1:PORT`).
+    ///
+    /// # Panics
+    /// When the loopback port cannot be had or the endpoint is not a
+    /// loopback address.
+    #[allow(clippy::expect_used)]
+    pub fn start(endpoint: &str, fault: Fault) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let upstream: std::net::SocketAddr = endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .expect("a loopback endpoint");
+        assert!(upstream.ip().is_loopback(), "loopback only");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let fault = Arc::new(Mutex::new(fault));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (fault, stop) = (fault.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let Ok(client) = client else { continue };
+                    let fault = fault.clone();
+                    std::thread::spawn(move || proxy_connection(client, upstream, &fault));
+                }
+            });
+        }
+        Self {
+            endpoint: format!("http://{addr}"),
+            fault,
+            stop,
+            addr,
+        }
+    }
+
+    /// Its endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Changes what it does from the next request on.
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    /// What it does now (a countdown shows what is left of it).
+    pub fn fault(&self) -> Fault {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the accepting thread so it sees the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+/// The reply to a throttled request.
+fn slow_down() -> Vec<u8> {
+    let body = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code>\
+                <Message>Please reduce your request rate.</Message></Error>";
+    format!(
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// What the client side decides for a new request.
+enum Verdict {
+    Pass(Option<std::time::Duration>),
+    SlowDown,
+    Close,
+}
+
+fn verdict(fault: &std::sync::Mutex<Fault>) -> Verdict {
+    let mut fault = fault.lock().unwrap_or_else(|e| e.into_inner());
+    match *fault {
+        Fault::None | Fault::CutAfter { .. } => Verdict::Pass(None),
+        Fault::Latency(delay) => Verdict::Pass(Some(delay)),
+        Fault::SlowDown(0) => {
+            *fault = Fault::None;
+            Verdict::Pass(None)
+        }
+        Fault::SlowDown(n) => {
+            if n != u32::MAX {
+                *fault = Fault::SlowDown(n - 1);
+            }
+            Verdict::SlowDown
+        }
+        Fault::DownAfter(0) | Fault::Down => {
+            *fault = Fault::Down;
+            Verdict::Close
+        }
+        Fault::DownAfter(n) => {
+            *fault = Fault::DownAfter(n - 1);
+            Verdict::Pass(None)
+        }
+    }
+}
+
+fn proxy_connection(
+    client: std::net::TcpStream,
+    upstream: std::net::SocketAddr,
+    fault: &std::sync::Arc<std::sync::Mutex<Fault>>,
+) {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if *fault.lock().unwrap_or_else(|e| e.into_inner()) == Fault::Down {
+        return;
+    }
+    let Ok(server) = std::net::TcpStream::connect(upstream) else {
+        return;
+    };
+    // Set when the server speaks: the client's next bytes are a new request.
+    let server_spoke = Arc::new(AtomicBool::new(true));
+    let cut_after = match *fault.lock().unwrap_or_else(|e| e.into_inner()) {
+        Fault::CutAfter { bytes, times } if times > 0 => Some(bytes),
+        _ => None,
+    };
+    let (Ok(mut client_reader), Ok(mut server_writer)) = (client.try_clone(), server.try_clone())
+    else {
+        return;
+    };
+    let (mut server_reader, mut client_writer) = (server, client);
+    let downstream = {
+        let server_spoke = server_spoke.clone();
+        let fault = fault.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut sent = 0u64;
+            loop {
+                let n = match server_reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if let Some(limit) = cut_after
+                    && sent + n as u64 > limit
+                {
+                    let mut fault = fault.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Fault::CutAfter { bytes, times } = *fault {
+                        *fault = if times > 1 {
+                            Fault::CutAfter {
+                                bytes,
+                                times: times - 1,
+                            }
+                        } else {
+                            Fault::None
+                        };
+                    }
+                    drop(fault);
+                    let keep = usize::try_from(limit.saturating_sub(sent)).unwrap_or(0);
+                    let _ = client_writer.write_all(&buf[..keep.min(n)]);
+                    break;
+                }
+                sent += n as u64;
+                server_spoke.store(true, Ordering::Release);
+                if client_writer.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = client_writer.shutdown(Shutdown::Both);
+            let _ = server_reader.shutdown(Shutdown::Both);
+        })
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match client_reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if server_spoke.swap(false, Ordering::AcqRel) {
+            match verdict(fault) {
+                Verdict::Pass(None) => {}
+                Verdict::Pass(Some(delay)) => std::thread::sleep(delay),
+                Verdict::SlowDown => {
+                    let _ = client_reader.write_all(&slow_down());
+                    break;
+                }
+                Verdict::Close => break,
+            }
+        }
+        if server_writer.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = server_writer.shutdown(Shutdown::Both);
+    let _ = client_reader.shutdown(Shutdown::Both);
+    let _ = downstream.join();
+}

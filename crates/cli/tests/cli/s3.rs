@@ -94,3 +94,49 @@ fn a_repository_in_a_bucket_through_the_cli() {
     let err = one_line_error(&cairn(&["snapshots"], &no_region));
     assert!(err.contains("region"), "{err}");
 }
+
+/// A server that keeps throttling, or that is down: one line, a non-zero
+/// exit, in bounded time, and the repository as it was.
+#[test]
+fn a_throttling_or_dead_server_is_one_line_and_a_failed_exit() {
+    use cairn_store_s3::test_server::{Fault, Proxy};
+    let server = Server::start();
+    let proxy = Proxy::start(server.endpoint(), Fault::None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("key.txt");
+    let repo = format!("s3://{BUCKET}/phone-2");
+    let env = [
+        ("CAIRN_REPOSITORY", repo.as_str()),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+        ("AWS_ENDPOINT_URL", proxy.endpoint()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ];
+    ok(&cairn(&["init"], &env));
+    let src = dir.path().join("chat");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("messages.db"), vec![5u8; 50_000]).expect("write");
+    ok(&cairn(&["backup", p(&src)], &env));
+    std::fs::write(src.join("new.jpg"), b"a new photo").expect("write");
+    for fault in [Fault::SlowDown(u32::MAX), Fault::Down] {
+        proxy.set(fault);
+        let started = std::time::Instant::now();
+        let err = one_line_error(&cairn(&["backup", p(&src)], &env));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{fault:?}: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.contains(&repo) || err.contains("s3://"),
+            "{fault:?}: {err}"
+        );
+    }
+    proxy.set(Fault::None);
+    let listed = ok(&cairn(&["snapshots", "--json"], &env));
+    let snapshots: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    assert_eq!(snapshots.as_array().map(Vec::len), Some(1), "{listed}");
+    ok(&cairn(&["backup", p(&src)], &env));
+    ok(&cairn(&["check"], &env));
+}

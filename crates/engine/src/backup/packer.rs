@@ -67,7 +67,7 @@ impl<'p> Packer<'p> {
         Self {
             progress,
             dry_run: false,
-            uploader: Uploader::new(store.clone(), cache.clone(), pool.clone()),
+            uploader: Uploader::new(store.clone(), cache.clone(), pool.clone(), target as usize),
             pool,
             store,
             cache,

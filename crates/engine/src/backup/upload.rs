@@ -3,8 +3,9 @@
 //! that waits for each put in turn runs at one pack per round trip.
 //!
 //! Memory stays bounded: a pack is handed over only when an upload thread
-//! is free to take it (a rendezvous), so at most `parallelism` packs are in
-//! flight besides the two the packer is filling. A pack is always written
+//! is free to take it (a rendezvous), and there are at most as many threads
+//! as [`UPLOAD_BUDGET`] holds packs, so the bytes in flight stay within it
+//! besides the two packs the packer is filling. A pack is always written
 //! before the index file naming it: the packer waits for every upload in
 //! flight ([`Uploader::wait`]) before it writes one. The first failure is
 //! kept and returned by the next call; nothing is uploaded after it.
@@ -22,6 +23,11 @@ use crate::backup::buffers::BufferPool;
 use crate::blobs::pack_object;
 use crate::cache::{Cache, Kind};
 use crate::error::{Error, Result};
+
+/// Bytes of packs in flight at once: 4 packs of the default 16 MiB (enough
+/// to hide a round trip of tens of milliseconds at the speed a backup
+/// produces packs), fewer of larger packs, always at least one.
+const UPLOAD_BUDGET: usize = 64 * 1024 * 1024;
 
 /// A finished pack on its way to the store.
 pub(crate) struct Upload {
@@ -54,7 +60,13 @@ pub(crate) struct Uploader {
 }
 
 impl Uploader {
-    pub fn new(store: Arc<dyn Store>, cache: Option<Arc<Cache>>, pool: BufferPool) -> Self {
+    /// An uploader for packs of about `pack_target` bytes.
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Option<Arc<Cache>>,
+        pool: BufferPool,
+        pack_target: usize,
+    ) -> Self {
         let mut uploader = Self {
             store,
             cache,
@@ -63,7 +75,8 @@ impl Uploader {
             queue: None,
             workers: Vec::new(),
         };
-        let parallelism = uploader.store.parallelism().clamp(1, 32);
+        let affordable = UPLOAD_BUDGET / pack_target.max(1);
+        let parallelism = uploader.store.parallelism().min(affordable).clamp(1, 32);
         if parallelism > 1 {
             let (queue, packs) = bounded::<Upload>(0);
             for i in 0..parallelism {
@@ -131,11 +144,16 @@ impl Uploader {
         self.check()
     }
 
+    /// The first failure (once), then [`Error::UploadStopped`] for as long
+    /// as the uploader lives: nothing may be written after a failed upload.
     fn check(&self) -> Result<()> {
-        match lock(&self.shared.failed).take() {
-            Some(e) => Err(e),
-            None => Ok(()),
+        if let Some(e) = lock(&self.shared.failed).take() {
+            return Err(e);
         }
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(Error::UploadStopped);
+        }
+        Ok(())
     }
 }
 
@@ -158,6 +176,9 @@ struct Worker {
 
 impl Worker {
     fn upload(&self, pack: Upload) {
+        // Counts the pack done however this ends, a panic included (which
+        // fails the backup rather than leave `wait` waiting for it).
+        let _done = Done(&self.shared);
         // After a failure nothing more goes up (the backup is failing).
         let result = if self.shared.stopped.load(Ordering::Acquire) {
             Ok(())
@@ -165,16 +186,14 @@ impl Worker {
             self.put(&pack)
         };
         if let Err(e) = result {
-            self.shared.stopped.store(true, Ordering::Release);
+            // The error first: a `check` that sees the flag finds it.
             lock(&self.shared.failed).get_or_insert(e);
+            self.shared.stopped.store(true, Ordering::Release);
         }
         // The sealed blobs' buffers go back to the readers.
         for part in pack.parts {
             self.pool.give(part);
         }
-        let mut in_flight = lock(&self.shared.in_flight);
-        *in_flight = in_flight.saturating_sub(1);
-        self.shared.done.notify_all();
     }
 
     fn put(&self, pack: &Upload) -> Result<()> {
@@ -197,6 +216,21 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// Marks one pack done when dropped, and the uploader stopped if that is
+/// during a panic.
+struct Done<'s>(&'s Shared);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stopped.store(true, Ordering::Release);
+        }
+        let mut in_flight = lock(&self.0.in_flight);
+        *in_flight = in_flight.saturating_sub(1);
+        self.0.done.notify_all();
     }
 }
 

@@ -141,6 +141,8 @@ impl Repository {
 
     /// [`Self::check`], on the calling thread.
     fn check_here(&self, options: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+        // The repository is judged, not this device's copies of it.
+        let _store_only = self.blobs().uncached();
         let mut report = CheckReport::default();
 
         // Condemnation records first (a prune deletes its record last, after

@@ -76,6 +76,8 @@ impl Repository {
         read_data: ReadData,
         progress: &dyn Progress,
     ) -> Result<RepairIndexReport> {
+        // What the store holds is repaired, not this device's copies of it.
+        let _store_only = self.blobs().uncached();
         let mut report = RepairIndexReport::default();
         let key = self.keys().metadata.clone();
         let session = match self.maintenance_session()? {
@@ -225,6 +227,7 @@ impl Repository {
         forget: bool,
         progress: &dyn Progress,
     ) -> Result<RepairSnapshotsReport> {
+        let _store_only = self.blobs().uncached();
         // One frame per directory level: on a stack sized for it.
         crate::deep::on_deep_stack(|| self.repair_snapshots_here(forget, progress))
     }

@@ -29,6 +29,9 @@ use crate::restore::target::{DirCache, Target};
 const MAX_GAP: u64 = 1024 * 1024;
 /// Largest single ranged read.
 const MAX_RANGE: u64 = 32 * 1024 * 1024;
+/// Bytes of read buffers over all threads: more threads (a store with
+/// latency) read smaller ranges, so memory stays the same.
+const READ_BUDGET: u64 = 64 * 1024 * 1024;
 /// Open files a worker keeps.
 const MAX_OPEN_FILES: usize = 64;
 
@@ -65,7 +68,7 @@ struct Range<'p> {
     blobs: Vec<&'p (BlobLocation, Vec<Destination>)>,
 }
 
-fn ranges(plan: &DataPlan) -> Vec<Range<'_>> {
+fn ranges(plan: &DataPlan, max_range: u64) -> Vec<Range<'_>> {
     let mut by_pack: BTreeMap<PackId, Vec<&(BlobLocation, Vec<Destination>)>> = BTreeMap::new();
     for item in plan.chunks.values() {
         by_pack.entry(item.0.pack).or_default().push(item);
@@ -78,7 +81,7 @@ fn ranges(plan: &DataPlan) -> Vec<Range<'_>> {
             let start = u64::from(item.0.entry.offset);
             let end = start + u64::from(item.0.entry.sealed_len);
             match &mut current {
-                Some(r) if start <= r.end + MAX_GAP && end - r.start <= MAX_RANGE => {
+                Some(r) if start <= r.end + MAX_GAP && end - r.start <= max_range => {
                     r.end = r.end.max(end);
                     r.blobs.push(item);
                 }
@@ -126,12 +129,14 @@ pub(crate) fn fetch_and_write(
     n_threads: usize,
     progress: &dyn Progress,
 ) -> Result<HashMap<usize, String>> {
-    let work = Mutex::new(ranges(plan));
+    let n_threads = n_threads.max(1);
+    let max_range = (READ_BUDGET / n_threads as u64).clamp(MAX_GAP, MAX_RANGE);
+    let work = Mutex::new(ranges(plan, max_range));
     let stop = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let failed = Mutex::new(HashMap::new());
     std::thread::scope(|scope| {
-        for _ in 0..n_threads.max(1) {
+        for _ in 0..n_threads {
             scope.spawn(|| {
                 let mut worker = Worker {
                     repo,

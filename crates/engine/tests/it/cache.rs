@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cairn::{NoProgress, OpenOptions, RecoveryKey, Repository, Requests};
-use cairn_store::{CountingStore, MemoryStore};
+use cairn_store::{CountingStore, MemoryStore, Store};
 
 use crate::support::{Rng, assert_same_tree, options, restore, write};
 
@@ -251,5 +251,110 @@ fn damage_every_file(dir: &Path, n: &mut usize) {
         }
         fs::write(&path, bytes).expect("write");
         *n += 1;
+    }
+}
+
+/// `check` judges the store, not the device's copies: damage the server
+/// did to a tree pack and an index file is found even when intact copies
+/// are in the cache.
+#[test]
+fn check_reads_the_store_not_the_cache() {
+    let (store, key) = new_repository();
+    let cache = tempfile::tempdir().expect("cache dir");
+    let mut history = History::new();
+    daily_requests(&store, &key, &mut history, Some(cache.path()), 2);
+    let open = OpenOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    let repo = Repository::open_with(store.clone(), &key, &open).expect("open");
+    let healthy = repo
+        .check(&cairn::CheckOptions::default(), &NoProgress)
+        .expect("check");
+    assert!(healthy.is_ok(), "{healthy:?}");
+    // The smallest pack is a tree pack: flip a byte inside it, size kept.
+    let tree_pack = smallest_pack(store.inner());
+    store
+        .inner()
+        .tamper(&tree_pack, |bytes| bytes[10] ^= 1)
+        .expect("tamper");
+    let repo = Repository::open_with(store.clone(), &key, &open).expect("open");
+    let report = repo
+        .check(&cairn::CheckOptions::default(), &NoProgress)
+        .expect("check");
+    assert!(!report.is_ok(), "damage hidden by the cache: {report:?}");
+}
+
+fn smallest_pack(store: &MemoryStore) -> cairn_store::ObjectName {
+    let listed = store
+        .list_sized(cairn_store::Namespace::Packs)
+        .expect("list");
+    let (name, _) = listed
+        .into_iter()
+        .min_by_key(|(_, size)| *size)
+        .expect("a pack");
+    cairn_store::ObjectName::new(cairn_store::Namespace::Packs, &name).expect("name")
+}
+
+/// A server whose listings carry no sizes (or wrong ones): every pack is
+/// still read right, by asking each one's size.
+#[test]
+fn listings_without_sizes_cost_requests_not_packs() {
+    struct Sizeless(MemoryStore);
+    impl cairn_store::Store for Sizeless {
+        fn put(&self, n: &cairn_store::ObjectName, b: &[u8]) -> Result<(), cairn_store::Error> {
+            self.0.put(n, b)
+        }
+        fn get(&self, n: &cairn_store::ObjectName, m: u64) -> Result<Vec<u8>, cairn_store::Error> {
+            self.0.get(n, m)
+        }
+        fn get_range(
+            &self,
+            n: &cairn_store::ObjectName,
+            o: u64,
+            l: u64,
+        ) -> Result<Vec<u8>, cairn_store::Error> {
+            self.0.get_range(n, o, l)
+        }
+        fn size(&self, n: &cairn_store::ObjectName) -> Result<u64, cairn_store::Error> {
+            self.0.size(n)
+        }
+        fn list(&self, ns: cairn_store::Namespace) -> Result<Vec<String>, cairn_store::Error> {
+            self.0.list(ns)
+        }
+        fn list_sized(
+            &self,
+            ns: cairn_store::Namespace,
+        ) -> Result<Vec<(String, u64)>, cairn_store::Error> {
+            Ok(self.0.list(ns)?.into_iter().map(|n| (n, 0)).collect())
+        }
+        fn delete(&self, n: &cairn_store::ObjectName) -> Result<(), cairn_store::Error> {
+            self.0.delete(n)
+        }
+    }
+    let store = Arc::new(Sizeless(MemoryStore::new()));
+    let (_, key) = Repository::init(store.clone(), &cairn::InitOptions::default()).expect("init");
+    let cache = tempfile::tempdir().expect("cache dir");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let mut history = History::new();
+    let open = OpenOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+    };
+    for _ in 0..2 {
+        history.next_day();
+        let mut repo = Repository::open_with(store.clone(), &key, &open).expect("open");
+        let report = repo
+            .backup(
+                &[history.path()],
+                &cairn::BackupOptions {
+                    time: Some(history.time()),
+                    ..options()
+                },
+                &NoProgress,
+            )
+            .expect("backup");
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let restored = restore(&repo, &report.snapshot_id, scratch.path()).expect("restore");
+        history.assert_restored(&restored);
+        assert!(repo.take_warnings().is_empty());
     }
 }
