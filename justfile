@@ -38,6 +38,13 @@ bench-lifecycle *args:
 bench-tiers *args:
     python3 benches/tiers.py {{args}}
 
+# Over S3: cairn to a local directory, to a loopback S3 server and to one
+# with 50 ms per request, restic beside it; requests per daily backup.
+bench-s3 *args:
+    cargo build --release --bin cairn
+    cargo build --release -p cairn-store-s3 --example s3_server
+    python3 benches/s3.py --cairn target/release/cairn --server target/release/examples/s3_server {{args}}
+
 # The primitives' throughput ceiling on this machine.
 ceiling:
     cargo run --release -p cairn-benches --bin ceiling

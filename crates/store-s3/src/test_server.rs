@@ -122,6 +122,7 @@ pub enum Fault {
 pub struct Proxy {
     endpoint: String,
     fault: std::sync::Arc<std::sync::Mutex<Fault>>,
+    counts: std::sync::Arc<std::sync::Mutex<cairn_store::Counts>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     addr: std::net::SocketAddr,
 }
@@ -144,23 +145,25 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let fault = Arc::new(Mutex::new(fault));
+        let counts = Arc::new(Mutex::new(cairn_store::Counts::default()));
         let stop = Arc::new(AtomicBool::new(false));
         {
-            let (fault, stop) = (fault.clone(), stop.clone());
+            let (fault, counts, stop) = (fault.clone(), counts.clone(), stop.clone());
             std::thread::spawn(move || {
                 for client in listener.incoming() {
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
                     let Ok(client) = client else { continue };
-                    let fault = fault.clone();
-                    std::thread::spawn(move || proxy_connection(client, upstream, &fault));
+                    let (fault, counts) = (fault.clone(), counts.clone());
+                    std::thread::spawn(move || proxy_connection(client, upstream, &fault, &counts));
                 }
             });
         }
         Self {
             endpoint: format!("http://{addr}"),
             fault,
+            counts,
             stop,
             addr,
         }
@@ -174,6 +177,13 @@ impl Proxy {
     /// Changes what it does from the next request on.
     pub fn set(&self, fault: Fault) {
         *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    /// The requests that reached it since the last call, by kind (as the
+    /// server sees them, whoever the client), and the bytes of the
+    /// requests and answers it passed.
+    pub fn take_counts(&self) -> cairn_store::Counts {
+        std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// What it does now (a countdown shows what is left of it).
@@ -235,10 +245,30 @@ fn verdict(fault: &std::sync::Mutex<Fault>) -> Verdict {
     }
 }
 
+/// Counts a request by the first bytes the client sent for it.
+fn count_request(counts: &std::sync::Mutex<cairn_store::Counts>, head: &[u8]) {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let method = line.split(' ').next().unwrap_or_default();
+    let target = line.split(' ').nth(1).unwrap_or_default();
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    match method {
+        "GET" if query.split('&').any(|p| p.starts_with("list-type=") || p.starts_with("prefix=")) => {
+            counts.lists += 1;
+        }
+        "GET" => counts.gets += 1,
+        "HEAD" => counts.sizes += 1,
+        "DELETE" => counts.deletes += 1,
+        _ => counts.puts += 1,
+    }
+}
+
 fn proxy_connection(
     client: std::net::TcpStream,
     upstream: std::net::SocketAddr,
     fault: &std::sync::Arc<std::sync::Mutex<Fault>>,
+    counts: &std::sync::Arc<std::sync::Mutex<cairn_store::Counts>>,
 ) {
     use std::io::{Read, Write};
     use std::net::Shutdown;
@@ -264,6 +294,7 @@ fn proxy_connection(
     let downstream = {
         let server_spoke = server_spoke.clone();
         let fault = fault.clone();
+        let counts = counts.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             let mut sent = 0u64;
@@ -292,6 +323,7 @@ fn proxy_connection(
                     break;
                 }
                 sent += n as u64;
+                counts.lock().unwrap_or_else(|e| e.into_inner()).bytes_read += n as u64;
                 server_spoke.store(true, Ordering::Release);
                 if client_writer.write_all(&buf[..n]).is_err() {
                     break;
@@ -308,6 +340,7 @@ fn proxy_connection(
             Ok(n) => n,
         };
         if server_spoke.swap(false, Ordering::AcqRel) {
+            count_request(counts, &buf[..n]);
             match verdict(fault) {
                 Verdict::Pass(None) => {}
                 Verdict::Pass(Some(delay)) => std::thread::sleep(delay),
@@ -318,6 +351,7 @@ fn proxy_connection(
                 Verdict::Close => break,
             }
         }
+        counts.lock().unwrap_or_else(|e| e.into_inner()).bytes_written += n as u64;
         if server_writer.write_all(&buf[..n]).is_err() {
             break;
         }
