@@ -471,21 +471,15 @@ impl Repository {
     }
 
     /// How many objects each namespace holds, and the bytes of all: one
-    /// listing per namespace, one size query per object.
+    /// listing with sizes per namespace (a few requests on object storage,
+    /// however many objects).
     fn object_totals(&self) -> Result<(Vec<(Namespace, usize)>, u64)> {
         let mut counts = Vec::with_capacity(Namespace::ALL.len());
         let mut bytes = 0;
         for ns in Namespace::ALL {
-            let names = self.store.list(ns)?;
-            counts.push((ns, names.len()));
-            for name in names {
-                match self.store.size(&object(ns, &name)?) {
-                    Ok(size) => bytes += size,
-                    // Deleted meanwhile (by a concurrent prune).
-                    Err(cairn_store::Error::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            let listed = self.store.list_sized(ns)?;
+            counts.push((ns, listed.len()));
+            bytes += listed.iter().map(|(_, size)| size).sum::<u64>();
         }
         Ok((counts, bytes))
     }

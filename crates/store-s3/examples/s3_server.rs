@@ -77,7 +77,9 @@ fn speed(server: &Server, proxy: &Proxy, mb: usize) -> (f64, f64) {
     let n = (mb * 1_000_000).div_ceil(OBJECT).max(4);
     let bytes: Vec<u8> = (0..OBJECT).map(|i| (i * 7 + i / 4096) as u8).collect();
     let names: Vec<ObjectName> = (0..n)
-        .filter_map(|i| ObjectName::new(Namespace::Packs, &format!("{i:04x}{:x}", rand_suffix())).ok())
+        .filter_map(|i| {
+            ObjectName::new(Namespace::Packs, &format!("{i:04x}{:x}", rand_suffix())).ok()
+        })
         .collect();
     let total = (names.len() * OBJECT) as f64 / 1e6;
     let started = std::time::Instant::now();

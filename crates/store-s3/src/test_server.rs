@@ -254,7 +254,11 @@ fn count_request(counts: &std::sync::Mutex<cairn_store::Counts>, head: &[u8]) {
     let target = line.split(' ').nth(1).unwrap_or_default();
     let query = target.split_once('?').map_or("", |(_, q)| q);
     match method {
-        "GET" if query.split('&').any(|p| p.starts_with("list-type=") || p.starts_with("prefix=")) => {
+        "GET"
+            if query
+                .split('&')
+                .any(|p| p.starts_with("list-type=") || p.starts_with("prefix=")) =>
+        {
             counts.lists += 1;
         }
         "GET" => counts.gets += 1,
@@ -351,7 +355,10 @@ fn proxy_connection(
                 Verdict::Close => break,
             }
         }
-        counts.lock().unwrap_or_else(|e| e.into_inner()).bytes_written += n as u64;
+        counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes_written += n as u64;
         if server_writer.write_all(&buf[..n]).is_err() {
             break;
         }

@@ -358,3 +358,82 @@ fn listings_without_sizes_cost_requests_not_packs() {
         assert!(repo.take_warnings().is_empty());
     }
 }
+
+/// Pack size on object storage: larger packs cost fewer requests to write,
+/// and a restore of one small file on a new device reads its range, a
+/// header and the trees, never a whole data pack.
+#[test]
+fn larger_packs_cost_fewer_puts_and_one_small_file_never_costs_a_pack() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let mut rng = Rng(77);
+    for i in 0..3 {
+        write(
+            &src.join(format!("media/video-{i}.mp4")),
+            &rng.bytes(16 << 20),
+        );
+    }
+    for i in 0..200 {
+        write(&src.join(format!("msgs/m-{i}.txt")), &rng.bytes(2_000));
+    }
+    let mut rows = Vec::new();
+    for target_mib in [4u32, 16, 64] {
+        let store = Arc::new(CountingStore::new(MemoryStore::new()));
+        let (mut repo, key) = Repository::init(
+            store.clone(),
+            &cairn::InitOptions {
+                pack_target_size: target_mib << 20,
+                ..cairn::InitOptions::default()
+            },
+        )
+        .expect("init");
+        store.reset();
+        let report = repo
+            .backup(std::slice::from_ref(&src), &options(), &NoProgress)
+            .expect("backup");
+        let backup = store.counts();
+        // A new device restores one message.
+        let cache = tempfile::tempdir().expect("cache");
+        let repo = Repository::open_with(
+            store.clone(),
+            &key,
+            &OpenOptions {
+                cache_dir: Some(cache.path().to_path_buf()),
+            },
+        )
+        .expect("open");
+        let target = dir.path().join(format!("one-{target_mib}"));
+        store.reset();
+        let restored = repo
+            .restore(
+                &report.snapshot_id,
+                Some(Path::new("src/msgs/m-17.txt")),
+                &target,
+                &NoProgress,
+            )
+            .expect("restore one file");
+        assert!(restored.is_complete());
+        let one = store.counts();
+        assert_eq!(
+            fs::read(target.join("m-17.txt")).expect("restored"),
+            fs::read(src.join("msgs/m-17.txt")).expect("source")
+        );
+        // Trees and a header, and the file's own range: far less than one
+        // data pack of the smallest size.
+        assert!(one.bytes_read < 1 << 20, "{target_mib} MiB packs: {one:?}");
+        rows.push((target_mib, report.n_packs_written, backup, one));
+    }
+    for pair in rows.windows(2) {
+        assert!(pair[1].2.puts < pair[0].2.puts, "{rows:?}");
+    }
+    for (mib, packs, backup, one) in &rows {
+        eprintln!(
+            "pack target {mib} MiB: first backup {packs} packs, {} puts, {} requests; \
+             restore of one 2 KB file on a new device: {} requests, {} bytes read",
+            backup.puts,
+            backup.requests(),
+            one.requests(),
+            one.bytes_read
+        );
+    }
+}
