@@ -315,6 +315,50 @@ impl S3Store {
         format!("{}{}", self.location, Self::path(name))
     }
 
+    /// A put of `body`, which becomes the request's body as it is.
+    fn put_owned(&self, name: &ObjectName, body: Vec<u8>) -> Result<(), Error> {
+        let options = WriteOptions {
+            if_not_exists: true,
+            ..WriteOptions::default()
+        };
+        let buffer = opendal::Buffer::from(body);
+        match self
+            .put_op
+            .write_options(&Self::path(name), buffer.clone(), options)
+        {
+            Ok(_) => Ok(()),
+            // A refused put may be our own, retried after the first attempt
+            // was stored and its answer lost, or a write still in flight:
+            // the same bytes there are this put done.
+            Err(e) if matches!(e.kind(), ErrorKind::ConditionNotMatch) || is_conflict(&e) => {
+                let len = buffer.len() as u64;
+                match self.get(name, len) {
+                    Ok(there) if buffer.to_bytes() == there.as_slice() => Ok(()),
+                    Ok(_) | Err(Error::TooLarge { .. }) => Err(Error::AlreadyExists(name.clone())),
+                    Err(other) => Err(other),
+                }
+            }
+            Err(e) => Err(self.error(name, e)),
+        }
+    }
+
+    /// The store error for a ranged read (ending at `end`) that failed.
+    fn range_error(&self, name: &ObjectName, end: u64, e: ReadError) -> Error {
+        match e {
+            ReadError::TooLong => Error::Io {
+                name: self.describe(name),
+                source: io::Error::other("the server sent more bytes than asked for"),
+            },
+            e if e.is_not_found() => Error::NotFound(name.clone()),
+            // OpenDAL refuses an answer shorter than the range asked for:
+            // past the end of the object, if it is shorter than the range.
+            e => match self.size(name) {
+                Ok(size) if size < end => Error::OutOfRange(name.clone()),
+                _ => e.into_store_error(&self.describe(name)),
+            },
+        }
+    }
+
     /// Reads `range` of an object, streamed and counted: a server that
     /// sends more than `limit` bytes (a hostile one) is cut off one chunk
     /// past it, never buffered whole.
@@ -324,20 +368,52 @@ impl S3Store {
         range: impl std::ops::RangeBounds<u64>,
         limit: u64,
     ) -> Result<Vec<u8>, ReadError> {
+        let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(1 << 26));
+        self.stream_to(name, range, limit, |chunk| out.extend_from_slice(chunk))?;
+        Ok(out)
+    }
+
+    /// [`Self::stream`] into `buf` (a ranged read into the caller's
+    /// buffer: no allocation, no copy beyond the one from the socket's
+    /// chunks); returns how many bytes came.
+    fn stream_into(
+        &self,
+        name: &ObjectName,
+        range: std::ops::Range<u64>,
+        buf: &mut [u8],
+    ) -> Result<usize, ReadError> {
+        let mut filled = 0;
+        self.stream_to(name, range, buf.len() as u64, |chunk| {
+            buf[filled..filled + chunk.len()].copy_from_slice(chunk);
+            filled += chunk.len();
+        })?;
+        Ok(filled)
+    }
+
+    /// Hands each chunk of `range` to `sink`, after checking that it keeps
+    /// the total within `limit`.
+    fn stream_to(
+        &self,
+        name: &ObjectName,
+        range: impl std::ops::RangeBounds<u64>,
+        limit: u64,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(), ReadError> {
         let chunks = self
             .op
             .reader_options(&Self::path(name), ReaderOptions::default())
             .and_then(|reader| reader.into_bytes_iterator(range))
             .map_err(ReadError::Dal)?;
-        let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(1 << 26));
+        let mut total = 0u64;
         for chunk in chunks {
             let chunk = chunk.map_err(ReadError::Io)?;
-            if out.len() as u64 + chunk.len() as u64 > limit {
+            total += chunk.len() as u64;
+            if total > limit {
                 return Err(ReadError::TooLong);
             }
-            out.extend_from_slice(&chunk);
+            sink(&chunk);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The object's path below the prefix: the local store's layout.
@@ -364,27 +440,12 @@ impl S3Store {
 
 impl Store for S3Store {
     fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
-        let options = WriteOptions {
-            if_not_exists: true,
-            ..WriteOptions::default()
-        };
-        match self
-            .put_op
-            .write_options(&Self::path(name), bytes.to_vec(), options)
-        {
-            Ok(_) => Ok(()),
-            // A refused put may be our own, retried after the first attempt
-            // was stored and its answer lost, or a write still in flight:
-            // the same bytes there are this put done.
-            Err(e) if matches!(e.kind(), ErrorKind::ConditionNotMatch) || is_conflict(&e) => {
-                match self.get(name, bytes.len() as u64) {
-                    Ok(there) if there == bytes => Ok(()),
-                    Ok(_) | Err(Error::TooLarge { .. }) => Err(Error::AlreadyExists(name.clone())),
-                    Err(other) => Err(other),
-                }
-            }
-            Err(e) => Err(self.error(name, e)),
-        }
+        self.put_owned(name, bytes.to_vec())
+    }
+
+    fn put_parts(&self, name: &ObjectName, parts: &[&[u8]]) -> Result<(), Error> {
+        // One copy into the request's body (the default would copy twice).
+        self.put_owned(name, parts.concat())
     }
 
     /// One request: the object streamed and cut off past `max_len` (a size
@@ -419,29 +480,31 @@ impl Store for S3Store {
                 Err(Error::OutOfRange(name.clone()))
             };
         }
-        let bytes = match self.stream(name, offset..end, len) {
-            Ok(bytes) => bytes,
-            Err(ReadError::TooLong) => {
-                return Err(Error::Io {
-                    name: format!("{}{}", self.location, Self::path(name)),
-                    source: io::Error::other("the server sent more bytes than asked for"),
-                });
-            }
-            Err(e) if e.is_not_found() => return Err(Error::NotFound(name.clone())),
-            // OpenDAL refuses an answer shorter than the range asked for:
-            // past the end of the object, if it is shorter than the range.
-            Err(e) => {
-                return Err(match self.size(name) {
-                    Ok(size) if size < end => Error::OutOfRange(name.clone()),
-                    _ => e.into_store_error(&format!("{}{}", self.location, Self::path(name))),
-                });
-            }
-        };
+        let bytes = self
+            .stream(name, offset..end, len)
+            .map_err(|e| self.range_error(name, end, e))?;
         // A short answer: the object ends before the range does.
         if bytes.len() as u64 != len {
             return Err(Error::OutOfRange(name.clone()));
         }
         Ok(bytes)
+    }
+
+    fn read_range_into(&self, name: &ObjectName, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let len = buf.len() as u64;
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| Error::OutOfRange(name.clone()))?;
+        if len == 0 {
+            return self.get_range(name, offset, 0).map(|_| ());
+        }
+        let filled = self
+            .stream_into(name, offset..end, buf)
+            .map_err(|e| self.range_error(name, end, e))?;
+        if filled as u64 != len {
+            return Err(Error::OutOfRange(name.clone()));
+        }
+        Ok(())
     }
 
     fn size(&self, name: &ObjectName) -> Result<u64, Error> {
