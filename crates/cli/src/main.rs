@@ -476,6 +476,9 @@ fn backup(
     let report = repo.backup(paths, options, &progress);
     progress.finish();
     let report = report?;
+    // What this run sent, opening included (the report's own count starts
+    // at the backup).
+    let requests = repo.store().requests();
     let over_quota = report.retention.as_ref().is_some_and(|r| !r.within_quota());
     let done = if report.n_skipped > 0 || over_quota {
         Done::Partial
@@ -521,8 +524,7 @@ fn backup(
             ),
             (
                 "requests".into(),
-                report
-                    .requests
+                requests
                     .map(|r| {
                         serde_json::json!({
                             "put": r.puts,
@@ -574,7 +576,7 @@ fn backup(
         mib(s.bytes_stored),
     );
     print_left_out(&report.left_out);
-    if let Some(r) = &report.requests {
+    if let Some(r) = &requests {
         out!(
             "requests: {} ({} put, {} get, {} head, {} list, {} delete)",
             r.requests(),

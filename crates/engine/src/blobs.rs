@@ -465,7 +465,12 @@ impl BlobStore {
         lock(&self.packs).retain(|_, state| *state != PackState::Verified);
         let skipped = self.load_condemned()?;
         let just_listed = std::mem::take(&mut *lock(&self.packs_listed_at_open));
+        let mut skipped = skipped;
         if !just_listed {
+            // Index files written since (another process's, or this one's
+            // checkpoints of a backup that failed: a retry reuses its
+            // uploads), listed before the packs they name.
+            skipped.extend(self.load_new_index_files()?);
             self.list_packs()?;
         }
         Ok(skipped)

@@ -94,13 +94,35 @@ pub(crate) struct CachedTail {
 
 impl Cache {
     /// Opens (creating it if needed) the cache of the repository `repo_id`
-    /// below `root`. `None` when it cannot be made: the repository then
-    /// works without one.
-    pub(crate) fn open(root: &Path, repo_id: &[u8; 16], key: CacheKey) -> Option<Self> {
+    /// below `root`, an absolute path. Refused (the repository then works
+    /// without a cache, and the error says why) when it cannot be made, or
+    /// when the root or a directory below it is not a directory of this
+    /// user's that no one else can write (a symlink, another user's
+    /// directory, a shared one): what is in it is deleted when the store
+    /// no longer lists it, so no one else may choose what it is.
+    pub(crate) fn open(root: &Path, repo_id: &[u8; 16], key: CacheKey) -> Result<Self, String> {
+        if !root.is_absolute() {
+            return Err(format!(
+                "cache directory {}: not an absolute path",
+                root.display()
+            ));
+        }
         let id: String = repo_id.iter().map(|b| format!("{b:02x}")).collect();
         let dir = root.join(id);
         for kind in Kind::ALL {
-            create_private_dir(&dir.join(kind.dir())).ok()?;
+            create_private_dir(&dir.join(kind.dir()))
+                .map_err(|e| format!("cache directory {}: {e}", root.display()))?;
+        }
+        let mut checked = vec![root.to_path_buf(), dir.clone()];
+        checked.extend(Kind::ALL.iter().map(|kind| dir.join(kind.dir())));
+        for path in checked {
+            if !private_to_us(&path) {
+                return Err(format!(
+                    "cache directory {}: not a directory of this user's that only it can \
+                     write",
+                    path.display()
+                ));
+            }
         }
         let cache = Self {
             dir,
@@ -108,7 +130,7 @@ impl Cache {
             bypassing: AtomicUsize::new(0),
         };
         cache.remove_stale_temporaries();
-        Some(cache)
+        Ok(cache)
     }
 
     /// Reads no copy until the guard is dropped (writes go on: they are
@@ -213,14 +235,9 @@ impl Cache {
         cairn_crypto::random_bytes(&mut suffix).map_err(|_| std::io::Error::other("random"))?;
         let temporary = dir.join(format!(".tmp.{}", u64::from_le_bytes(suffix)));
         let result = (|| {
-            let mut file = match private_file(&temporary) {
-                // The cache was deleted meanwhile: make it again.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    create_private_dir(dir)?;
-                    private_file(&temporary)?
-                }
-                other => other?,
-            };
+            // A cache deleted meanwhile stays deleted until the next open
+            // (which checks what it makes); until then this is a miss.
+            let mut file = private_file(&temporary)?;
             for part in parts {
                 file.write_all(part)?;
             }
@@ -254,6 +271,15 @@ impl Cache {
             }
         }
     }
+}
+
+/// Whether `path` is a directory itself (not a symlink), of this user's,
+/// that no other user can write.
+fn private_to_us(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).is_ok_and(|m| {
+        m.is_dir() && m.uid() == rustix::process::geteuid().as_raw() && m.mode() & 0o022 == 0
+    })
 }
 
 fn create_private_dir(path: &Path) -> std::io::Result<()> {
@@ -361,12 +387,15 @@ mod tests {
     }
 
     #[test]
-    fn a_cache_deleted_while_open_is_made_again_and_symlinks_are_not_followed() {
+    fn a_cache_deleted_while_open_is_a_miss_and_made_again_at_the_next_open() {
         let root = tempfile::tempdir().expect("tempdir");
         let cache = Cache::open(root.path(), &[2; 16], key()).expect("cache");
         fs::remove_dir_all(root.path()).expect("delete the cache");
         let bytes = b"index".to_vec();
         let name = PackId::of_bytes(&bytes).to_hex();
+        assert!(!cache.put(Kind::Index, &name, &[&bytes]));
+        assert!(cache.get(Kind::Index, &name, 100).is_none());
+        let cache = Cache::open(root.path(), &[2; 16], key()).expect("cache");
         assert!(cache.put(Kind::Index, &name, &[&bytes]));
         assert_eq!(cache.get(Kind::Index, &name, 100), Some(bytes));
         let target = root.path().join("elsewhere");
@@ -374,6 +403,25 @@ mod tests {
         let link_name = PackId::of_bytes(b"elsewhere").to_hex();
         std::os::unix::fs::symlink(&target, cache.path(Kind::Index, &link_name)).expect("link");
         assert!(cache.get(Kind::Index, &link_name, 100).is_none());
+    }
+
+    #[test]
+    fn a_cache_someone_else_could_write_or_point_elsewhere_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().expect("tempdir");
+        let shared = root.path().join("shared");
+        fs::create_dir(&shared).expect("mkdir");
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert!(Cache::open(&shared, &[3; 16], key()).is_err());
+        // A repository's directory that is a symlink to somewhere else.
+        let mine = root.path().join("mine");
+        let elsewhere = root.path().join("elsewhere");
+        fs::create_dir_all(&elsewhere).expect("mkdir");
+        fs::create_dir_all(&mine).expect("mkdir");
+        std::os::unix::fs::symlink(&elsewhere, mine.join("03".repeat(16))).expect("link");
+        let err = Cache::open(&mine, &[3; 16], key()).expect_err("refused");
+        assert!(err.contains("not a directory of this user's"), "{err}");
+        assert!(Cache::open(Path::new("relative/cache"), &[3; 16], key()).is_err());
     }
 
     /// A new repository's cache key.

@@ -249,12 +249,15 @@ impl Repository {
         };
         let config =
             RepoConfig::open(&keys.metadata, &config_bytes).map_err(from_meta(&config_name))?;
-        let cache = options
-            .cache_dir
-            .as_deref()
-            .and_then(|root| Cache::open(root, &config.repo_id, keys.cache.clone()))
-            .map(Arc::new);
+        let mut refused = None;
+        let cache = options.cache_dir.as_deref().and_then(|root| {
+            Cache::open(root, &config.repo_id, keys.cache.clone())
+                .map_err(|why| refused = Some(format!("{why}: working without a cache")))
+                .ok()
+                .map(Arc::new)
+        });
         let mut repo = Self::assemble(store, keys, config, cache)?;
+        repo.note(refused);
         let skipped = repo.blobs.load()?;
         repo.note(skipped.iter().map(ToString::to_string));
         Ok(repo)

@@ -163,11 +163,6 @@ impl ReadError {
     }
 }
 
-/// Whether S3 refused a write for a conflicting one in flight (409).
-fn is_conflict(e: &opendal::Error) -> bool {
-    e.to_string().contains("409")
-}
-
 /// What OpenDAL said, as a store error about `name`.
 fn io_error(name: &str, e: opendal::Error) -> Error {
     Error::Io {
@@ -276,18 +271,25 @@ impl S3Store {
     /// put-if-absent): it puts a probe twice and removes it.
     pub fn create(config: &S3Config) -> Result<Self, Error> {
         let store = Self::new(config)?;
-        let anything = store
+        // The first entry is enough (one request, however full the bucket).
+        let mut entries = store
             .op
-            .list_options(
+            .lister_options(
                 "/",
                 ListOptions {
-                    limit: Some(1),
+                    limit: Some(2),
                     ..ListOptions::default()
                 },
             )
-            .map_err(|e| io_error(&store.location, e))?
-            .into_iter()
-            .any(|entry| entry.path() != "/");
+            .map_err(|e| io_error(&store.location, e))?;
+        let mut anything = false;
+        for entry in entries.by_ref() {
+            let entry = entry.map_err(|e| io_error(&store.location, e))?;
+            if entry.path() != "/" {
+                anything = true;
+                break;
+            }
+        }
         if anything {
             return Err(Error::Io {
                 name: store.location.clone(),
@@ -330,7 +332,9 @@ impl S3Store {
             // A refused put may be our own, retried after the first attempt
             // was stored and its answer lost, or a write still in flight:
             // the same bytes there are this put done.
-            Err(e) if matches!(e.kind(), ErrorKind::ConditionNotMatch) || is_conflict(&e) => {
+            // (OpenDAL maps 412 and 409, a conflicting write in flight, to
+            // ConditionNotMatch.)
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => {
                 let len = buffer.len() as u64;
                 match self.get(name, len) {
                     Ok(there) if buffer.to_bytes() == there.as_slice() => Ok(()),

@@ -71,13 +71,18 @@ impl HttpFetch for CountingClient {
         &self,
         request: http::Request<Buffer>,
     ) -> opendal::Result<http::Response<HttpBody>> {
+        let is_head = request.method() == http::Method::HEAD;
         counter_of(&self.tally, &request).fetch_add(1, Ordering::Relaxed);
         self.tally
             .bytes_written
             .fetch_add(request.body().len() as u64, Ordering::Relaxed);
         let response = self.inner.fetch(request).await?;
         // What the server announces it sends (the reader may stop early:
-        // a read past its bound is cut off).
+        // a read past its bound is cut off); a HEAD's length is the
+        // object's, not an answer's.
+        if is_head {
+            return Ok(response);
+        }
         let announced = response
             .headers()
             .get(http::header::CONTENT_LENGTH)

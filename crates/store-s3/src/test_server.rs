@@ -100,8 +100,9 @@ pub enum Fault {
     /// Answers the next `n` requests with `503 SlowDown` (S3's throttling)
     /// without passing them; `u32::MAX` for every request.
     SlowDown(u32),
-    /// Cuts the next `times` connections once the server has sent `bytes`
-    /// bytes on them (a link that drops mid-transfer).
+    /// Cuts the next `times` connections on which the server sends more
+    /// than `bytes` bytes, after those bytes (a link that drops
+    /// mid-transfer); connections open already count too.
     CutAfter {
         /// Bytes from the server before the cut.
         bytes: u64,
@@ -286,10 +287,6 @@ fn proxy_connection(
     };
     // Set when the server speaks: the client's next bytes are a new request.
     let server_spoke = Arc::new(AtomicBool::new(true));
-    let cut_after = match *fault.lock().unwrap_or_else(|e| e.into_inner()) {
-        Fault::CutAfter { bytes, times } if times > 0 => Some(bytes),
-        _ => None,
-    };
     let (Ok(mut client_reader), Ok(mut server_writer)) = (client.try_clone(), server.try_clone())
     else {
         return;
@@ -307,21 +304,27 @@ fn proxy_connection(
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                if let Some(limit) = cut_after
-                    && sent + n as u64 > limit
-                {
+                // The fault as it is now: a cut is decided chunk by chunk.
+                let cut = {
                     let mut fault = fault.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Fault::CutAfter { bytes, times } = *fault {
-                        *fault = if times > 1 {
-                            Fault::CutAfter {
-                                bytes,
-                                times: times - 1,
-                            }
-                        } else {
-                            Fault::None
-                        };
+                    match *fault {
+                        Fault::CutAfter { bytes, times }
+                            if times > 0 && sent + n as u64 > bytes =>
+                        {
+                            *fault = if times > 1 {
+                                Fault::CutAfter {
+                                    bytes,
+                                    times: times - 1,
+                                }
+                            } else {
+                                Fault::None
+                            };
+                            Some(bytes)
+                        }
+                        _ => None,
                     }
-                    drop(fault);
+                };
+                if let Some(limit) = cut {
                     let keep = usize::try_from(limit.saturating_sub(sent)).unwrap_or(0);
                     let _ = client_writer.write_all(&buf[..keep.min(n)]);
                     break;

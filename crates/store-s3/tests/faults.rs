@@ -90,6 +90,21 @@ fn a_read_cut_off_mid_transfer_is_retried_or_an_error_never_short() {
     assert!(store.get(&object, 10_000_000).expect("get") == bytes);
     let range = store.get_range(&object, 1_500_000, 1_000).expect("range");
     assert_eq!(range, bytes[1_500_000..1_501_000]);
+    // A restore's read into its own buffer, cut the same way.
+    proxy.set(Fault::CutAfter {
+        bytes: 500_000,
+        times: 1,
+    });
+    let mut buf = vec![0u8; 2_000_000];
+    match store.read_range_into(&object, 700_000, &mut buf) {
+        Ok(()) => assert!(buf == bytes[700_000..2_700_000], "whole or an error"),
+        Err(e) => assert!(matches!(e, cairn_store::Error::Io { .. }), "{e}"),
+    }
+    assert_eq!(proxy.fault(), Fault::None, "the link was cut once");
+    store
+        .read_range_into(&object, 700_000, &mut buf)
+        .expect("read once the link is back");
+    assert!(buf == bytes[700_000..2_700_000]);
 }
 
 /// The acceptance drill: the server dies in the middle of a backup. The

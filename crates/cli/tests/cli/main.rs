@@ -16,7 +16,7 @@ fn cairn(args: &[&str], env: &[(&str, &str)]) -> Output {
         // Never the machine's own cache (a test may name its own).
         .env(
             "CAIRN_CACHE_DIR",
-            std::env::temp_dir().join("cairn-cli-tests-cache"),
+            concat!(env!("CARGO_TARGET_TMPDIR"), "/cli-tests-cache"),
         );
     // The machine's own cloud settings never reach a test.
     for (name, _) in std::env::vars_os() {

@@ -133,6 +133,22 @@ fn a_throttling_or_dead_server_is_one_line_and_a_failed_exit() {
             "{fault:?}: {err}"
         );
     }
+    // The server dies in the middle of a backup (after the open's
+    // requests, among the pack uploads).
+    let mut state = 7u64;
+    let video: Vec<u8> = (0..40_000_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(src.join("video.mp4"), video).expect("write");
+    proxy.set(Fault::DownAfter(9));
+    let err = one_line_error(&cairn(&["backup", p(&src)], &env));
+    assert!(err.contains("s3://"), "{err}");
+    assert_eq!(proxy.fault(), Fault::Down, "the server died mid-backup");
     proxy.set(Fault::None);
     let listed = ok(&cairn(&["snapshots", "--json"], &env));
     let snapshots: serde_json::Value = serde_json::from_str(&listed).expect("JSON");

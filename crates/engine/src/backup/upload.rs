@@ -198,9 +198,23 @@ impl Worker {
 
     fn put(&self, pack: &Upload) -> Result<()> {
         let parts: Vec<&[u8]> = pack.parts.iter().map(Vec::as_slice).collect();
-        match self.store.put_parts(&pack_object(&pack.id)?, &parts) {
-            // Same name means same bytes: someone wrote this exact pack already.
-            Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => {}
+        let object = pack_object(&pack.id)?;
+        match self.store.put_parts(&object, &parts) {
+            Ok(()) => {}
+            // The name is the hash of the bytes, so the object there holds
+            // these bytes (a put retried after its answer was lost) or is
+            // damaged; a backup must not rely on a damaged one.
+            Err(cairn_store::Error::AlreadyExists(_)) => {
+                let size = parts.iter().map(|p| p.len() as u64).sum();
+                let same = match self.store.get(&object, size) {
+                    Ok(there) => there == parts.concat(),
+                    Err(cairn_store::Error::TooLarge { .. }) => false,
+                    Err(e) => return Err(e.into()),
+                };
+                if !same {
+                    return Err(Error::integrity(object));
+                }
+            }
             Err(e) => return Err(e.into()),
         }
         // What the next backup would otherwise read back: the header of

@@ -158,7 +158,7 @@ impl Repository {
             // One thread per core, or more when the store hides a round
             // trip behind requests in flight (each thread has one).
             let cores = std::thread::available_parallelism().map_or(1, usize::from);
-            let n_threads = cores.max(self.store().parallelism());
+            let n_threads = cores.max(self.store().parallelism()).min(64);
             data::fetch_and_write(self, &target, &plan, n_threads, progress)
         });
         let failed_files = match fetched {

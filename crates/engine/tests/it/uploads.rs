@@ -22,6 +22,8 @@ struct SlowLink {
     fail_put: Mutex<Option<usize>>,
     /// Names in the order their puts completed.
     completed: Mutex<Vec<ObjectName>>,
+    /// Whether the next pack's name is taken by other bytes first.
+    squat: std::sync::atomic::AtomicBool,
 }
 
 impl SlowLink {
@@ -33,6 +35,7 @@ impl SlowLink {
             puts: AtomicUsize::new(0),
             fail_put: Mutex::new(None),
             completed: Mutex::new(Vec::new()),
+            squat: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -43,6 +46,9 @@ impl Store for SlowLink {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(15));
+        if name.namespace() == Namespace::Packs && self.squat.swap(false, Ordering::SeqCst) {
+            self.inner.put(name, b"not what the name says")?;
+        }
         let result = if *self.fail_put.lock().expect("lock") == Some(n) {
             Err(Error::Injected)
         } else {
@@ -132,18 +138,40 @@ fn a_failed_upload_fails_the_backup_and_the_next_one_reuses_what_went_up() {
     assert!(failed.is_err(), "the backup must fail");
     assert!(store.list(Namespace::Snapshots).expect("list").is_empty());
     assert_eq!(store.list(Namespace::Index).expect("list").len(), 1);
-    // The next run (a new process) succeeds and does not upload again
-    // what the checkpoint's index file names.
+    // The retry (by the same process: a frontend keeps its repository
+    // open) succeeds and does not upload again what the checkpoint's
+    // index file names; a new process's backup then finds it all.
     *store.fail_put.lock().expect("lock") = None;
-    let mut repo = Repository::open(store.clone(), &key).expect("open");
     let report = backup(&mut repo, &src);
-    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     let reused = db_len as u64 - report.summary.bytes_new;
     assert!(
         reused >= 32 * 250 * 1024,
-        "only {reused} bytes reused of the 32 packs checkpointed"
+        "the same process reused only {reused} bytes of the 32 packs checkpointed"
     );
+    let mut repo = Repository::open(store.clone(), &key).expect("open");
+    let report = backup(&mut repo, &src);
+    assert_eq!(report.summary.bytes_new, 0);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     let scratch = tempfile::tempdir().expect("scratch");
     let restored = restore(&repo, &report.snapshot_id, scratch.path()).expect("restore");
     assert_same_tree(&src, &restored.join("src"));
+}
+
+/// A pack's name already taken by other bytes (a hostile or damaged
+/// store): the backup fails with an integrity error naming it, and commits
+/// nothing that relies on it.
+#[test]
+fn a_pack_name_taken_by_other_bytes_fails_the_backup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    write(&src.join("messages.db"), &Rng(8).bytes(1 << 20));
+    let store = Arc::new(SlowLink::new());
+    let (mut repo, _key) = Repository::init(store.clone(), &small_packs()).expect("init");
+    store.squat.store(true, Ordering::SeqCst);
+    let err = repo
+        .backup(std::slice::from_ref(&src), &options(), &NoProgress)
+        .expect_err("a squatted pack name");
+    assert!(matches!(err, cairn::Error::Integrity { .. }), "{err}");
+    assert!(err.to_string().contains("packs/"), "{err}");
+    assert!(store.list(Namespace::Snapshots).expect("list").is_empty());
 }
