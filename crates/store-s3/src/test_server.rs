@@ -89,6 +89,20 @@ impl Server {
     }
 }
 
+/// `len` bytes of incompressible, deterministic noise (xorshift64 from
+/// `seed`, which must not be 0), for tests' files.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// What a [`Proxy`] does to the requests it passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {

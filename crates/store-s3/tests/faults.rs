@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cairn::{BackupOptions, InitOptions, NoProgress, Repository};
 use cairn_store::{Namespace, ObjectName, Store};
 use cairn_store_s3::S3Store;
-use cairn_store_s3::test_server::{Fault, Proxy, Server};
+use cairn_store_s3::test_server::{Fault, Proxy, Server, noise};
 
 /// A store for `prefix` on `server`, reached through `proxy`.
 fn through(server: &Server, proxy: &Proxy, prefix: &str) -> S3Store {
@@ -139,15 +139,7 @@ fn killing_the_server_mid_backup_loses_nothing_and_the_next_backup_reuses_the_up
     // 24 MiB of database in 16 KiB chunks: about 96 packs of 256 KiB, with
     // checkpoints after 32 and 64. The server dies after 70 more requests.
     let db_len = 24usize << 20;
-    let mut state = 0x1234_5678_9abc_def0u64;
-    let db: Vec<u8> = (0..db_len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let db = noise(db_len, 0x1234_5678_9abc_def0);
     std::fs::write(src.join("messages.db"), &db).expect("write");
     proxy.set(Fault::DownAfter(70));
     let failed = repo.backup(std::slice::from_ref(&src), &options, &NoProgress);

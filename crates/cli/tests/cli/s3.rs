@@ -99,7 +99,7 @@ fn a_repository_in_a_bucket_through_the_cli() {
 /// exit, in bounded time, and the repository as it was.
 #[test]
 fn a_throttling_or_dead_server_is_one_line_and_a_failed_exit() {
-    use cairn_store_s3::test_server::{Fault, Proxy};
+    use cairn_store_s3::test_server::{Fault, Proxy, noise};
     let server = Server::start();
     let proxy = Proxy::start(server.endpoint(), Fault::None);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -135,16 +135,7 @@ fn a_throttling_or_dead_server_is_one_line_and_a_failed_exit() {
     }
     // The server dies in the middle of a backup (after the open's
     // requests, among the pack uploads).
-    let mut state = 7u64;
-    let video: Vec<u8> = (0..40_000_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    std::fs::write(src.join("video.mp4"), video).expect("write");
+    std::fs::write(src.join("video.mp4"), noise(40_000_000, 7)).expect("write");
     proxy.set(Fault::DownAfter(9));
     let err = one_line_error(&cairn(&["backup", p(&src)], &env));
     assert!(err.contains("s3://"), "{err}");

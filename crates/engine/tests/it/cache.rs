@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use cairn::{NoProgress, OpenOptions, RecoveryKey, Repository, Requests};
 use cairn_store::{CountingStore, MemoryStore, Store};
 
-use crate::support::{Rng, assert_same_tree, options, restore, write};
+use crate::support::{Rng, assert_same_tree, assert_sound, options, restore, write};
 
 /// A chat history on disk: a database edited in place each day, and one
 /// new attachment a day.
@@ -55,6 +55,18 @@ impl History {
         );
     }
 
+    /// Backs the history up as of its day.
+    fn backup(&self, repo: &mut Repository) -> cairn::Result<cairn::BackupReport> {
+        repo.backup(
+            &[self.path()],
+            &cairn::BackupOptions {
+                time: Some(self.time()),
+                ..options()
+            },
+            &NoProgress,
+        )
+    }
+
     /// Asserts that a restore of the latest backup holds the history.
     fn assert_restored(&self, target: &Path) {
         let name = self.dir.path().file_name().expect("a name");
@@ -84,16 +96,7 @@ fn daily_requests(
         store.reset();
         let mut repo = Repository::open_with(store.clone(), key, &open).expect("open");
         let opened = store.counts();
-        let report = repo
-            .backup(
-                &[history.path()],
-                &cairn::BackupOptions {
-                    time: Some(history.time()),
-                    ..options()
-                },
-                &NoProgress,
-            )
-            .expect("backup");
+        let report = history.backup(&mut repo).expect("backup");
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         let counted = store.counts();
         assert_eq!(report.requests, Some(counted.since(&opened)));
@@ -182,15 +185,8 @@ fn a_new_device_restores_from_the_key_alone_and_a_bad_cache_costs_only_requests(
     assert!(damaged > 10, "{damaged} cached files");
     history.next_day();
     let mut repo = open(cache.path());
-    let report = repo
-        .backup(
-            &[history.path()],
-            &cairn::BackupOptions {
-                time: Some(history.time()),
-                ..options()
-            },
-            &NoProgress,
-        )
+    let report = history
+        .backup(&mut repo)
         .expect("backup over a damaged cache");
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     // Only the day's changes are new (the history holds over 2 MB): the
@@ -203,30 +199,13 @@ fn a_new_device_restores_from_the_key_alone_and_a_bad_cache_costs_only_requests(
     let restored = restore(&repo, &report.snapshot_id, scratch.path()).expect("restore");
     history.assert_restored(&restored);
     assert!(repo.take_warnings().is_empty());
-    let checked = repo
-        .check(
-            &cairn::CheckOptions {
-                read_data: cairn::ReadData::All,
-            },
-            &NoProgress,
-        )
-        .expect("check");
-    assert!(checked.is_ok(), "{checked:?}");
+    assert_sound(&repo);
 
     // Deleted whole: the same again.
     fs::remove_dir_all(cache.path()).expect("remove the cache");
     history.next_day();
     let mut repo = open(cache.path());
-    let report = repo
-        .backup(
-            &[history.path()],
-            &cairn::BackupOptions {
-                time: Some(history.time()),
-                ..options()
-            },
-            &NoProgress,
-        )
-        .expect("backup without its cache");
+    let report = history.backup(&mut repo).expect("backup without its cache");
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     let restored = restore(&repo, &report.snapshot_id, scratch.path()).expect("restore");
     history.assert_restored(&restored);
@@ -342,16 +321,7 @@ fn listings_without_sizes_cost_requests_not_packs() {
     for _ in 0..2 {
         history.next_day();
         let mut repo = Repository::open_with(store.clone(), &key, &open).expect("open");
-        let report = repo
-            .backup(
-                &[history.path()],
-                &cairn::BackupOptions {
-                    time: Some(history.time()),
-                    ..options()
-                },
-                &NoProgress,
-            )
-            .expect("backup");
+        let report = history.backup(&mut repo).expect("backup");
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         let restored = restore(&repo, &report.snapshot_id, scratch.path()).expect("restore");
         history.assert_restored(&restored);

@@ -121,20 +121,3 @@ fn count_files(dir: &Path) -> usize {
     }
     n
 }
-
-/// Asserts that `check --read-data` finds nothing wrong.
-pub fn assert_sound(repo: &Repository) {
-    let report = repo
-        .check(
-            &cairn::CheckOptions {
-                read_data: cairn::ReadData::All,
-            },
-            &NoProgress,
-        )
-        .expect("check");
-    assert!(
-        report.is_ok(),
-        "check found problems: {:?}",
-        report.problems
-    );
-}

@@ -18,6 +18,7 @@ use cairn::{
 use cairn_store::{Error, MemoryStore, Namespace, ObjectName, Store};
 
 use crate::history::*;
+use crate::support::assert_sound;
 
 type Hook = Box<dyn FnOnce() + Send>;
 

@@ -320,3 +320,20 @@ pub fn packs_by_size(store: &MemoryStore) -> Vec<cairn_store::ObjectName> {
     packs.sort();
     packs.into_iter().rev().map(|(_, n)| n).collect()
 }
+
+/// Asserts that `check --read-data` finds nothing wrong.
+pub fn assert_sound(repo: &Repository) {
+    let report = repo
+        .check(
+            &cairn::CheckOptions {
+                read_data: cairn::ReadData::All,
+            },
+            &NoProgress,
+        )
+        .expect("check");
+    assert!(
+        report.is_ok(),
+        "check found problems: {:?}",
+        report.problems
+    );
+}

@@ -223,15 +223,7 @@ fn the_free_tier_over_120_days() {
         .map(|(p, f)| (p.clone(), f.bytes.clone()))
         .collect();
     assert_eq!(snapshot_files(&repo, true), expected);
-    let checked = repo
-        .check(
-            &cairn::CheckOptions {
-                read_data: cairn::ReadData::All,
-            },
-            &NoProgress,
-        )
-        .expect("check");
-    assert!(checked.is_ok(), "{checked:?}");
+    crate::support::assert_sound(&repo);
 }
 
 /// A quota smaller than the history: the newest media are kept and the
