@@ -50,6 +50,28 @@ struct Cli {
     command: Command,
 }
 
+/// What `key` does.
+#[derive(Subcommand, Debug)]
+enum KeyWhat {
+    /// The key slots, and which one the key given opens.
+    List,
+    /// Add a key: the one in FILE, or, if FILE does not exist, a new one
+    /// written there (0600).
+    Add {
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+    },
+    /// Remove a key slot by ID (a unique prefix will do); never the last
+    /// one, nor the one in use (rotate that).
+    Remove { id: String },
+    /// Replace the key in use by the one in FILE (or a new one written
+    /// there): the new key opens the repository, the old one no longer.
+    Rotate {
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+    },
+}
+
 /// What `repair` repairs.
 #[derive(Subcommand, Debug)]
 enum RepairWhat {
@@ -102,6 +124,13 @@ enum Command {
     },
     /// Show the repository's retention policy and media rules.
     Policy,
+    /// The repository's recovery keys (key slots): list, add a key (for a
+    /// second device), remove one, or rotate the one in use. No pack is
+    /// rewritten.
+    Key {
+        #[command(subcommand)]
+        what: KeyWhat,
+    },
     /// After `check` found damage: drop what cannot be had from the index
     /// (the next backup stores it again) and index orphaned packs again;
     /// `repair snapshots` then rewrites the snapshots that need it.
@@ -327,6 +356,7 @@ fn run(cli: Cli) -> Result<Done> {
             init(&cli, &options)
         }
         Command::Policy => policy(&cli),
+        Command::Key { what } => keys::command(&cli, what),
         Command::Repair { what, read_data } => repair(&cli, what.as_ref(), *read_data),
         Command::Backup {
             paths,

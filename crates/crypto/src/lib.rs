@@ -62,7 +62,19 @@ pub enum KeyProblem {
         /// 1-based position of the offending character.
         position: usize,
     },
+    /// A key chosen by a caller, not drawn at random: fewer than
+    /// [`MIN_DISTINCT_CHARACTERS`] distinct characters (a random key has
+    /// about 30; one with fewer is a pattern someone typed).
+    #[error("too simple to be a random key ({distinct} distinct characters)")]
+    TooSimple {
+        /// How many distinct characters it has.
+        distinct: usize,
+    },
 }
+
+/// Fewest distinct characters a caller-supplied recovery key may have. A
+/// key drawn at random has fewer with probability below 2^-140.
+pub const MIN_DISTINCT_CHARACTERS: usize = 8;
 
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn random_bytes(buf: &mut [u8]) -> Result<(), Error> {

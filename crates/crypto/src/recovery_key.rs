@@ -82,6 +82,27 @@ impl RecoveryKey {
         Ok(Self { chars })
     }
 
+    /// Checks a key a caller chose (a frontend that derives its own, a
+    /// user who typed one) before it protects a repository: it must be a
+    /// well-formed key ([`RecoveryKey::parse`]) and look drawn at random,
+    /// with at least [`MIN_DISTINCT_CHARACTERS`](crate::MIN_DISTINCT_CHARACTERS)
+    /// distinct characters (so one repeated character, or a short pattern,
+    /// is refused). Keys already protecting a repository are never refused
+    /// by this: opening does not call it.
+    pub fn check_chosen(&self) -> Result<(), Error> {
+        let mut seen = [false; 256];
+        for &c in self.chars.iter() {
+            seen[usize::from(c)] = true;
+        }
+        let distinct = seen.iter().filter(|&&s| s).count();
+        if distinct < crate::MIN_DISTINCT_CHARACTERS {
+            return Err(Error::MalformedKey {
+                problem: KeyProblem::TooSimple { distinct },
+            });
+        }
+        Ok(())
+    }
+
     /// The normalized key characters, for key derivation only.
     pub(crate) fn as_bytes(&self) -> &[u8; RECOVERY_KEY_LEN] {
         &self.chars
@@ -123,6 +144,30 @@ impl PartialEq for RecoveryKey {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chosen_keys_must_look_random() {
+        let one = RecoveryKey::parse(&"a".repeat(64)).expect("well-formed");
+        assert!(matches!(
+            one.check_chosen(),
+            Err(Error::MalformedKey {
+                problem: KeyProblem::TooSimple { distinct: 1 }
+            })
+        ));
+        let pattern = RecoveryKey::parse(&"0123456".repeat(10)[..64]).expect("well-formed");
+        assert!(pattern.check_chosen().is_err());
+        let eight = RecoveryKey::parse(&"01234567".repeat(8)).expect("well-formed");
+        assert!(eight.check_chosen().is_ok());
+        for _ in 0..100 {
+            RecoveryKey::generate()
+                .expect("random")
+                .check_chosen()
+                .expect("a random key is never too simple");
+        }
+        // The message names the problem, never the key.
+        let shown = one.check_chosen().unwrap_err().to_string();
+        assert!(!shown.contains("aaaa"), "{shown}");
+    }
+
     use super::*;
 
     #[test]

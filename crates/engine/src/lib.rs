@@ -25,6 +25,7 @@ mod cache;
 mod chunking;
 mod deep;
 mod error;
+mod key_slots;
 mod maintenance;
 mod progress;
 mod repo;
@@ -43,6 +44,7 @@ pub use cairn_meta::{
 /// Requests sent to a store, by kind (see [`BackupReport::requests`]).
 pub use cairn_store::Counts as Requests;
 pub use error::{Error, KeyProblem, Result};
+pub use key_slots::KeySlotInfo;
 pub use maintenance::{
     CheckOptions, CheckReport, ClassUsage, CompactReport, ForgetDecision, ForgetOptions,
     ForgetReport, ForgetWhat, KeepPolicy, Problem, PruneOptions, PruneReport, ReadData,

@@ -88,6 +88,10 @@ pub struct SnapshotListing {
 /// An open repository.
 pub struct Repository {
     store: Arc<dyn Store>,
+    /// The master secret, kept to wrap it for new key slots (wiped on drop).
+    master: MasterSecret,
+    /// The key slot this repository was unlocked with (or created).
+    slot_in_use: Mutex<String>,
     keys: WorkingKeys,
     config: RepoConfig,
     chunkers: Chunkers,
@@ -113,7 +117,7 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-fn random_name() -> Result<String> {
+pub(crate) fn random_name() -> Result<String> {
     let mut bytes = [0u8; 16];
     cairn_crypto::random_bytes(&mut bytes).map_err(|_| Error::Random)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
@@ -147,6 +151,8 @@ impl Repository {
         };
         config.validate().map_err(from_meta("config"))?;
         PathRules::new(&config.classes.media)?;
+        // A key the caller chose must look drawn at random.
+        key.check_chosen().map_err(from_crypto("recovery key"))?;
         if !store.list(Namespace::Config)?.is_empty() {
             return Err(Error::AlreadyInitialized);
         }
@@ -160,21 +166,24 @@ impl Repository {
         // Validate what we are about to write the same way `open` will.
         let sealed_config = config.seal(&keys.metadata).map_err(from_meta("config"))?;
         RepoConfig::open(&keys.metadata, &sealed_config).map_err(from_meta("config"))?;
-        store.put(&object(Namespace::Keys, &random_name()?)?, &slot.encode())?;
+        let slot_name = random_name()?;
+        store.put(&object(Namespace::Keys, &slot_name)?, &slot.encode())?;
         // The commit point: a second init racing this one fails here.
         match store.put(&object(Namespace::Config, "config")?, &sealed_config) {
             Err(cairn_store::Error::AlreadyExists(_)) => return Err(Error::AlreadyInitialized),
             other => other?,
         }
-        Self::assemble(store, keys, config, None)
+        Self::assemble(store, master, slot_name, config, None)
     }
 
     fn assemble(
         store: Arc<dyn Store>,
-        keys: WorkingKeys,
+        master: MasterSecret,
+        slot_in_use: String,
         config: RepoConfig,
         cache: Option<Arc<Cache>>,
     ) -> Result<Self> {
+        let keys = WorkingKeys::derive(&master);
         let chunkers = Chunkers::new(&config.chunking, keys.chunker_seed.value())?;
         // Only a key holder writes the config: a rule that does not compile
         // is damage, not input.
@@ -189,6 +198,8 @@ impl Repository {
         );
         Ok(Self {
             store,
+            master,
+            slot_in_use: Mutex::new(slot_in_use),
             keys,
             config,
             chunkers,
@@ -219,6 +230,7 @@ impl Repository {
         }
         let mut master = None;
         let mut corrupt_slot = None;
+        let mut slot_in_use = String::new();
         for name in &slot_names {
             let object_name = object(Namespace::Keys, name)?;
             let unlocked = match store.get(&object_name, KEY_SLOT_LEN as u64) {
@@ -230,6 +242,7 @@ impl Repository {
             match unlocked {
                 Ok(m) => {
                     master = Some(m);
+                    slot_in_use.clone_from(name);
                     break;
                 }
                 Err(cairn_crypto::Error::WrongKey) => {}
@@ -256,7 +269,7 @@ impl Repository {
                 .ok()
                 .map(Arc::new)
         });
-        let mut repo = Self::assemble(store, keys, config, cache)?;
+        let mut repo = Self::assemble(store, master, slot_in_use, config, cache)?;
         repo.note(refused);
         let skipped = repo.blobs.load()?;
         repo.note(skipped.iter().map(ToString::to_string));
@@ -305,6 +318,20 @@ impl Repository {
     /// The store the repository lives in.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The master secret (to wrap it for a new key slot).
+    pub(crate) fn master(&self) -> &MasterSecret {
+        &self.master
+    }
+
+    /// The ID of the key slot this repository was opened with.
+    pub(crate) fn slot_in_use(&self) -> String {
+        self.slot_in_use_lock().clone()
+    }
+
+    pub(crate) fn slot_in_use_lock(&self) -> std::sync::MutexGuard<'_, String> {
+        self.slot_in_use.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn keys(&self) -> &WorkingKeys {

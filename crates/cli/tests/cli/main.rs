@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod keys;
 mod lifecycle;
 mod s3;
 

@@ -120,3 +120,110 @@ fn a_second_key_slot_also_opens() {
     let err = Repository::open(store, &other_key).unwrap_err();
     assert!(err.is_integrity(), "{err}");
 }
+
+/// Every object's bytes, by name, except key slots.
+fn everything_but_slots(store: &MemoryStore) -> Vec<(ObjectName, Vec<u8>)> {
+    cairn_store::Namespace::ALL
+        .iter()
+        .filter(|&&ns| ns != Namespace::Keys)
+        .flat_map(|&ns| {
+            store
+                .list(ns)
+                .expect("list")
+                .into_iter()
+                .map(move |n| ObjectName::new(ns, &n).expect("name"))
+        })
+        .map(|name| {
+            let bytes = store.get(&name, u64::MAX).expect("get");
+            (name, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn keys_are_added_removed_and_rotated_without_rewriting_anything_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    generate_tree(&src, 20, 0, 3);
+    let (store, mut repo, old_key) = memory_repo();
+    let first = backup(&mut repo, &src);
+    let before = everything_but_slots(&store);
+    let slots = repo.key_slots().expect("slots");
+    assert_eq!(slots.len(), 1);
+    assert!(slots[0].in_use);
+
+    // A second device's key: both open the repository.
+    let second = RecoveryKey::generate().expect("key");
+    let second_id = repo.add_key(&second).expect("add");
+    assert_eq!(repo.key_slots().expect("slots").len(), 2);
+    Repository::open(store.clone(), &second).expect("the new key opens it");
+    Repository::open(store.clone(), &old_key).expect("the old key still does");
+    // The same key again is refused; so is a key someone typed.
+    let again = repo.add_key(&second).unwrap_err();
+    assert!(again.to_string().contains("already opens"), "{again}");
+    let typed = cairn::parse_recovery_key(&"k".repeat(64)).expect("well-formed");
+    let weak = repo.add_key(&typed).unwrap_err();
+    assert!(
+        matches!(weak, Error::MalformedKey(KeyProblem::TooSimple { .. })),
+        "{weak}"
+    );
+
+    // Removing: never the slot in use (that is rotate), by unique prefix.
+    let in_use = repo
+        .key_slots()
+        .expect("slots")
+        .into_iter()
+        .find(|s| s.in_use)
+        .expect("one");
+    let refused = repo.remove_key(&in_use.id).unwrap_err();
+    assert!(refused.to_string().contains("rotate"), "{refused}");
+    repo.remove_key(&second_id[..10])
+        .expect("remove the second device's key");
+    assert!(matches!(
+        Repository::open(store.clone(), &second).unwrap_err(),
+        Error::WrongKey
+    ));
+
+    // Rotation: the new key opens, the old one is refused, and no pack,
+    // index file or snapshot changed by a byte.
+    let new_key = RecoveryKey::generate().expect("key");
+    repo.rotate_key(&new_key).expect("rotate");
+    assert!(matches!(
+        Repository::open(store.clone(), &old_key).unwrap_err(),
+        Error::WrongKey
+    ));
+    let reopened = Repository::open(store.clone(), &new_key).expect("the new key opens it");
+    assert_eq!(everything_but_slots(&store), before);
+    let slots = reopened.key_slots().expect("slots");
+    assert_eq!(slots.len(), 1);
+    assert!(slots[0].in_use);
+    // The last slot is never removed, and what was there restores.
+    assert!(reopened.remove_key(&slots[0].id).is_err());
+    let scratch = tempfile::tempdir().expect("scratch");
+    let restored = restore(&reopened, &first.snapshot_id, scratch.path()).expect("restore");
+    assert_same_tree(&src, &restored.join("src"));
+}
+
+#[test]
+fn a_repository_made_with_a_key_the_caller_chose() {
+    let store = Arc::new(MemoryStore::new());
+    let weak = cairn::parse_recovery_key(&"0".repeat(64)).expect("well-formed");
+    let err = Repository::init_with_key(store.clone(), &weak, &InitOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::MalformedKey(KeyProblem::TooSimple { distinct: 1 })
+        ),
+        "{err}"
+    );
+    assert!(
+        store.list(Namespace::Keys).expect("list").is_empty(),
+        "nothing written"
+    );
+    let chosen = cairn::parse_recovery_key(
+        "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqr",
+    )
+    .expect("well-formed");
+    Repository::init_with_key(store.clone(), &chosen, &InitOptions::default()).expect("init");
+    Repository::open(store, &chosen).expect("open");
+}
