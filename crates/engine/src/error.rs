@@ -92,6 +92,20 @@ pub enum Error {
     /// or its thread stopped: nothing more is written.
     #[error("an upload of this backup failed: nothing more is written")]
     UploadStopped,
+    /// A key rotation added the new key's slot but could not remove the
+    /// old one: both keys open the repository until it is removed.
+    #[error(
+        "the new key works (key slot {new_slot}), but the old key slot {old_slot} could not \
+         be removed ({reason}): remove it with the new key (`cairn key remove {old_slot}`)"
+    )]
+    RotationIncomplete {
+        /// The new key's slot.
+        new_slot: String,
+        /// The slot still there.
+        old_slot: String,
+        /// Why it could not be removed.
+        reason: String,
+    },
     /// A directory nests deeper than cairn walks: a backup leaves it out, a
     /// listing or restore skips it (never written by cairn itself).
     #[error("{path}: nested deeper than {max} directories")]

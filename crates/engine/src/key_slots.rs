@@ -107,7 +107,13 @@ impl Repository {
         let new = self.add_key(new_key)?;
         // From here the new key works; the old slot goes.
         *self.slot_in_use_lock() = new.clone();
-        delete_object(&**self.store(), Namespace::Keys, &old)?;
+        delete_object(&**self.store(), Namespace::Keys, &old).map_err(|e| {
+            Error::RotationIncomplete {
+                new_slot: new.clone(),
+                old_slot: old.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         Ok(new)
     }
 }

@@ -227,3 +227,28 @@ fn a_repository_made_with_a_key_the_caller_chose() {
     Repository::init_with_key(store.clone(), &chosen, &InitOptions::default()).expect("init");
     Repository::open(store, &chosen).expect("open");
 }
+
+/// A rotation interrupted between its two writes leaves both keys
+/// working, says so, and is finished by removing the old slot.
+#[test]
+fn a_rotation_cut_short_leaves_both_keys_working() {
+    use cairn_store::{Fault, FaultyStore};
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let (repo, old_key) = Repository::init(store.clone(), &InitOptions::default()).expect("init");
+    let new_key = RecoveryKey::generate().expect("key");
+    // The new slot's put passes; the old slot's delete fails.
+    store.set_fault(Fault::WritesAfter(1));
+    let err = repo.rotate_key(&new_key).unwrap_err();
+    let Error::RotationIncomplete { old_slot, .. } = &err else {
+        panic!("{err}");
+    };
+    assert!(err.to_string().contains("cairn key remove"), "{err}");
+    store.set_fault(Fault::None);
+    Repository::open(store.clone(), &old_key).expect("the old key still opens it");
+    let reopened = Repository::open(store.clone(), &new_key).expect("the new key opens it");
+    reopened.remove_key(old_slot).expect("finish the rotation");
+    assert!(matches!(
+        Repository::open(store.clone(), &old_key).unwrap_err(),
+        Error::WrongKey
+    ));
+}
