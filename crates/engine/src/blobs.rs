@@ -68,20 +68,13 @@ enum Lost {
 
 /// What a pack's last bytes gave.
 enum Tail {
-    /// The authenticated header's entries.
-    Entries(Vec<PackEntry>),
+    /// The authenticated header's entries, and how many of the last bytes
+    /// hold the header and trailer.
+    Entries(Vec<PackEntry>, usize),
     /// The header is longer: this many bytes from the end hold it.
     Short(u64),
     /// A trailer or header that does not decode or authenticate.
     Damaged,
-}
-
-/// How many of `tail`'s last bytes are the header and trailer, by its
-/// trailer (`None` when it has none).
-fn tail_len(tail: &[u8]) -> Option<usize> {
-    let trailer_at = tail.len().checked_sub(TRAILER_LEN)?;
-    let trailer = cairn_pack::decode_trailer(tail.get(trailer_at..)?).ok()?;
-    Some(TRAILER_LEN + trailer.header_len as usize)
 }
 
 /// A repository object that could not be used, and why.
@@ -965,7 +958,7 @@ impl BlobStore {
             && let Some(cached) = cache.tail(hex)
             && cached.size == size
         {
-            if let Tail::Entries(entries) = self.entries_from_tail(size, &cached.tail) {
+            if let Tail::Entries(entries, _) = self.entries_from_tail(size, &cached.tail) {
                 return Ok(Some(entries));
             }
             cache.forget(Kind::Headers, hex);
@@ -1006,9 +999,9 @@ impl BlobStore {
             read = self.entries_from_tail(size, &tail);
         }
         match read {
-            Tail::Entries(entries) => {
+            Tail::Entries(entries, len) => {
                 if let Some(cache) = &self.cache {
-                    let from = tail.len().saturating_sub(tail_len(&tail).unwrap_or(0));
+                    let from = tail.len().saturating_sub(len);
                     cache.put_tail(hex, size, tail.get(from..).unwrap_or_default());
                 }
                 Ok(Some(entries))
@@ -1044,7 +1037,7 @@ impl BlobStore {
             &tail[header_at..trailer_at],
             blobs_len,
         ) {
-            Ok(entries) => Tail::Entries(entries),
+            Ok(entries) => Tail::Entries(entries, TRAILER_LEN + trailer.header_len as usize),
             Err(_) => Tail::Damaged,
         }
     }

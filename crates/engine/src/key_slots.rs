@@ -9,12 +9,12 @@
 //! new key's slot, then remove the old one, in that order, so a failure
 //! between the two leaves both keys working, never none).
 
-use cairn_crypto::{KEY_SLOT_LEN, KeySlot, RecoveryKey};
+use cairn_crypto::{KeySlot, RecoveryKey};
 use cairn_store::Namespace;
 
 use crate::blobs::{delete_object, object};
 use crate::error::{Error, Result, from_crypto};
-use crate::repo::{Repository, random_name};
+use crate::repo::{Repository, random_name, unlock_slot};
 
 /// One key slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,20 +49,12 @@ impl Repository {
             .check_chosen()
             .map_err(from_crypto("new recovery key"))?;
         for id in self.store().list(Namespace::Keys)? {
-            let bytes = match self
-                .store()
-                .get(&object(Namespace::Keys, &id)?, KEY_SLOT_LEN as u64)
-            {
-                Ok(bytes) => bytes,
-                // Removed meanwhile, or not a slot: it opens nothing.
-                Err(cairn_store::Error::NotFound(_) | cairn_store::Error::TooLarge { .. }) => {
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+            let opens = match unlock_slot(&**self.store(), &id, new_key) {
+                Ok(unlocked) => unlocked.is_ok(),
+                // Removed meanwhile: it opens nothing.
+                Err(Error::Store(cairn_store::Error::NotFound(_))) => false,
+                Err(e) => return Err(e),
             };
-            let opens = KeySlot::decode(&bytes)
-                .and_then(|slot| slot.unwrap_master(new_key))
-                .is_ok();
             if opens {
                 return Err(Error::InvalidInput(format!(
                     "this key already opens the repository (key slot {id})"

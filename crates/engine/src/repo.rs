@@ -117,6 +117,22 @@ impl std::fmt::Debug for Repository {
     }
 }
 
+/// Reads key slot `name` and unwraps the master secret with `key`: the
+/// secret, or why not (`WrongKey`, or a damaged slot: one too large to be
+/// a slot is as damaged as a bad checksum). Store errors, a slot gone
+/// included, are the outer error.
+pub(crate) fn unlock_slot(
+    store: &dyn Store,
+    name: &str,
+    key: &RecoveryKey,
+) -> Result<std::result::Result<MasterSecret, cairn_crypto::Error>> {
+    match store.get(&object(Namespace::Keys, name)?, KEY_SLOT_LEN as u64) {
+        Ok(bytes) => Ok(KeySlot::decode(&bytes).and_then(|slot| slot.unwrap_master(key))),
+        Err(cairn_store::Error::TooLarge { .. }) => Ok(Err(cairn_crypto::Error::Integrity)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(crate) fn random_name() -> Result<String> {
     let mut bytes = [0u8; 16];
     cairn_crypto::random_bytes(&mut bytes).map_err(|_| Error::Random)?;
@@ -232,21 +248,14 @@ impl Repository {
         let mut corrupt_slot = None;
         let mut slot_in_use = String::new();
         for name in &slot_names {
-            let object_name = object(Namespace::Keys, name)?;
-            let unlocked = match store.get(&object_name, KEY_SLOT_LEN as u64) {
-                Ok(bytes) => KeySlot::decode(&bytes).and_then(|slot| slot.unwrap_master(key)),
-                // Not a slot at all: as damaged as a bad checksum.
-                Err(cairn_store::Error::TooLarge { .. }) => Err(cairn_crypto::Error::Integrity),
-                Err(e) => return Err(e.into()),
-            };
-            match unlocked {
+            match unlock_slot(&*store, name, key)? {
                 Ok(m) => {
                     master = Some(m);
                     slot_in_use.clone_from(name);
                     break;
                 }
                 Err(cairn_crypto::Error::WrongKey) => {}
-                Err(_) => corrupt_slot = Some(object_name.to_string()),
+                Err(_) => corrupt_slot = Some(object(Namespace::Keys, name)?.to_string()),
             }
         }
         let master = match (master, corrupt_slot) {
@@ -366,14 +375,12 @@ impl Repository {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(name.name());
-        let fetched = if listed {
-            self.blobs
-                .fetch(Kind::Snapshots, &name, MAX_SNAPSHOT_FILE_LEN)
-        } else {
-            let _store_only = self.blobs.uncached();
-            self.blobs
-                .fetch(Kind::Snapshots, &name, MAX_SNAPSHOT_FILE_LEN)
-        };
+        // Not listed: possibly forgotten since; only the store may say.
+        let store_only = (!listed).then(|| self.blobs.uncached());
+        let fetched = self
+            .blobs
+            .fetch(Kind::Snapshots, &name, MAX_SNAPSHOT_FILE_LEN);
+        drop(store_only);
         let bytes = match fetched {
             Err(Error::Store(cairn_store::Error::NotFound(_))) => {
                 return Err(Error::SnapshotNotFound(id.to_hex()));

@@ -28,9 +28,9 @@ pub mod test_server;
 
 use std::sync::Arc;
 
-use requests::{CountingClient, Tally};
+use requests::CountingClient;
 
-use cairn_store::{Counts, Error, Namespace, ObjectName, Store};
+use cairn_store::{Counts, Error, Namespace, ObjectName, Store, Tally};
 use opendal::options::{ListOptions, ReaderOptions, WriteOptions};
 use opendal::{EntryMode, ErrorKind};
 

@@ -7,43 +7,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cairn_store::Counts;
+use cairn_store::Tally;
 use opendal::Buffer;
 use opendal::raw::{HttpBody, HttpFetch};
-
-/// Requests sent, by kind, and bytes moved.
-#[derive(Debug, Default)]
-pub(crate) struct Tally {
-    puts: AtomicU64,
-    gets: AtomicU64,
-    heads: AtomicU64,
-    lists: AtomicU64,
-    deletes: AtomicU64,
-    bytes_read: AtomicU64,
-    bytes_written: AtomicU64,
-}
-
-impl Tally {
-    /// The counts so far.
-    pub(crate) fn counts(&self) -> Counts {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Counts {
-            puts: get(&self.puts),
-            gets: get(&self.gets),
-            sizes: get(&self.heads),
-            lists: get(&self.lists),
-            deletes: get(&self.deletes),
-            bytes_read: get(&self.bytes_read),
-            bytes_written: get(&self.bytes_written),
-        }
-    }
-}
 
 /// The kind of an S3 request, by method and (for GET) query: a GET with
 /// `list-type` is a listing (ListObjectsV2).
 fn counter_of<'t>(tally: &'t Tally, request: &http::Request<Buffer>) -> &'t AtomicU64 {
     match *request.method() {
-        http::Method::HEAD => &tally.heads,
+        http::Method::HEAD => &tally.sizes,
         http::Method::DELETE => &tally.deletes,
         http::Method::GET
             if request

@@ -45,38 +45,28 @@ impl Counts {
     }
 }
 
-/// Wraps a store and counts what goes through it.
+/// Counters of requests by kind and bytes moved, updated from any thread:
+/// what [`CountingStore`] keeps, and what a backend that counts its own
+/// requests (object storage, at the HTTP level) keeps too.
 #[derive(Debug, Default)]
-pub struct CountingStore<S> {
-    inner: S,
-    puts: AtomicU64,
-    gets: AtomicU64,
-    sizes: AtomicU64,
-    lists: AtomicU64,
-    deletes: AtomicU64,
-    bytes_read: AtomicU64,
-    bytes_written: AtomicU64,
+pub struct Tally {
+    /// Puts.
+    pub puts: AtomicU64,
+    /// Gets, whole and ranged.
+    pub gets: AtomicU64,
+    /// Size queries.
+    pub sizes: AtomicU64,
+    /// Listings (or pages of one).
+    pub lists: AtomicU64,
+    /// Deletes.
+    pub deletes: AtomicU64,
+    /// Bytes received.
+    pub bytes_read: AtomicU64,
+    /// Bytes sent.
+    pub bytes_written: AtomicU64,
 }
 
-fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
-}
-
-impl<S: Store> CountingStore<S> {
-    /// Wraps `inner`, all counts zero.
-    pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            puts: AtomicU64::new(0),
-            gets: AtomicU64::new(0),
-            sizes: AtomicU64::new(0),
-            lists: AtomicU64::new(0),
-            deletes: AtomicU64::new(0),
-            bytes_read: AtomicU64::new(0),
-            bytes_written: AtomicU64::new(0),
-        }
-    }
-
+impl Tally {
     /// The counts so far.
     pub fn counts(&self) -> Counts {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -105,6 +95,37 @@ impl<S: Store> CountingStore<S> {
             c.store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// Wraps a store and counts what goes through it.
+#[derive(Debug, Default)]
+pub struct CountingStore<S> {
+    inner: S,
+    tally: Tally,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl<S: Store> CountingStore<S> {
+    /// Wraps `inner`, all counts zero.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            tally: Tally::default(),
+        }
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> Counts {
+        self.tally.counts()
+    }
+
+    /// Sets every count back to zero.
+    pub fn reset(&self) {
+        self.tally.reset();
+    }
 
     /// The wrapped store.
     pub fn inner(&self) -> &S {
@@ -114,50 +135,50 @@ impl<S: Store> CountingStore<S> {
 
 impl<S: Store> Store for CountingStore<S> {
     fn put(&self, name: &ObjectName, bytes: &[u8]) -> Result<(), Error> {
-        add(&self.puts, 1);
-        add(&self.bytes_written, bytes.len() as u64);
+        add(&self.tally.puts, 1);
+        add(&self.tally.bytes_written, bytes.len() as u64);
         self.inner.put(name, bytes)
     }
     fn put_parts(&self, name: &ObjectName, parts: &[&[u8]]) -> Result<(), Error> {
-        add(&self.puts, 1);
+        add(&self.tally.puts, 1);
         add(
-            &self.bytes_written,
+            &self.tally.bytes_written,
             parts.iter().map(|p| p.len() as u64).sum(),
         );
         self.inner.put_parts(name, parts)
     }
     fn get(&self, name: &ObjectName, max_len: u64) -> Result<Vec<u8>, Error> {
-        add(&self.gets, 1);
+        add(&self.tally.gets, 1);
         let bytes = self.inner.get(name, max_len)?;
-        add(&self.bytes_read, bytes.len() as u64);
+        add(&self.tally.bytes_read, bytes.len() as u64);
         Ok(bytes)
     }
     fn get_range(&self, name: &ObjectName, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
-        add(&self.gets, 1);
+        add(&self.tally.gets, 1);
         let bytes = self.inner.get_range(name, offset, len)?;
-        add(&self.bytes_read, bytes.len() as u64);
+        add(&self.tally.bytes_read, bytes.len() as u64);
         Ok(bytes)
     }
     fn read_range_into(&self, name: &ObjectName, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        add(&self.gets, 1);
+        add(&self.tally.gets, 1);
         self.inner.read_range_into(name, offset, buf)?;
-        add(&self.bytes_read, buf.len() as u64);
+        add(&self.tally.bytes_read, buf.len() as u64);
         Ok(())
     }
     fn size(&self, name: &ObjectName) -> Result<u64, Error> {
-        add(&self.sizes, 1);
+        add(&self.tally.sizes, 1);
         self.inner.size(name)
     }
     fn list(&self, namespace: Namespace) -> Result<Vec<String>, Error> {
-        add(&self.lists, 1);
+        add(&self.tally.lists, 1);
         self.inner.list(namespace)
     }
     fn list_sized(&self, namespace: Namespace) -> Result<Vec<(String, u64)>, Error> {
-        add(&self.lists, 1);
+        add(&self.tally.lists, 1);
         self.inner.list_sized(namespace)
     }
     fn delete(&self, name: &ObjectName) -> Result<(), Error> {
-        add(&self.deletes, 1);
+        add(&self.tally.deletes, 1);
         self.inner.delete(name)
     }
     fn clean_interrupted_writes(&self) -> Result<u64, Error> {

@@ -29,7 +29,7 @@ mod faulty;
 mod local;
 mod memory;
 
-pub use counting::{CountingStore, Counts};
+pub use counting::{CountingStore, Counts, Tally};
 pub use faulty::{Fault, FaultyStore};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
