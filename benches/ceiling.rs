@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use cairn_benches::incompressible;
-use cairn_chunker::{Chunker, ChunkerParams};
+use cairn_chunker::{Chunker, ChunkerParams, PrfKey};
 use cairn_crypto::{BlobKind, MasterSecret, SealKind, WorkingKeys};
 
 /// Median MiB/s of `f` over `data`.
@@ -28,8 +28,13 @@ fn mib_per_s(data: &[u8], mut f: impl FnMut(&[u8])) -> f64 {
 fn main() {
     let data = incompressible(256 * 1024 * 1024, 7);
     let keys = WorkingKeys::derive(&MasterSecret::generate().expect("system RNG"));
-    let chunker =
-        Chunker::new(ChunkerParams::default(), keys.chunker_seed.value()).expect("params");
+    // The default cut rule of new repositories.
+    let prf = &keys.chunker_prf;
+    let chunker = Chunker::toeplitz_aes(
+        ChunkerParams::default(),
+        &PrfKey::new(prf.hash_key(), prf.aes_key()),
+    )
+    .expect("params");
     let chunk = mib_per_s(&data, |d| {
         black_box(chunker.chunk_lengths(d));
     });

@@ -3,7 +3,7 @@
 //! Run with `cargo bench -p cairn-benches` (or `just bench`). Fixed seeds.
 
 use cairn_benches::incompressible;
-use cairn_chunker::{Chunker, ChunkerParams};
+use cairn_chunker::{Chunker, ChunkerParams, PrfKey};
 use cairn_crypto::{BlobId, Compression, MasterSecret, PackId, SealKind, WorkingKeys};
 use cairn_index::{BlobLocation, Index};
 use cairn_pack::{BlobKind, PackEntry, PackWriter};
@@ -21,10 +21,28 @@ fn primitives(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Bytes(data.len() as u64));
 
-    let chunker = Chunker::new(ChunkerParams::default(), k.chunker_seed.value()).expect("chunker");
-    group.bench_function("chunk_fastcdc_1MiB_avg", |b| {
-        b.iter(|| black_box(chunker.chunk_lengths(black_box(&data))))
-    });
+    // Both cut rules, on both profiles (media: 1 MiB average; databases
+    // edited in place: 16 KiB).
+    let prf = PrfKey::new(k.chunker_prf.hash_key(), k.chunker_prf.aes_key());
+    let in_place = ChunkerParams {
+        min_size: 4096,
+        avg_size: 16384,
+        max_size: 65536,
+        normalization: 1,
+    };
+    for (profile, params) in [
+        ("1MiB_avg", ChunkerParams::default()),
+        ("16KiB_avg", in_place),
+    ] {
+        let fastcdc = Chunker::fastcdc(params, k.chunker_seed.value()).expect("chunker");
+        group.bench_function(format!("chunk_fastcdc_{profile}"), |b| {
+            b.iter(|| black_box(fastcdc.chunk_lengths(black_box(&data))))
+        });
+        let toeplitz_aes = Chunker::toeplitz_aes(params, &prf).expect("chunker");
+        group.bench_function(format!("chunk_toeplitz_aes_{profile}"), |b| {
+            b.iter(|| black_box(toeplitz_aes.chunk_lengths(black_box(&data))))
+        });
+    }
     group.bench_function("keyed_blake3_1MiB_pieces", |b| {
         b.iter(|| {
             for piece in data.chunks(1024 * 1024) {

@@ -1,23 +1,42 @@
 //! Content-defined chunking: bytes in, cut points out.
 //!
-//! The chunker is FastCDC v2020 with normalized chunking, its gear table keyed by a
-//! 64-bit seed that the caller derives from a secret. It knows nothing of where the
-//! seed comes from, nor of files or storage: it only finds boundaries, so the same
-//! [`ChunkerParams`] and seed always cut the same bytes the same way.
+//! Two cut rules, both keyed by a secret the caller derives:
 //!
-//! A seeded gear table does **not** hide chunk boundaries from an attacker who sees
-//! chunk lengths (Truong et al., ePrint 2025/558); cairn never shows chunk lengths
-//! to the server (see `docs/crypto.md`).
+//! - **toeplitz-aes** (the default of new repositories, `prf.rs`): a chunk may
+//!   end where AES-256 of a keyed universal hash of the 64 bytes before the
+//!   position has its masked bits zero. Cut points are outputs of a PRF, so an
+//!   observer of chunk lengths learns nothing about the key and cannot predict
+//!   how a known file is cut (Truong et al., ePrint 2025/558).
+//! - **FastCDC v2020** with a seeded gear table (the `fastcdc` crate), the rule
+//!   of format 1 and 2 repositories and still selectable. A seeded gear table
+//!   does **not** hide its seed from an observer of chunk lengths: the bit-by-bit
+//!   search of the paper above recovers it from about 20 cuts
+//!   (`tests/attack.rs` does it). cairn never shows chunk lengths to the server
+//!   (see `docs/crypto.md`), but with this rule that is the only defence.
+//!
+//! Both cut with FastCDC's normalization (a harder condition before the
+//! average size, an easier one after) between a minimum and a maximum size.
+//! The chunker knows nothing of where its key comes from, nor of files or
+//! storage: the same parameters and key always cut the same bytes the same way.
 
-use std::io::{self, Read};
+use std::io::Read;
+use std::sync::Arc;
 
 use fastcdc::v2020::{FastCDC, Normalization};
+
+mod prf;
+mod stream;
+
+pub use prf::PrfKey;
+pub use stream::{ChunkStream, StreamBuffer};
+
+use prf::PrfCutter;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Chunk size parameters outside what FastCDC supports, or out of order.
+    /// Chunk size parameters outside what the chunker supports, or out of order.
     #[error("invalid chunker parameters: {reason}")]
     InvalidParams {
         /// What is wrong with them.
@@ -25,7 +44,27 @@ pub enum Error {
     },
     /// Reading the source failed.
     #[error("reading input: {0}")]
-    Io(#[from] io::Error),
+    Io(#[from] std::io::Error),
+}
+
+/// Which cut rule a repository uses. Recorded in its config: changing it
+/// would change every chunk, so it never changes for a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// FastCDC v2020 with a seeded gear table (formats 1 and 2).
+    FastCdc,
+    /// AES-256 of a keyed Toeplitz hash of the last 64 bytes (format 3's default).
+    ToeplitzAes,
+}
+
+impl Algorithm {
+    /// The name users see and type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::FastCdc => "fastcdc",
+            Algorithm::ToeplitzAes => "toeplitz-aes",
+        }
+    }
 }
 
 /// The chunker's parameters. They are recorded in the repository config at init
@@ -56,9 +95,10 @@ impl Default for ChunkerParams {
 }
 
 impl ChunkerParams {
-    /// Checks that FastCDC accepts these parameters. Parameters read from a
-    /// repository go through this before use, so a bad config is an error, not a
-    /// panic inside FastCDC.
+    /// Checks that both cut rules accept these parameters (FastCDC's ranges,
+    /// which also give the PRF rule its 64-byte window). Parameters read from
+    /// a repository go through this before use, so a bad config is an error,
+    /// not a panic.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |reason| Err(Error::InvalidParams { reason });
         let (min, avg, max) = (
@@ -84,6 +124,8 @@ impl ChunkerParams {
         if self.normalization > 3 {
             return bad("normalization level must be 0 to 3");
         }
+        // The PRF rule's window must fit before the first candidate cut.
+        const _: () = assert!(fastcdc::v2020::MINIMUM_MIN >= prf::WINDOW);
         Ok(())
     }
 
@@ -97,27 +139,48 @@ impl ChunkerParams {
     }
 }
 
-/// A configured chunker: parameters plus the secret seed of the gear table.
-/// Cheap to clone; usable from any thread. Its `Debug` output omits the seed.
+/// The keyed cut rule of a chunker.
+#[derive(Clone)]
+enum CutRule {
+    FastCdc { seed: u64 },
+    ToeplitzAes(Arc<PrfCutter>),
+}
+
+/// A configured chunker: parameters plus a keyed cut rule. Cheap to clone;
+/// usable from any thread. Its `Debug` output omits the key.
 #[derive(Clone)]
 pub struct Chunker {
     params: ChunkerParams,
-    seed: u64,
+    rule: CutRule,
 }
 
 impl std::fmt::Debug for Chunker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chunker")
+            .field("algorithm", &self.algorithm())
             .field("params", &self.params)
             .finish_non_exhaustive()
     }
 }
 
 impl Chunker {
-    /// Builds a chunker after validating the parameters.
-    pub fn new(params: ChunkerParams, seed: u64) -> Result<Self, Error> {
+    /// A FastCDC chunker whose gear table is keyed by `seed`, after
+    /// validating the parameters.
+    pub fn fastcdc(params: ChunkerParams, seed: u64) -> Result<Self, Error> {
         params.validate()?;
-        Ok(Self { params, seed })
+        Ok(Self {
+            params,
+            rule: CutRule::FastCdc { seed },
+        })
+    }
+
+    /// A toeplitz-aes chunker under `key`, after validating the parameters.
+    pub fn toeplitz_aes(params: ChunkerParams, key: &PrfKey) -> Result<Self, Error> {
+        params.validate()?;
+        Ok(Self {
+            params,
+            rule: CutRule::ToeplitzAes(Arc::new(PrfCutter::new(key))),
+        })
     }
 
     /// The parameters this chunker cuts with.
@@ -125,211 +188,69 @@ impl Chunker {
         self.params
     }
 
+    /// The cut rule this chunker uses.
+    pub fn algorithm(&self) -> Algorithm {
+        match self.rule {
+            CutRule::FastCdc { .. } => Algorithm::FastCdc,
+            CutRule::ToeplitzAes(_) => Algorithm::ToeplitzAes,
+        }
+    }
+
     /// Lengths of the chunks of `data`, treating its end as the end of the stream.
     /// The lengths sum to `data.len()`; empty input gives no chunks.
     pub fn chunk_lengths(&self, data: &[u8]) -> Vec<usize> {
-        self.fastcdc(data).map(|c| c.length).collect()
+        let mut lengths = Vec::new();
+        self.cut(data, true, &mut Vec::new(), |len| lengths.push(len));
+        lengths
     }
 
-    fn fastcdc<'a>(&self, data: &'a [u8]) -> FastCDC<'a> {
-        let p = self.params;
-        FastCDC::with_level_and_seed(
-            data,
-            p.min_size as usize,
-            p.avg_size as usize,
-            p.max_size as usize,
-            p.level(),
-            self.seed,
-        )
+    /// Cuts `data` from its start, handing each chunk length to `push`, and
+    /// returns the bytes cut. Without `at_end`, stops before the tail shorter
+    /// than one largest chunk: where that tail is cut depends on bytes not
+    /// seen yet.
+    fn cut(
+        &self,
+        data: &[u8],
+        at_end: bool,
+        scratch: &mut Vec<prf::Block>,
+        mut push: impl FnMut(usize),
+    ) -> usize {
+        let max = self.params.max_size as usize;
+        let mut consumed = 0usize;
+        match &self.rule {
+            CutRule::FastCdc { seed } => {
+                let p = self.params;
+                // FastCDC is lazy: nothing past the last cut taken is scanned.
+                let mut cdc = FastCDC::with_level_and_seed(
+                    data,
+                    p.min_size as usize,
+                    p.avg_size as usize,
+                    p.max_size as usize,
+                    p.level(),
+                    *seed,
+                );
+                while at_end || data.len() - consumed >= max {
+                    let Some(chunk) = cdc.next() else { break };
+                    push(chunk.length);
+                    consumed += chunk.length;
+                }
+            }
+            CutRule::ToeplitzAes(cutter) => {
+                while consumed < data.len() && (at_end || data.len() - consumed >= max) {
+                    let rest = data.get(consumed..).unwrap_or_default();
+                    let len = cutter.first_cut(rest, self.params, scratch);
+                    push(len);
+                    consumed += len;
+                }
+            }
+        }
+        consumed
     }
 
     /// Streams `reader` as chunks, reading in large sequential blocks (never
     /// mapping the source: a file truncated while mapped would kill the process).
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<R> {
         self.stream_with(reader, StreamBuffer::default(), None)
-    }
-
-    /// Like [`Self::stream`], reusing `buffer` (take it back with
-    /// [`ChunkStream::into_buffer`]) and, when the reader's length is known
-    /// (`size_hint`, e.g. from `fstat`), reading into a window no larger than
-    /// that. A backup of many small files then neither allocates nor zeroes a
-    /// window per file. The hint only sizes the first read: a source longer
-    /// than hinted is still read whole and cut exactly as without a hint.
-    pub fn stream_with<R: Read>(
-        &self,
-        reader: R,
-        buffer: StreamBuffer,
-        size_hint: Option<u64>,
-    ) -> ChunkStream<R> {
-        let full = (self.params.max_size as usize * 3).max(MIN_WINDOW);
-        let limit = match size_hint {
-            // One byte more than the hint, so a source of exactly that length
-            // reaches its end without growing the window.
-            Some(n) => usize::try_from(n)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1)
-                .clamp(SMALL_WINDOW, full),
-            None => full,
-        };
-        ChunkStream {
-            chunker: self.clone(),
-            reader,
-            buf: buffer.bytes,
-            limit,
-            full,
-            start: 0,
-            end: 0,
-            eof: false,
-            pending: std::collections::VecDeque::new(),
-        }
-    }
-}
-
-/// A chunk stream's read buffer, kept between streams so that it is
-/// allocated and zeroed once per reader thread rather than once per file.
-#[derive(Default)]
-pub struct StreamBuffer {
-    /// Initialized bytes; only ever grows.
-    bytes: Vec<u8>,
-}
-
-impl StreamBuffer {
-    /// Bytes the buffer holds allocated (its window can grow to the full one
-    /// and stays that large until dropped).
-    pub fn allocated(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-impl std::fmt::Debug for StreamBuffer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The contents are a file's plaintext: never shown.
-        f.debug_struct("StreamBuffer")
-            .field("len", &self.bytes.len())
-            .finish()
-    }
-}
-
-/// Iterator over the chunks of a reader; see [`Chunker::stream`].
-///
-/// The window holds `3 × max_size` bytes (at least 4 MiB) before cutting, and
-/// a cut is made only with at least one max-size chunk of data after its
-/// start, or at the end of the stream, so streamed and in-memory chunking give
-/// identical boundaries. A stream with a size hint starts with a smaller
-/// window and grows it to the full one if the source turns out longer.
-pub struct ChunkStream<R> {
-    chunker: Chunker,
-    reader: R,
-    /// Initialized bytes, possibly more than `limit` (a reused buffer);
-    /// `start..end` holds unconsumed bytes.
-    buf: Vec<u8>,
-    /// The window in use: `buf[..limit]`.
-    limit: usize,
-    /// The full window.
-    full: usize,
-    start: usize,
-    end: usize,
-    eof: bool,
-    pending: std::collections::VecDeque<usize>,
-}
-
-/// Smallest read window: small-chunk profiles still read in large blocks.
-const MIN_WINDOW: usize = 4 * 1024 * 1024;
-/// Smallest window of a stream with a size hint.
-const SMALL_WINDOW: usize = 64 * 1024;
-
-impl<R: Read> ChunkStream<R> {
-    /// Gives the read buffer back for the next stream.
-    pub fn into_buffer(self) -> StreamBuffer {
-        StreamBuffer { bytes: self.buf }
-    }
-
-    /// Makes `buf[..limit]` initialized memory.
-    fn ensure_window(&mut self) {
-        if self.buf.len() < self.limit {
-            self.buf.resize(self.limit, 0);
-        }
-    }
-
-    /// Reads until the window is full or the source ends; a window smaller
-    /// than the full one that fills up grows to the full one.
-    fn fill(&mut self) -> io::Result<()> {
-        // A signal interrupts a read now and then; a reader interrupted
-        // without end would spin here forever.
-        const MAX_INTERRUPTED: u32 = 1000;
-        let mut interrupted = 0u32;
-        loop {
-            self.ensure_window();
-            while !self.eof && self.end < self.limit {
-                let Some(free) = self.buf.get_mut(self.end..self.limit) else {
-                    break;
-                };
-                let room = free.len();
-                match self.reader.read(free) {
-                    Ok(0) => self.eof = true,
-                    Ok(n) if n <= room => self.end += n,
-                    // A reader that claims more than it was given breaks
-                    // `Read`'s contract: its bytes cannot be trusted.
-                    Ok(_) => {
-                        return Err(io::Error::other(
-                            "the reader returned more bytes than asked",
-                        ));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                        interrupted += 1;
-                        if interrupted > MAX_INTERRUPTED {
-                            return Err(e);
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            if self.eof || self.limit >= self.full {
-                return Ok(());
-            }
-            self.limit = self.full;
-        }
-    }
-
-    /// Refills the buffer and computes the next batch of chunk lengths.
-    fn refill(&mut self) -> io::Result<()> {
-        // Move the unconsumed tail (shorter than one max-size chunk) to the
-        // front, then read until the window is full or EOF.
-        self.buf.copy_within(self.start..self.end, 0);
-        self.end -= self.start;
-        self.start = 0;
-        self.fill()?;
-        let max = self.chunker.params.max_size as usize;
-        let filled = self.buf.get(..self.end).unwrap_or_default();
-        let mut consumed = 0usize;
-        let mut cdc = self.chunker.fastcdc(filled);
-        // Without EOF, stop before the tail shorter than one max-size chunk: its
-        // cut point depends on bytes not read yet. FastCDC is lazy, so nothing
-        // past that point is scanned twice.
-        while self.eof || filled.len() - consumed >= max {
-            let Some(chunk) = cdc.next() else { break };
-            self.pending.push_back(chunk.length);
-            consumed += chunk.length;
-        }
-        Ok(())
-    }
-
-    /// The next chunk's bytes, or `None` at end of stream.
-    pub fn next_chunk(&mut self) -> Result<Option<&[u8]>, Error> {
-        if self.pending.is_empty() {
-            if self.eof && self.start >= self.end {
-                return Ok(None);
-            }
-            self.refill()?;
-        }
-        match self.pending.pop_front() {
-            None => Ok(None),
-            Some(len) => {
-                let begin = self.start;
-                self.start += len;
-                Ok(self.buf.get(begin..begin + len))
-            }
-        }
     }
 }
 
@@ -359,6 +280,16 @@ mod tests {
             .collect()
     }
 
+    /// A chunker of each algorithm, keyed by `seed`.
+    fn both(params: ChunkerParams, seed: u64) -> [Chunker; 2] {
+        let mut aes = [0u8; 32];
+        aes[..8].copy_from_slice(&seed.to_le_bytes());
+        [
+            Chunker::fastcdc(params, seed).unwrap(),
+            Chunker::toeplitz_aes(params, &PrfKey::new(seed, &aes)).unwrap(),
+        ]
+    }
+
     fn collect_stream(chunker: &Chunker, data: &[u8]) -> Vec<Vec<u8>> {
         let mut s = chunker.stream(data);
         let mut out = Vec::new();
@@ -370,47 +301,94 @@ mod tests {
 
     #[test]
     fn rejects_bad_params() {
+        let key = PrfKey::new(1, &[1; 32]);
         let mut p = small();
         p.min_size = 8192;
-        assert!(Chunker::new(p, 0).is_err());
+        assert!(Chunker::fastcdc(p, 0).is_err());
+        assert!(Chunker::toeplitz_aes(p, &key).is_err());
         let mut p = small();
         p.normalization = 9;
-        assert!(Chunker::new(p, 0).is_err());
+        assert!(Chunker::fastcdc(p, 0).is_err());
         let mut p = small();
         p.avg_size = 1023;
-        assert!(Chunker::new(p, 0).is_err());
-        assert!(Chunker::new(ChunkerParams::default(), 1).is_ok());
+        assert!(Chunker::fastcdc(p, 0).is_err());
+        let mut p = small();
+        p.min_size = 32;
+        assert!(Chunker::toeplitz_aes(p, &key).is_err());
+        assert!(Chunker::fastcdc(ChunkerParams::default(), 1).is_ok());
+        assert!(Chunker::toeplitz_aes(ChunkerParams::default(), &key).is_ok());
     }
 
     #[test]
-    fn seed_changes_boundaries() {
+    fn the_key_changes_boundaries() {
         let data = pseudo_random(200_000, 7);
-        let a = Chunker::new(small(), 1).unwrap().chunk_lengths(&data);
-        let b = Chunker::new(small(), 2).unwrap().chunk_lengths(&data);
-        assert_ne!(a, b);
+        for (a, b) in both(small(), 1).iter().zip(&both(small(), 2)) {
+            assert_ne!(a.chunk_lengths(&data), b.chunk_lengths(&data));
+        }
+    }
+
+    /// Both rules gather chunk sizes around the average on random data, and
+    /// cut the same bytes the same way wherever they sit in the stream (a
+    /// decision depends only on the chunk's own bytes): after a prefix is
+    /// inserted, the cuts fall back into step.
+    #[test]
+    fn sizes_gather_around_the_average_and_cuts_resynchronize() {
+        let data = pseudo_random(2_000_000, 11);
+        for chunker in both(small(), 5) {
+            let lengths = chunker.chunk_lengths(&data);
+            let mean = data.len() / lengths.len();
+            assert!((700..1800).contains(&mean), "{chunker:?}: mean {mean}");
+            let mut shifted = pseudo_random(5000, 12);
+            shifted.extend_from_slice(&data);
+            let ends = |lens: &[usize], offset: usize| {
+                let mut at = 0;
+                lens.iter()
+                    .map(|l| {
+                        at += l;
+                        at.saturating_sub(offset)
+                    })
+                    .collect::<std::collections::BTreeSet<_>>()
+            };
+            let original = ends(&lengths, 0);
+            let moved = ends(&chunker.chunk_lengths(&shifted), 5000);
+            let shared = original.intersection(&moved).count();
+            assert!(
+                shared + 10 >= original.len(),
+                "{chunker:?}: {shared} of {}",
+                original.len()
+            );
+        }
     }
 
     #[test]
     fn debug_output_omits_the_seed() {
         let seed = 0x1234_5678_9abc_def1_u64;
-        let shown = format!("{:?}", Chunker::new(small(), seed).unwrap());
-        for secret in [seed.to_string(), format!("{seed:x}"), format!("{seed:X}")] {
-            assert!(!shown.contains(&secret), "{shown}");
+        let key = PrfKey::new(seed, &[0xab; 32]);
+        for chunker in both(small(), seed) {
+            let shown = format!("{chunker:?} {key:?}");
+            for secret in [seed.to_string(), format!("{seed:x}"), format!("{seed:X}")] {
+                assert!(!shown.contains(&secret), "{shown}");
+            }
+            assert!(
+                !shown.contains("171") && !shown.contains("ab, ab"),
+                "{shown}"
+            );
         }
     }
 
     #[test]
     fn empty_input_has_no_chunks() {
-        let c = Chunker::new(small(), 3).unwrap();
-        assert!(c.chunk_lengths(&[]).is_empty());
-        assert!(collect_stream(&c, &[]).is_empty());
+        for c in both(small(), 3) {
+            assert!(c.chunk_lengths(&[]).is_empty());
+            assert!(collect_stream(&c, &[]).is_empty());
+        }
     }
 
     proptest! {
         #[test]
         fn stream_reassembles_and_matches_in_memory(len in 0usize..60_000, seed in any::<u64>(), rseed in any::<u64>()) {
             let data = pseudo_random(len, rseed);
-            let c = Chunker::new(small(), seed).unwrap();
+            for c in both(small(), seed) {
             let chunks = collect_stream(&c, &data);
             prop_assert_eq!(chunks.concat(), data.clone());
             let lens: Vec<usize> = chunks.iter().map(Vec::len).collect();
@@ -418,6 +396,7 @@ mod tests {
             for (i, l) in lens.iter().enumerate() {
                 prop_assert!(*l <= 4096);
                 if i + 1 < lens.len() { prop_assert!(*l >= 256); }
+            }
             }
         }
 
@@ -430,7 +409,7 @@ mod tests {
             before in 0usize..200_000,
             rseed in any::<u64>(),
         ) {
-            let c = Chunker::new(small(), 9).unwrap();
+            for c in both(small(), 9) {
             // A buffer left full of another stream's bytes.
             let other = pseudo_random(before, rseed ^ 1);
             let mut used = c.stream_with(&other[..], StreamBuffer::default(), Some(before as u64));
@@ -445,12 +424,14 @@ mod tests {
             prop_assert_eq!(chunks.concat(), data.clone());
             let lens: Vec<usize> = chunks.iter().map(Vec::len).collect();
             prop_assert_eq!(lens, c.chunk_lengths(&data));
+            }
         }
 
         #[test]
         fn arbitrary_bytes_reassemble(data in proptest::collection::vec(any::<u8>(), 0..20_000)) {
-            let c = Chunker::new(small(), 42).unwrap();
-            prop_assert_eq!(collect_stream(&c, &data).concat(), data);
+            for c in both(small(), 42) {
+                prop_assert_eq!(collect_stream(&c, &data).concat(), data.clone());
+            }
         }
     }
 }

@@ -90,6 +90,17 @@ enum RepairWhat {
     },
 }
 
+/// The cut rules `init --chunker` offers.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ChunkerArg {
+    /// AES-256 of a keyed hash of the last 64 bytes: the server cannot
+    /// learn or predict cut points (the default).
+    ToeplitzAes,
+    /// FastCDC with a seeded gear table: faster, but its key falls to an
+    /// observer of chunk lengths (cairn never shows them).
+    Fastcdc,
+}
+
 /// The tiers `init --tier` offers.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum TierArg {
@@ -121,6 +132,9 @@ enum Command {
         /// Leave out media older than this many days, overriding the tier's.
         #[arg(long, value_name = "DAYS")]
         media_max_age: Option<u32>,
+        /// The chunker's cut rule, fixed for the life of the repository.
+        #[arg(long, value_enum, default_value = "toeplitz-aes")]
+        chunker: ChunkerArg,
     },
     /// Show the repository's retention policy and media rules.
     Policy,
@@ -336,8 +350,13 @@ fn run(cli: Cli) -> Result<Done> {
             tier,
             quota,
             media_max_age,
+            chunker,
         } => {
             let mut options = InitOptions::default();
+            options.chunking.algorithm = match chunker {
+                ChunkerArg::ToeplitzAes => cairn::ChunkerAlgorithm::ToeplitzAes,
+                ChunkerArg::Fastcdc => cairn::ChunkerAlgorithm::FastCdc,
+            };
             if !media.is_empty() {
                 options.classes.media = media.clone();
             }
@@ -743,6 +762,7 @@ fn policy(cli: &Cli) -> Result<Done> {
             "{}",
             serde_json::json!({
                 "format": config.format.number(),
+                "chunker": config.chunking.algorithm.name(),
                 "tier": r.tier.map(|t| t.name()),
                 "quota_bytes": r.quota_bytes,
                 "media_max_age_days": r.media_max_age_days,
@@ -754,6 +774,7 @@ fn policy(cli: &Cli) -> Result<Done> {
         return Ok(Done::Complete);
     }
     out!("format:        {}", config.format.number());
+    out!("chunker:       {}", config.chunking.algorithm.name());
     out!("tier:          {}", r.tier.map_or("none", |t| t.name()));
     out!(
         "quota:         {}",

@@ -13,6 +13,8 @@ use crate::{BlobId, BlobKind, Error, random_bytes};
 const CTX_DATA_ID: &str = "cairn 2026-11 v1 data blob id key";
 const CTX_TREE_ID: &str = "cairn 2026-11 v1 tree blob id key";
 const CTX_CHUNKER: &str = "cairn 2026-11 v1 chunker seed";
+const CTX_CHUNKER_HASH: &str = "cairn 2026-12 v1 toeplitz-aes chunker hash key";
+const CTX_CHUNKER_AES: &str = "cairn 2026-12 v1 toeplitz-aes chunker aes key";
 const CTX_DATA: &str = "cairn 2026-11 v1 data sealing key";
 const CTX_METADATA: &str = "cairn 2026-11 v1 metadata sealing key";
 const CTX_CACHE: &str = "cairn 2026-12 v1 local cache binding key";
@@ -109,6 +111,35 @@ impl fmt::Debug for ChunkerSeed {
     }
 }
 
+/// The keys of the toeplitz-aes chunker: the 64-bit key of its universal hash
+/// and its 256-bit AES key, each derived with its own context. Wiped on drop;
+/// `Debug` is redacted.
+#[derive(Clone)]
+pub struct ChunkerPrfKeys {
+    hash: Zeroizing<[u8; 32]>,
+    aes: Zeroizing<[u8; 32]>,
+}
+
+impl ChunkerPrfKeys {
+    /// The universal hash's key (the first 8 bytes of its derived key).
+    pub fn hash_key(&self) -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.hash[..8]);
+        u64::from_le_bytes(bytes)
+    }
+
+    /// The AES-256 key.
+    pub fn aes_key(&self) -> &[u8; 32] {
+        &self.aes
+    }
+}
+
+impl fmt::Debug for ChunkerPrfKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChunkerPrfKeys(<redacted>)")
+    }
+}
+
 /// An AES-256-GCM-SIV key with its expanded cipher state. Callable from any
 /// thread (sealing takes `&self`).
 #[derive(Clone)]
@@ -135,8 +166,10 @@ impl fmt::Debug for SealKey {
 pub struct WorkingKeys {
     /// Names data chunks and trees, each kind in its own domain.
     pub blob_ids: BlobIdKeys,
-    /// Seeds the chunker's gear table.
+    /// Seeds the FastCDC chunker's gear table (formats 1 and 2, or chosen).
     pub chunker_seed: ChunkerSeed,
+    /// Keys the toeplitz-aes chunker (format 3's default).
+    pub chunker_prf: ChunkerPrfKeys,
     /// Seals data blobs.
     pub data: SealKey,
     /// Seals tree blobs, pack headers, index files, snapshots and the config.
@@ -164,6 +197,10 @@ impl WorkingKeys {
                 tree: derive(CTX_TREE_ID),
             },
             chunker_seed: ChunkerSeed(u64::from_le_bytes(*seed)),
+            chunker_prf: ChunkerPrfKeys {
+                hash: derive(CTX_CHUNKER_HASH),
+                aes: derive(CTX_CHUNKER_AES),
+            },
             data: SealKey::from_bytes(&derive(CTX_DATA)),
             metadata: SealKey::from_bytes(&derive(CTX_METADATA)),
             cache: CacheKey(derive(CTX_CACHE)),

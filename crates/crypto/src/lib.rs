@@ -14,7 +14,9 @@ mod seal;
 
 pub use ids::{BlobId, BlobKind, PackId, SnapshotId};
 pub use key_slot::{KEY_SLOT_LEN, KeySlot};
-pub use keys::{BlobIdKeys, CacheKey, ChunkerSeed, MasterSecret, SealKey, WorkingKeys};
+pub use keys::{
+    BlobIdKeys, CacheKey, ChunkerPrfKeys, ChunkerSeed, MasterSecret, SealKey, WorkingKeys,
+};
 pub use recovery_key::{RECOVERY_KEY_ALPHABET, RECOVERY_KEY_LEN, RecoveryKey};
 #[cfg(fuzzing)]
 pub use seal::seal_as_is;
@@ -117,9 +119,14 @@ mod redaction_tests {
             "cairn 2026-11 v1 chunker seed",
             "cairn 2026-11 v1 data sealing key",
             "cairn 2026-11 v1 metadata sealing key",
+            "cairn 2026-12 v1 toeplitz-aes chunker hash key",
+            "cairn 2026-12 v1 toeplitz-aes chunker aes key",
+            "cairn 2026-12 v1 local cache binding key",
         ] {
             secrets.push(renderings(&blake3::derive_key(ctx, &master_bytes)));
         }
+        let hash_key = keys.chunker_prf.hash_key();
+        secrets.push(vec![hash_key.to_string(), format!("{hash_key:x}")]);
         secrets.push(vec![
             seed.to_string(),
             format!("{seed:x}"),
@@ -139,6 +146,11 @@ mod redaction_tests {
         assert_hidden("WorkingKeys", &format!("{keys:?}"), &secrets);
         assert_hidden("WorkingKeys (pretty)", &format!("{keys:#?}"), &secrets);
         assert_hidden("ChunkerSeed", &format!("{:?}", keys.chunker_seed), &secrets);
+        assert_hidden(
+            "ChunkerPrfKeys",
+            &format!("{:?}", keys.chunker_prf),
+            &secrets,
+        );
         assert_hidden("BlobIdKeys", &format!("{:?}", keys.blob_ids), &secrets);
         assert_hidden("SealKey", &format!("{:?}", keys.data), &secrets);
         assert_hidden("RecoveryKey", &format!("{key:?}"), &secrets);

@@ -5,7 +5,7 @@
 //! still read it (`tests/it/fixture.rs`):
 //!
 //! ```sh
-//! cargo run -p cairn --example write_fixture -- crates/engine/tests/fixtures/v2
+//! cargo run -p cairn --example write_fixture -- crates/engine/tests/fixtures/v3
 //! ```
 
 use std::fs;

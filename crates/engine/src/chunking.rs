@@ -1,13 +1,14 @@
 //! The chunkers of an open repository: one per profile of the config's
-//! chunking rules, keyed by the chunker seed, and the rule choosing one per
-//! file name.
+//! chunking rules, with the config's cut rule under its key, and the rule
+//! choosing one per file name.
 
-use cairn_chunker::Chunker;
+use cairn_chunker::{Algorithm, Chunker, ChunkerParams, PrfKey};
+use cairn_crypto::WorkingKeys;
 use cairn_meta::ChunkingRules;
 
 use crate::error::Result;
 
-/// The chunkers of an open repository, keyed by the chunker seed.
+/// The chunkers of an open repository.
 #[derive(Clone, Debug)]
 pub(crate) struct Chunkers {
     default: Chunker,
@@ -16,10 +17,17 @@ pub(crate) struct Chunkers {
 }
 
 impl Chunkers {
-    pub fn new(rules: &ChunkingRules, seed: u64) -> Result<Self> {
+    pub fn new(rules: &ChunkingRules, keys: &WorkingKeys) -> Result<Self> {
+        let chunker = |params: ChunkerParams| match rules.algorithm {
+            Algorithm::FastCdc => Chunker::fastcdc(params, keys.chunker_seed.value()),
+            Algorithm::ToeplitzAes => {
+                let prf = &keys.chunker_prf;
+                Chunker::toeplitz_aes(params, &PrfKey::new(prf.hash_key(), prf.aes_key()))
+            }
+        };
         Ok(Self {
-            default: Chunker::new(rules.default, seed)?,
-            in_place: Chunker::new(rules.in_place, seed)?,
+            default: chunker(rules.default)?,
+            in_place: chunker(rules.in_place)?,
             in_place_suffixes: rules
                 .in_place_suffixes
                 .iter()
@@ -42,11 +50,11 @@ impl Chunkers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_chunker::ChunkerParams;
 
     #[test]
     fn databases_get_small_chunks_and_media_large_ones() {
-        let chunkers = Chunkers::new(&ChunkingRules::default(), 1).expect("chunkers");
+        let keys = WorkingKeys::derive(&cairn_crypto::MasterSecret::generate().expect("secret"));
+        let chunkers = Chunkers::new(&ChunkingRules::default(), &keys).expect("chunkers");
         let small = ChunkingRules::default().in_place;
         for name in [
             &b"msgstore.db"[..],

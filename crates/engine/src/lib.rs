@@ -35,7 +35,7 @@ pub mod source;
 
 pub use backup::{BackupOptions, BackupReport, LeftOut, LeftOutReason, Parent, RetentionReport};
 pub use blobs::Unreadable;
-pub use cairn_chunker::ChunkerParams;
+pub use cairn_chunker::{Algorithm as ChunkerAlgorithm, ChunkerParams};
 pub use cairn_crypto::{BlobId, BlobKind, RecoveryKey, SnapshotId};
 pub use cairn_meta::{
     ChunkingRules, Class, ClassRules, DEFAULT_PACK_TARGET, Format, Node, NodeKind, RepoConfig,

@@ -200,7 +200,7 @@ impl Repository {
         cache: Option<Arc<Cache>>,
     ) -> Result<Self> {
         let keys = WorkingKeys::derive(&master);
-        let chunkers = Chunkers::new(&config.chunking, keys.chunker_seed.value())?;
+        let chunkers = Chunkers::new(&config.chunking, &keys)?;
         // Only a key holder writes the config: a rule that does not compile
         // is damage, not input.
         let media = PathRules::new(&config.classes.media).map_err(|_| Error::Integrity {

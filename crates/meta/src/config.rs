@@ -2,7 +2,7 @@
 //! change for the life of a repository (the chunking rules, above all). Stored
 //! as `config/config` in a sealed envelope (see `docs/format.md`).
 
-use cairn_chunker::ChunkerParams;
+use cairn_chunker::{Algorithm, ChunkerParams};
 use cairn_crypto::{SealKey, SealKind};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,8 @@ const MAGIC_V1: &[u8; 8] = b"CAIRNCFG";
 /// each decoder takes exactly its own layout, every byte of it (a format-2
 /// plaintext relabelled as format 1 has bytes left over: corrupt).
 const MAGIC_V2: &[u8; 8] = b"CAIRNCF2";
+/// The config of a format-3 repository (the chunker's cut rule added).
+const MAGIC_V3: &[u8; 8] = b"CAIRNCF3";
 const MAX_CLASS_RULES: usize = 256;
 const MAX_CLASS_RULE_LEN: usize = 256;
 /// The smallest quota a config may hold: below it not even a small chat's
@@ -41,6 +43,8 @@ const MAX_SUFFIX_LEN: usize = 64;
 /// See `docs/benchmarks.md` for the measured trade-off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkingRules {
+    /// The cut rule of both profiles (FastCDC in formats 1 and 2).
+    pub algorithm: Algorithm,
     /// Profile for every file not matched below.
     pub default: ChunkerParams,
     /// Profile for files edited in place.
@@ -52,6 +56,7 @@ pub struct ChunkingRules {
 impl Default for ChunkingRules {
     fn default() -> Self {
         Self {
+            algorithm: Algorithm::ToeplitzAes,
             default: ChunkerParams::default(),
             in_place: ChunkerParams {
                 min_size: 4 * 1024,
@@ -311,6 +316,14 @@ struct WireKeep {
     monthly: u32,
 }
 
+/// Format 3: format 2's fields, then the cut rule.
+#[derive(Serialize, Deserialize)]
+struct WireV3 {
+    v2: WireV2,
+    /// 0 FastCDC, 1 toeplitz-aes.
+    chunker: u8,
+}
+
 /// Format 2: format 1's fields, then the class rules and the retention.
 #[derive(Serialize, Deserialize)]
 struct WireV2 {
@@ -327,6 +340,12 @@ impl RepoConfig {
     /// Checks every parameter against the format's limits.
     pub fn validate(&self) -> Result<(), Error> {
         self.chunking.validate()?;
+        if self.format < Format::V3 && self.chunking.algorithm != Algorithm::FastCdc {
+            return Err(Error::Invalid(format!(
+                "a format-{} repository chunks with FastCDC only",
+                self.format.number()
+            )));
+        }
         if self.format == Format::V1
             && (!self.classes.media.is_empty() || self.retention != Retention::default())
         {
@@ -364,11 +383,13 @@ impl RepoConfig {
         let magic = match self.format {
             Format::V1 => MAGIC_V1,
             Format::V2 => MAGIC_V2,
+            Format::V3 => MAGIC_V3,
         };
         envelope::seal_file(key, SealKind::Config, magic, &self.encode())
     }
 
-    /// A new repository's config: the current format, default chunking,
+    /// A new repository's config: the current format, default chunking
+    /// (toeplitz-aes),
     /// class rules and pack size, no retention.
     pub fn new(repo_id: [u8; 16]) -> Self {
         Self {
@@ -393,27 +414,38 @@ impl RepoConfig {
         // Serializing plain structs into a Vec cannot fail.
         match self.format {
             Format::V1 => postcard::to_stdvec(&base).unwrap_or_default(),
-            Format::V2 => {
-                let r = &self.retention;
-                let wire = WireV2 {
-                    base,
-                    media_rules: self.classes.media.clone(),
-                    tier: match r.tier {
-                        None => 0,
-                        Some(Tier::Free) => 1,
-                        Some(Tier::Paid) => 2,
-                    },
-                    quota_bytes: r.quota_bytes,
-                    media_max_age_days: r.media_max_age_days,
-                    keep: WireKeep {
-                        last: r.snapshots.last,
-                        daily: r.snapshots.daily,
-                        weekly: r.snapshots.weekly,
-                        monthly: r.snapshots.monthly,
+            Format::V2 => postcard::to_stdvec(&self.wire_v2(base)).unwrap_or_default(),
+            Format::V3 => {
+                let wire = WireV3 {
+                    v2: self.wire_v2(base),
+                    chunker: match self.chunking.algorithm {
+                        Algorithm::FastCdc => 0,
+                        Algorithm::ToeplitzAes => 1,
                     },
                 };
                 postcard::to_stdvec(&wire).unwrap_or_default()
             }
+        }
+    }
+
+    fn wire_v2(&self, base: Wire) -> WireV2 {
+        let r = &self.retention;
+        WireV2 {
+            base,
+            media_rules: self.classes.media.clone(),
+            tier: match r.tier {
+                None => 0,
+                Some(Tier::Free) => 1,
+                Some(Tier::Paid) => 2,
+            },
+            quota_bytes: r.quota_bytes,
+            media_max_age_days: r.media_max_age_days,
+            keep: WireKeep {
+                last: r.snapshots.last,
+                daily: r.snapshots.daily,
+                weekly: r.snapshots.weekly,
+                monthly: r.snapshots.monthly,
+            },
         }
     }
 
@@ -422,11 +454,13 @@ impl RepoConfig {
         let format = match bytes.get(..8) {
             Some(m) if m == MAGIC_V1 => Format::V1,
             Some(m) if m == MAGIC_V2 => Format::V2,
+            Some(m) if m == MAGIC_V3 => Format::V3,
             _ => return Err(corrupt("envelope")),
         };
         let magic = match format {
             Format::V1 => MAGIC_V1,
             Format::V2 => MAGIC_V2,
+            Format::V3 => MAGIC_V3,
         };
         let plain = envelope::open_file(key, SealKind::Config, magic, bytes)?;
         Self::decode(&plain, format)
@@ -435,62 +469,92 @@ impl RepoConfig {
     /// Decodes the config's plaintext of `format` and validates every
     /// parameter. Never panics.
     pub fn decode(plain: &[u8], format: Format) -> Result<Self, Error> {
-        let (base, classes, retention) = match format {
+        let (wire, algorithm) = match format {
             Format::V1 => {
                 let wire: Wire = match postcard::take_from_bytes(plain) {
                     Ok((wire, [])) => wire,
                     _ => return Err(corrupt("config")),
                 };
-                (wire, ClassRules { media: Vec::new() }, Retention::default())
+                let config = Self {
+                    format,
+                    classes: ClassRules { media: Vec::new() },
+                    retention: Retention::default(),
+                    ..Self::from_base(wire, Algorithm::FastCdc)
+                };
+                config.validate().map_err(|_| corrupt("config"))?;
+                return Ok(config);
             }
-            Format::V2 => {
-                let wire: WireV2 = match postcard::take_from_bytes(plain) {
-                    Ok((wire, [])) => wire,
-                    _ => return Err(corrupt("config")),
-                };
-                let tier = match wire.tier {
-                    0 => None,
-                    1 => Some(Tier::Free),
-                    2 => Some(Tier::Paid),
-                    _ => return Err(corrupt("config")),
-                };
-                let retention = Retention {
-                    tier,
-                    quota_bytes: wire.quota_bytes,
-                    media_max_age_days: wire.media_max_age_days,
-                    snapshots: SnapshotKeep {
-                        last: wire.keep.last,
-                        daily: wire.keep.daily,
-                        weekly: wire.keep.weekly,
-                        monthly: wire.keep.monthly,
-                    },
-                };
-                let classes = ClassRules {
-                    media: wire.media_rules,
-                };
-                (wire.base, classes, retention)
-            }
+            Format::V2 => match postcard::take_from_bytes::<WireV2>(plain) {
+                Ok((wire, [])) => (wire, Algorithm::FastCdc),
+                _ => return Err(corrupt("config")),
+            },
+            Format::V3 => match postcard::take_from_bytes::<WireV3>(plain) {
+                Ok((WireV3 { v2, chunker: 0 }, [])) => (v2, Algorithm::FastCdc),
+                Ok((WireV3 { v2, chunker: 1 }, [])) => (v2, Algorithm::ToeplitzAes),
+                _ => return Err(corrupt("config")),
+            },
+        };
+        let tier = match wire.tier {
+            0 => None,
+            1 => Some(Tier::Free),
+            2 => Some(Tier::Paid),
+            _ => return Err(corrupt("config")),
+        };
+        let retention = Retention {
+            tier,
+            quota_bytes: wire.quota_bytes,
+            media_max_age_days: wire.media_max_age_days,
+            snapshots: SnapshotKeep {
+                last: wire.keep.last,
+                daily: wire.keep.daily,
+                weekly: wire.keep.weekly,
+                monthly: wire.keep.monthly,
+            },
         };
         let config = Self {
             format,
+            classes: ClassRules {
+                media: wire.media_rules,
+            },
+            retention,
+            ..Self::from_base(wire.base, algorithm)
+        };
+        config.validate().map_err(|_| corrupt("config"))?;
+        Ok(config)
+    }
+
+    /// A config with format 1's fields from `base`, the rest defaults.
+    fn from_base(base: Wire, algorithm: Algorithm) -> Self {
+        Self {
+            format: Format::V1,
             repo_id: base.repo_id,
             chunking: ChunkingRules {
+                algorithm,
                 default: base.default_chunker.into(),
                 in_place: base.in_place_chunker.into(),
                 in_place_suffixes: base.in_place_suffixes,
             },
             pack_target_size: base.pack_target_size,
-            classes,
-            retention,
-        };
-        config.validate().map_err(|_| corrupt("config"))?;
-        Ok(config)
+            classes: ClassRules::default(),
+            retention: Retention::default(),
+        }
     }
 }
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    /// A new config in an older `format`: FastCDC, and no classes in format 1.
+    fn older(format: Format, repo_id: [u8; 16]) -> RepoConfig {
+        let mut config = RepoConfig::new(repo_id);
+        config.format = format;
+        config.chunking.algorithm = Algorithm::FastCdc;
+        if format == Format::V1 {
+            config.classes = ClassRules { media: Vec::new() };
+        }
+        config
+    }
 
     #[test]
     fn rules_are_validated() {
@@ -505,11 +569,7 @@ mod tests {
 
     #[test]
     fn a_config_outside_the_limits_is_corrupt() {
-        let config = RepoConfig {
-            format: Format::V1,
-            classes: ClassRules { media: Vec::new() },
-            ..RepoConfig::new([7; 16])
-        };
+        let config = older(Format::V1, [7; 16]);
         let mut wire: Wire = postcard::from_bytes(&config.encode()).unwrap();
         assert_eq!(
             RepoConfig::decode(&config.encode(), Format::V1).unwrap(),
@@ -541,17 +601,13 @@ mod tests {
         ] {
             let config = RepoConfig {
                 retention,
-                ..RepoConfig::new([9; 16])
+                ..older(Format::V2, [9; 16])
             };
             let sealed = config.seal(&keys.metadata).unwrap();
             assert_eq!(&sealed[..8], MAGIC_V2);
             assert_eq!(RepoConfig::open(&keys.metadata, &sealed).unwrap(), config);
         }
-        let v1 = RepoConfig {
-            format: Format::V1,
-            classes: ClassRules { media: Vec::new() },
-            ..RepoConfig::new([1; 16])
-        };
+        let v1 = older(Format::V1, [1; 16]);
         let sealed = v1.seal(&keys.metadata).unwrap();
         assert_eq!(RepoConfig::open(&keys.metadata, &sealed).unwrap(), v1);
         let policy_in_v1 = RepoConfig {
@@ -580,15 +636,49 @@ mod tests {
         // format-2 config as format 1 erased its rules and policy.
         let v2 = RepoConfig {
             retention: Retention::for_tier(Tier::Free),
-            ..RepoConfig::new([4; 16])
+            ..older(Format::V2, [4; 16])
         };
         let mut relabelled = v2.seal(&keys.metadata).unwrap();
         relabelled[..8].copy_from_slice(MAGIC_V1);
         assert!(RepoConfig::open(&keys.metadata, &relabelled).is_err());
         assert!(RepoConfig::decode(&v2.encode(), Format::V1).is_err());
-        let mut wire: WireV2 = postcard::from_bytes(&RepoConfig::new([3; 16]).encode()).unwrap();
+        let mut wire: WireV2 = postcard::from_bytes(&older(Format::V2, [3; 16]).encode()).unwrap();
         wire.tier = 3;
         let bytes = postcard::to_stdvec(&wire).unwrap();
         assert!(RepoConfig::decode(&bytes, Format::V2).is_err());
+    }
+
+    /// Format 3 records the cut rule: toeplitz-aes by default, FastCDC when
+    /// chosen; an older format cannot claim the PRF rule, an unknown rule is
+    /// corrupt, and a format-3 config relabelled as format 2 does not open.
+    #[test]
+    fn format_3_records_the_cut_rule() {
+        let keys =
+            cairn_crypto::WorkingKeys::derive(&cairn_crypto::MasterSecret::generate().unwrap());
+        let new = RepoConfig::new([5; 16]);
+        assert_eq!(new.format, Format::V3);
+        assert_eq!(new.chunking.algorithm, Algorithm::ToeplitzAes);
+        let mut fastcdc = RepoConfig::new([6; 16]);
+        fastcdc.chunking.algorithm = Algorithm::FastCdc;
+        for config in [&new, &fastcdc] {
+            let sealed = config.seal(&keys.metadata).unwrap();
+            assert_eq!(&sealed[..8], MAGIC_V3);
+            assert_eq!(&RepoConfig::open(&keys.metadata, &sealed).unwrap(), config);
+            let mut relabelled = sealed.clone();
+            relabelled[..8].copy_from_slice(MAGIC_V2);
+            assert!(RepoConfig::open(&keys.metadata, &relabelled).is_err());
+        }
+        for format in [Format::V1, Format::V2] {
+            let mut config = older(format, [7; 16]);
+            config.chunking.algorithm = Algorithm::ToeplitzAes;
+            assert!(config.seal(&keys.metadata).is_err());
+        }
+        let mut wire: WireV3 = postcard::from_bytes(&new.encode()).unwrap();
+        wire.chunker = 2;
+        let bytes = postcard::to_stdvec(&wire).unwrap();
+        assert_eq!(
+            RepoConfig::decode(&bytes, Format::V3),
+            Err(Error::Corrupt { what: "config" })
+        );
     }
 }

@@ -40,17 +40,21 @@ pub enum Format {
     /// 2026-12-03: tree nodes carry a class; the config carries class rules
     /// and a retention policy.
     V2,
+    /// 2026-12-03: the config names the chunker's cut rule, toeplitz-aes by
+    /// default (FastCDC still selectable).
+    V3,
 }
 
 impl Format {
     /// The version new repositories get.
-    pub const CURRENT: Format = Format::V2;
+    pub const CURRENT: Format = Format::V3;
 
     /// The version number.
     pub fn number(self) -> u8 {
         match self {
             Format::V1 => 1,
             Format::V2 => 2,
+            Format::V3 => 3,
         }
     }
 }

@@ -278,7 +278,7 @@ impl Tree {
         let classes: Vec<u8> = match format {
             // Format 1 ignored trailing bytes, and still does.
             Format::V1 => Vec::new(),
-            Format::V2 => match postcard::take_from_bytes::<Vec<u8>>(rest) {
+            Format::V2 | Format::V3 => match postcard::take_from_bytes::<Vec<u8>>(rest) {
                 Ok((classes, [])) if classes.len() == wire.nodes.len() => classes,
                 _ => return Err(corrupt("tree")),
             },

@@ -981,3 +981,52 @@ fn a_restore_that_cannot_size_a_file_leaves_nothing_behind() {
         }
     }
 }
+
+/// `init --chunker` picks the cut rule for good: toeplitz-aes by default,
+/// FastCDC when asked; either backs up and restores, and `policy` names it.
+#[test]
+fn the_chunker_is_chosen_at_init() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    // Large enough for several chunks of the database profile.
+    let content: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(src.join("chat.db"), &content).expect("write");
+    for (args, name) in [
+        (&[][..], "toeplitz-aes"),
+        (&["--chunker", "fastcdc"][..], "fastcdc"),
+    ] {
+        let repo = dir.path().join(format!("repo-{name}"));
+        let key_file = dir.path().join(format!("key-{name}"));
+        let mut init = vec!["init", "--repo", p(&repo), "--key-file", p(&key_file)];
+        init.extend_from_slice(args);
+        ok(&cairn(&init, &[]));
+        let env = [
+            ("CAIRN_REPOSITORY", p(&repo)),
+            ("CAIRN_KEY_FILE", p(&key_file)),
+        ];
+        let policy: serde_json::Value =
+            serde_json::from_str(&ok(&cairn(&["policy", "--json"], &env))).expect("json");
+        assert_eq!(policy["chunker"], name);
+        assert_eq!(policy["format"], 3);
+        ok(&cairn(&["backup", p(&src)], &env));
+        let target = dir.path().join(format!("out-{name}"));
+        ok(&cairn(&["restore", "latest", "--target", p(&target)], &env));
+        let restored = std::fs::read(target.join("src/chat.db")).expect("restored");
+        assert!(restored == content, "{name}: restored bytes differ");
+    }
+    let bad = cairn(
+        &[
+            "init",
+            "--repo",
+            p(&dir.path().join("r")),
+            "--chunker",
+            "gear",
+        ],
+        &[],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("'gear'"));
+}

@@ -41,6 +41,13 @@ fn the_version_2_fixture_still_reads_restores_and_grows() {
     reads_restores_and_grows("v2", Format::V2);
 }
 
+/// Format 3 records the cut rule: its fixture chunks with toeplitz-aes, and
+/// what it adds deduplicates against what that rule cut.
+#[test]
+fn the_version_3_fixture_still_reads_restores_and_grows() {
+    reads_restores_and_grows("v3", Format::V3);
+}
+
 fn reads_restores_and_grows(version: &str, format: Format) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -55,6 +62,12 @@ fn reads_restores_and_grows(version: &str, format: Format) {
     let mut repo = Repository::open(store, &key).expect("open");
     assert!(repo.take_warnings().is_empty());
     assert_eq!(repo.config().format, format);
+    let algorithm = if format >= Format::V3 {
+        cairn::ChunkerAlgorithm::ToeplitzAes
+    } else {
+        cairn::ChunkerAlgorithm::FastCdc
+    };
+    assert_eq!(repo.config().chunking.algorithm, algorithm);
 
     let snapshots = repo.snapshots().expect("snapshots");
     let tags: Vec<_> = snapshots.iter().map(|(_, s)| s.tags.clone()).collect();
@@ -70,7 +83,7 @@ fn reads_restores_and_grows(version: &str, format: Format) {
     assert!(!listing.iter().any(|e| e.path.ends_with("voice.opus")));
     restore(&repo, &first, &dir.path().join("out")).expect("restore first");
     for entry in repo.list(&latest, None).expect("list latest").entries {
-        let media = format == Format::V2
+        let media = format >= Format::V2
             && entry.node.kind == NodeKind::File
             && entry.path.starts_with("chat/media/");
         let class = if media { Class::Media } else { Class::Message };

@@ -23,7 +23,8 @@ fn damaged_setup(
 ) {
     let src = dir.join("src");
     for i in 0..6u64 {
-        write(&src.join(format!("f{i}.bin")), &Rng(i).bytes(300_000));
+        // Below the smallest chunk: one chunk per file, whatever the key.
+        write(&src.join(format!("f{i}.bin")), &Rng(i).bytes(200_000));
     }
     write(&src.join("sub/note.txt"), b"a small note");
     let store = Arc::new(MemoryStore::new());
