@@ -116,5 +116,23 @@ fn primitives(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, primitives);
+/// The bound of the toeplitz-aes chunker: one AES-256 block per candidate
+/// position (the `aes` crate, as the chunker calls it, batches of 4,096).
+fn aes_bound(c: &mut Criterion) {
+    use aes::Aes256;
+    use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
+    let cipher = Aes256::new(&Array::from([7u8; 32]));
+    let mut blocks: Vec<aes::Block> = (0..4096u32)
+        .map(|i| Array::from(u128::from(i).to_le_bytes()))
+        .collect();
+    let mut group = c.benchmark_group("bounds");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(blocks.len() as u64));
+    group.bench_function("aes256_blocks_4096", |b| {
+        b.iter(|| cipher.encrypt_blocks(black_box(&mut blocks)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, primitives, aes_bound);
 criterion_main!(benches);

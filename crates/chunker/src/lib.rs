@@ -3,16 +3,18 @@
 //! Two cut rules, both keyed by a secret the caller derives:
 //!
 //! - **toeplitz-aes** (the default of new repositories, `prf.rs`): a chunk may
-//!   end where AES-256 of a keyed universal hash of the 64 bytes before the
-//!   position has its masked bits zero. Cut points are outputs of a PRF, so an
-//!   observer of chunk lengths learns nothing about the key and cannot predict
-//!   how a known file is cut (Truong et al., ePrint 2025/558).
+//!   end where AES-256 of a keyed hash of the 64 bytes before the position has
+//!   its masked bits zero. Cut points are outputs of a PRF, so an observer of
+//!   chunk lengths learns no equation about the key and cannot predict offline
+//!   how a known file is cut (Truong et al., ePrint 2025/558). Every decision
+//!   depends only on the 64 bytes before it: whoever plants files and sees
+//!   their chunk lengths still learns how those files are cut.
 //! - **FastCDC v2020** with a seeded gear table (the `fastcdc` crate), the rule
 //!   of format 1 and 2 repositories and still selectable. A seeded gear table
 //!   does **not** hide its seed from an observer of chunk lengths: the bit-by-bit
 //!   search of the paper above recovers it from about 20 cuts
-//!   (`tests/attack.rs` does it). cairn never shows chunk lengths to the server
-//!   (see `docs/crypto.md`), but with this rule that is the only defence.
+//!   (`tests/attack.rs` does it). With this rule, hiding chunk lengths from the
+//!   server (see `docs/crypto.md`) is the only defence.
 //!
 //! Both cut with FastCDC's normalization (a harder condition before the
 //! average size, an easier one after) between a minimum and a maximum size.

@@ -1,10 +1,19 @@
-//! The attack of Truong et al. (ePrint 2025/558, "Breaking and Fixing
-//! Content-Defined Chunking") on a seeded gear table, reimplemented: an
-//! attacker who planted a file it knows and learns the exact length of every
-//! chunk (more than a cairn server ever sees: chunk lengths are inside
-//! encrypted, padded packs) recovers the seed bit by bit, then predicts how any
-//! other known file is cut. The same attacker against the toeplitz-aes rule
-//! finds no seed that explains what it saw, and predicts nothing.
+//! Key recovery from observed cut points, reimplemented twice. The attacker
+//! planted a file it knows and learns the exact length of every chunk (more
+//! than a cairn server sees: chunk lengths are inside encrypted packs).
+//!
+//! 1. The attack of Truong et al. (ePrint 2025/558, "Breaking and Fixing
+//!    Content-Defined Chunking") on a seeded gear table: the seed, bit by
+//!    bit, then a prediction of how another known file is cut. It works
+//!    against FastCDC and finds no seed behind toeplitz-aes's cuts.
+//! 2. Linear algebra on the Toeplitz layer: without AES the digest is linear
+//!    in its key K, every cut gives one equation per mask bit, and a handful
+//!    of cuts give K (shown against the layer alone, simulated here). With
+//!    AES on top, no K explains the cuts. So neither layer of toeplitz-aes
+//!    falls to the attack that breaks it alone.
+//!
+//! These show that the known attacks fail, not that none exists; what rests
+//! on AES-256 being a PRF is said in `src/prf.rs`.
 
 use cairn_chunker::{Chunker, ChunkerParams, PrfKey};
 use fastcdc::v2020::{MASKS, get_gear_with_seed};
@@ -128,10 +137,166 @@ fn the_seed_of_fastcdc_falls_to_observed_cuts() {
 }
 
 #[test]
-fn the_toeplitz_aes_rule_gives_the_attack_nothing() {
+fn no_gear_seed_explains_the_cuts_of_toeplitz_aes() {
     let key = PrfKey::new(0x8f1b_c3a5_07d9_e264, &[0x42; 32]);
     let target = Chunker::toeplitz_aes(ChunkerParams::default(), &key).expect("params");
     let (recovered, predicted) = attack(&target);
     assert_eq!(recovered, None, "no gear seed explains a PRF's cuts");
     assert!(!predicted);
+}
+
+// The Toeplitz layer: GF(2^64) modulo x^64 + x^4 + x^3 + x + 1, public.
+
+const POLY_LOW: u64 = 0b1_1011;
+
+fn times_x(v: u64) -> u64 {
+    (v << 1) ^ if v >> 63 == 1 { POLY_LOW } else { 0 }
+}
+
+fn gf_mul(a: u64, b: u64) -> u64 {
+    let (mut a, mut product) = (a, 0);
+    for i in 0..64 {
+        if b >> i & 1 == 1 {
+            product ^= a;
+        }
+        a = times_x(a);
+    }
+    product
+}
+
+/// The window as a polynomial reduced mod p: public, key-free. The digest
+/// is K times this.
+fn residue(window: &[u8]) -> u64 {
+    window
+        .iter()
+        .fold(0, |r, &b| (0..8).fold(r, |r, _| times_x(r)) ^ u64::from(b))
+}
+
+fn masks(params: ChunkerParams) -> (u64, u64) {
+    let bits = params.avg_size.ilog2();
+    let level = u32::from(params.normalization);
+    ((1 << (bits + level)) - 1, (1 << (bits - level)) - 1)
+}
+
+/// The toeplitz-aes rule with AES removed: cut where the digest's masked
+/// bits are zero. What an implementation that trusted the keyed hash alone
+/// would do.
+fn linear_rule_lengths(data: &[u8], params: ChunkerParams, k: u64) -> Vec<usize> {
+    let (min, avg, max) = (
+        params.min_size as usize,
+        params.avg_size as usize,
+        params.max_size as usize,
+    );
+    let (strict, loose) = masks(params);
+    let leave: Vec<u64> = (0..256u64)
+        .map(|b| (0..512).fold(b, |v, _| times_x(v)))
+        .collect();
+    let mut lengths = Vec::new();
+    let mut start = 0;
+    while start < data.len() {
+        let rest = &data[start..];
+        let mut len = rest.len().min(max);
+        if rest.len() > min {
+            let mut r = residue(&rest[min - 64..min]);
+            for at in min..len {
+                let mask = if at < avg { strict } else { loose };
+                if gf_mul(r, k) & mask == 0 {
+                    len = at;
+                    break;
+                }
+                let shifted = (0..8).fold(r, |r, _| times_x(r));
+                r = shifted ^ u64::from(rest[at]) ^ leave[usize::from(rest[at - 64])];
+            }
+        } else {
+            len = rest.len();
+        }
+        lengths.push(len);
+        start += len;
+    }
+    lengths
+}
+
+/// Solves for K: every cut at a window with residue r says the masked bits
+/// of K·r are zero, one linear equation over GF(2) per bit. Returns K if the
+/// equations leave exactly one non-zero solution.
+fn recover_hash_key(data: &[u8], lengths: &[usize], params: ChunkerParams) -> Option<u64> {
+    let (strict, loose) = masks(params);
+    let mut rows = Vec::new();
+    for cut in decided_cuts(lengths, params, data.len()) {
+        let end = cut.start + cut.len;
+        let r = residue(&data[end - 64..end]);
+        // Column j of "multiply by r" is x^j · r.
+        let mut columns = [0u64; 64];
+        let mut c = r;
+        for column in &mut columns {
+            *column = c;
+            c = times_x(c);
+        }
+        let mask = if cut.len < params.avg_size as usize {
+            strict
+        } else {
+            loose
+        };
+        for bit in (0..64).filter(|bit| mask >> bit & 1 == 1) {
+            let row = (0..64).fold(0u64, |row, j| row | (columns[j] >> bit & 1) << j);
+            rows.push(row);
+        }
+    }
+    // Gaussian elimination; the solutions are spanned by the free columns.
+    let mut pivots: Vec<(usize, u64)> = Vec::new();
+    for mut row in rows {
+        for &(col, pivot_row) in &pivots {
+            if row >> col & 1 == 1 {
+                row ^= pivot_row;
+            }
+        }
+        if row != 0 {
+            let col = row.trailing_zeros() as usize;
+            for (_, other) in pivots.iter_mut() {
+                if *other >> col & 1 == 1 {
+                    *other ^= row;
+                }
+            }
+            pivots.push((col, row));
+        }
+    }
+    let free: Vec<usize> = (0..64)
+        .filter(|c| pivots.iter().all(|(p, _)| p != c))
+        .collect();
+    let [only] = free[..] else { return None };
+    // Set the free unknown to 1; each pivot unknown then equals its row's
+    // coefficient of the free one.
+    let k = pivots
+        .iter()
+        .fold(1u64 << only, |k, &(col, row)| k | (row >> only & 1) << col);
+    Some(k)
+}
+
+#[test]
+fn the_toeplitz_layer_alone_falls_to_linear_algebra() {
+    let params = ChunkerParams::default();
+    let k = 0x3c6e_f372_fe94_f82b;
+    let planted = noise(8 << 20, 0x1dea);
+    let seen = linear_rule_lengths(&planted, params, k);
+    assert_eq!(recover_hash_key(&planted, &seen, params), Some(k));
+    let other = noise(4 << 20, 0xbeef);
+    assert_eq!(
+        linear_rule_lengths(&other, params, k),
+        linear_rule_lengths(
+            &other,
+            params,
+            recover_hash_key(&planted, &seen, params).unwrap_or(0)
+        )
+    );
+}
+
+#[test]
+fn with_aes_on_top_no_hash_key_explains_the_cuts() {
+    let params = ChunkerParams::default();
+    let key = PrfKey::new(0x3c6e_f372_fe94_f82b, &[0x17; 32]);
+    let target = Chunker::toeplitz_aes(params, &key).expect("params");
+    let planted = noise(24 << 20, 0x1dea);
+    let seen = target.chunk_lengths(&planted);
+    assert!(decided_cuts(&seen, params, planted.len()).len() >= 5);
+    assert_eq!(recover_hash_key(&planted, &seen, params), None);
 }
