@@ -10,6 +10,10 @@ deletions), and the median first-backup and daily-backup times.
 
 Usage: python3 benches/chunkers.py CAIRN_BINARY [--media-mb 500] [--days 10]
            [--runs 3] [--dir /dev/shm/chunkers]
+           [--variants NAME="INIT ARGS" NAME="INIT ARGS"]
+The default variants are fastcdc="--chunker fastcdc" and toeplitz-aes="";
+any two sets of `cairn init` arguments compare the same way (e.g.
+compressed="--compress-in-place" default="").
 """
 
 import argparse
@@ -23,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e import History  # noqa: E402
 
-RULES = ("fastcdc", "toeplitz-aes")
+DEFAULT_VARIANTS = ['fastcdc=--chunker fastcdc', 'toeplitz-aes=']
 
 
 def stored(path):
@@ -37,29 +41,29 @@ def backup(binary, env, source):
     return time.perf_counter() - start
 
 
-def one_run(binary, work, media_mb, days, seed):
+def one_run(binary, work, media_mb, days, seed, variants):
     source = os.path.join(work, "chat")
     shutil.rmtree(source, ignore_errors=True)
     history = History(source, media_mb, seed)
     history.create()
     envs = {}
-    for rule in RULES:
+    for rule, init_args in variants.items():
         repo = os.path.join(work, "repo-" + rule)
         key = os.path.join(work, "key-" + rule)
         shutil.rmtree(repo, ignore_errors=True)
         if os.path.exists(key):
             os.remove(key)
         envs[rule] = dict(os.environ, CAIRN_REPOSITORY=repo, CAIRN_KEY_FILE=key)
-        subprocess.run([binary, "init", "--key-file", key, "--chunker", rule], env=envs[rule],
+        subprocess.run([binary, "init", "--key-file", key] + init_args.split(), env=envs[rule],
                        check=True, stdout=subprocess.DEVNULL)
-    first = {rule: backup(binary, envs[rule], source) for rule in RULES}
-    sizes = [{rule: stored(envs[rule]["CAIRN_REPOSITORY"]) for rule in RULES}]
-    daily = {rule: [] for rule in RULES}
+    first = {rule: backup(binary, envs[rule], source) for rule in variants}
+    sizes = [{rule: stored(envs[rule]["CAIRN_REPOSITORY"]) for rule in variants}]
+    daily = {rule: [] for rule in variants}
     for _ in range(days):
         history.day()
-        for rule in RULES:
+        for rule in variants:
             daily[rule].append(backup(binary, envs[rule], source))
-        sizes.append({rule: stored(envs[rule]["CAIRN_REPOSITORY"]) for rule in RULES})
+        sizes.append({rule: stored(envs[rule]["CAIRN_REPOSITORY"]) for rule in variants})
     return first, daily, sizes
 
 
@@ -70,35 +74,38 @@ def main():
     ap.add_argument("--days", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default="/dev/shm/chunkers")
+    ap.add_argument("--variants", nargs=2, default=DEFAULT_VARIANTS)
     args = ap.parse_args()
+    variants = dict(v.split("=", 1) for v in args.variants)
+    a_name, b_name = list(variants)
     os.makedirs(args.dir, exist_ok=True)
-    firsts = {rule: [] for rule in RULES}
-    dailies = {rule: [] for rule in RULES}
+    firsts = {rule: [] for rule in variants}
+    dailies = {rule: [] for rule in variants}
     sizes = None
     for run in range(args.runs):
-        first, daily, sizes = one_run(args.binary, args.dir, args.media_mb, args.days, seed=run + 1)
-        for rule in RULES:
+        first, daily, sizes = one_run(args.binary, args.dir, args.media_mb, args.days, run + 1, variants)
+        for rule in variants:
             firsts[rule].append(first[rule])
             dailies[rule].append(statistics.median(daily[rule]))
         print("run %d done" % (run + 1), file=sys.stderr)
-    print("| step | fastcdc (median s) | toeplitz-aes (median s) | toeplitz-aes/fastcdc |")
+    print("| step | %s (median s) | %s (median s) | %s/%s |" % (a_name, b_name, b_name, a_name))
     print("| --- | --- | --- | --- |")
     for step, values in (("first backup", firsts), ("daily backup", dailies)):
-        a, b = statistics.median(values["fastcdc"]), statistics.median(values["toeplitz-aes"])
+        a, b = statistics.median(values[a_name]), statistics.median(values[b_name])
         print("| %s | %.3f | %.3f | %.2f |" % (step, a, b, b / a))
     print()
     print("Repository bytes, last run:")
     print()
-    print("| after | fastcdc | toeplitz-aes | toeplitz-aes/fastcdc |")
+    print("| after | %s | %s | %s/%s |" % (a_name, b_name, b_name, a_name))
     print("| --- | --- | --- | --- |")
     for day, size in enumerate(sizes):
-        a, b = size["fastcdc"], size["toeplitz-aes"]
+        a, b = size[a_name], size[b_name]
         print("| %s | %d | %d | %.4f |" % ("first backup" if day == 0 else "day %d" % day, a, b, b / a))
-    grown = {rule: sizes[-1][rule] - sizes[0][rule] for rule in RULES}
+    grown = {rule: sizes[-1][rule] - sizes[0][rule] for rule in variants}
     print()
-    print("Bytes added by %d days: fastcdc %d, toeplitz-aes %d (ratio %.4f)"
-          % (len(sizes) - 1, grown["fastcdc"], grown["toeplitz-aes"],
-             grown["toeplitz-aes"] / max(grown["fastcdc"], 1)))
+    print("Bytes added by %d days: %s %d, %s %d (ratio %.4f)"
+          % (len(sizes) - 1, a_name, grown[a_name], b_name, grown[b_name],
+             grown[b_name] / max(grown[a_name], 1)))
     shutil.rmtree(args.dir, ignore_errors=True)
 
 

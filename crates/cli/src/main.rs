@@ -136,6 +136,12 @@ enum Command {
         /// The chunker's cut rule, fixed for the life of the repository.
         #[arg(long, value_enum, default_value = "toeplitz-aes")]
         chunker: ChunkerArg,
+        /// Compress the chunks of databases (files edited in place) too.
+        /// Off by default: an attacker whose message lands in the same
+        /// database page as a secret could learn, from the compressed
+        /// size, whether a guess of the secret was right.
+        #[arg(long)]
+        compress_in_place: bool,
     },
     /// Show the repository's retention policy and media rules.
     Policy,
@@ -352,12 +358,14 @@ fn run(cli: Cli) -> Result<Done> {
             quota,
             media_max_age,
             chunker,
+            compress_in_place,
         } => {
             let mut options = InitOptions::default();
             options.chunking.algorithm = match chunker {
                 ChunkerArg::ToeplitzAes => cairn::ChunkerAlgorithm::ToeplitzAes,
                 ChunkerArg::Fastcdc => cairn::ChunkerAlgorithm::FastCdc,
             };
+            options.chunking.compress_in_place = *compress_in_place;
             if !media.is_empty() {
                 options.classes.media = media.clone();
             }
@@ -764,6 +772,7 @@ fn policy(cli: &Cli) -> Result<Done> {
             serde_json::json!({
                 "format": config.format.number(),
                 "chunker": config.chunking.algorithm.name(),
+                "compress_in_place": config.chunking.compress_in_place,
                 "tier": r.tier.map(|t| t.name()),
                 "quota_bytes": r.quota_bytes,
                 "media_max_age_days": r.media_max_age_days,
@@ -776,6 +785,14 @@ fn policy(cli: &Cli) -> Result<Done> {
     }
     out!("format:        {}", config.format.number());
     out!("chunker:       {}", config.chunking.algorithm.name());
+    out!(
+        "databases:     {}",
+        if config.chunking.compress_in_place {
+            "compressed"
+        } else {
+            "stored uncompressed (no compression oracle)"
+        }
+    );
     out!("tier:          {}", r.tier.map_or("none", |t| t.name()));
     out!(
         "quota:         {}",

@@ -247,16 +247,32 @@ impl Sealer {
         key: &SealKey,
         kind: SealKind,
         id: &[u8; 32],
+        buffer: SealBuffer,
+    ) -> Result<SealedBlob, Error> {
+        self.seal_buffer_compressing(key, kind, id, buffer, true)
+    }
+
+    /// Like [`Self::seal_buffer`], compressing only if `may_compress`. A
+    /// blob whose plaintext may hold an attacker's bytes beside a secret
+    /// (a database page) is sealed uncompressed: its sealed length then
+    /// says nothing about how well the two compress together.
+    pub fn seal_buffer_compressing(
+        &mut self,
+        key: &SealKey,
+        kind: SealKind,
+        id: &[u8; 32],
         mut buffer: SealBuffer,
+        may_compress: bool,
     ) -> Result<SealedBlob, Error> {
         let plaintext = buffer.plaintext();
-        let compression = if looks_compressible(plaintext) && self.compress(plaintext) {
-            buffer.bytes.truncate(NONCE_LEN);
-            buffer.bytes.extend_from_slice(&self.scratch);
-            Compression::Zstd
-        } else {
-            Compression::None
-        };
+        let compression =
+            if may_compress && looks_compressible(plaintext) && self.compress(plaintext) {
+                buffer.bytes.truncate(NONCE_LEN);
+                buffer.bytes.extend_from_slice(&self.scratch);
+                Compression::Zstd
+            } else {
+                Compression::None
+            };
         encrypt_in_place(key, kind, compression, id, &mut buffer)?;
         Ok(SealedBlob {
             bytes: buffer.bytes,

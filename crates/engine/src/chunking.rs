@@ -14,6 +14,7 @@ pub(crate) struct Chunkers {
     default: Chunker,
     in_place: Chunker,
     in_place_suffixes: Vec<Vec<u8>>,
+    compress_in_place: bool,
 }
 
 impl Chunkers {
@@ -33,16 +34,18 @@ impl Chunkers {
                 .iter()
                 .map(|s| s.as_bytes().to_vec())
                 .collect(),
+            compress_in_place: rules.compress_in_place,
         })
     }
 
-    /// The chunker for a file named `name`.
-    pub fn for_name(&self, name: &[u8]) -> &Chunker {
+    /// The chunker for a file named `name`, and whether its chunks may be
+    /// compressed.
+    pub fn for_name(&self, name: &[u8]) -> (&Chunker, bool) {
         let lower = name.to_ascii_lowercase();
         if self.in_place_suffixes.iter().any(|s| lower.ends_with(s)) {
-            &self.in_place
+            (&self.in_place, self.compress_in_place)
         } else {
-            &self.default
+            (&self.default, true)
         }
     }
 }
@@ -62,14 +65,14 @@ mod tests {
             b"x.sqlite3",
             b"wal.db-wal",
         ] {
-            assert_eq!(chunkers.for_name(name).params(), small, "{name:?}");
+            let (chunker, compress) = chunkers.for_name(name);
+            assert_eq!(chunker.params(), small, "{name:?}");
+            assert!(!compress, "{name:?}");
         }
         for name in [&b"IMG_0001.jpg"[..], b"db", b"video.mp4", b"notes.dbx"] {
-            assert_eq!(
-                chunkers.for_name(name).params(),
-                ChunkerParams::default(),
-                "{name:?}"
-            );
+            let (chunker, compress) = chunkers.for_name(name);
+            assert_eq!(chunker.params(), ChunkerParams::default(), "{name:?}");
+            assert!(compress, "{name:?}");
         }
     }
 }

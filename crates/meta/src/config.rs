@@ -51,6 +51,12 @@ pub struct ChunkingRules {
     pub in_place: ChunkerParams,
     /// Lower-case file-name suffixes that select `in_place`.
     pub in_place_suffixes: Vec<String>,
+    /// Whether chunks of the in-place profile may be compressed. Off in new
+    /// repositories: where an attacker's text and a secret share a small
+    /// chunk (a database page), the compressed length would answer guesses
+    /// of the secret, one per backup (a CRIME-style oracle). Formats 1 and
+    /// 2 compress them.
+    pub compress_in_place: bool,
 }
 
 impl Default for ChunkingRules {
@@ -77,6 +83,7 @@ impl Default for ChunkingRules {
             .iter()
             .map(|s| (*s).to_owned())
             .collect(),
+            compress_in_place: false,
         }
     }
 }
@@ -322,6 +329,7 @@ struct WireV3 {
     v2: WireV2,
     /// 0 FastCDC, 1 toeplitz-aes.
     chunker: u8,
+    compress_in_place: bool,
 }
 
 /// Format 2: format 1's fields, then the class rules and the retention.
@@ -340,9 +348,11 @@ impl RepoConfig {
     /// Checks every parameter against the format's limits.
     pub fn validate(&self) -> Result<(), Error> {
         self.chunking.validate()?;
-        if self.format < Format::V3 && self.chunking.algorithm != Algorithm::FastCdc {
+        if self.format < Format::V3
+            && (self.chunking.algorithm != Algorithm::FastCdc || !self.chunking.compress_in_place)
+        {
             return Err(Error::Invalid(format!(
-                "a format-{} repository chunks with FastCDC only",
+                "a format-{} repository chunks with FastCDC and compresses every chunk",
                 self.format.number()
             )));
         }
@@ -422,6 +432,7 @@ impl RepoConfig {
                         Algorithm::FastCdc => 0,
                         Algorithm::ToeplitzAes => 1,
                     },
+                    compress_in_place: self.chunking.compress_in_place,
                 };
                 postcard::to_stdvec(&wire).unwrap_or_default()
             }
@@ -469,7 +480,7 @@ impl RepoConfig {
     /// Decodes the config's plaintext of `format` and validates every
     /// parameter. Never panics.
     pub fn decode(plain: &[u8], format: Format) -> Result<Self, Error> {
-        let (wire, algorithm) = match format {
+        let (wire, algorithm, compress_in_place) = match format {
             Format::V1 => {
                 let wire: Wire = match postcard::take_from_bytes(plain) {
                     Ok((wire, [])) => wire,
@@ -479,18 +490,24 @@ impl RepoConfig {
                     format,
                     classes: ClassRules { media: Vec::new() },
                     retention: Retention::default(),
-                    ..Self::from_base(wire, Algorithm::FastCdc)
+                    ..Self::from_base(wire, Algorithm::FastCdc, true)
                 };
                 config.validate().map_err(|_| corrupt("config"))?;
                 return Ok(config);
             }
             Format::V2 => match postcard::take_from_bytes::<WireV2>(plain) {
-                Ok((wire, [])) => (wire, Algorithm::FastCdc),
+                Ok((wire, [])) => (wire, Algorithm::FastCdc, true),
                 _ => return Err(corrupt("config")),
             },
             Format::V3 => match postcard::take_from_bytes::<WireV3>(plain) {
-                Ok((WireV3 { v2, chunker: 0 }, [])) => (v2, Algorithm::FastCdc),
-                Ok((WireV3 { v2, chunker: 1 }, [])) => (v2, Algorithm::ToeplitzAes),
+                Ok((wire, [])) => {
+                    let algorithm = match wire.chunker {
+                        0 => Algorithm::FastCdc,
+                        1 => Algorithm::ToeplitzAes,
+                        _ => return Err(corrupt("config")),
+                    };
+                    (wire.v2, algorithm, wire.compress_in_place)
+                }
                 _ => return Err(corrupt("config")),
             },
         };
@@ -517,14 +534,14 @@ impl RepoConfig {
                 media: wire.media_rules,
             },
             retention,
-            ..Self::from_base(wire.base, algorithm)
+            ..Self::from_base(wire.base, algorithm, compress_in_place)
         };
         config.validate().map_err(|_| corrupt("config"))?;
         Ok(config)
     }
 
     /// A config with format 1's fields from `base`, the rest defaults.
-    fn from_base(base: Wire, algorithm: Algorithm) -> Self {
+    fn from_base(base: Wire, algorithm: Algorithm, compress_in_place: bool) -> Self {
         Self {
             format: Format::V1,
             repo_id: base.repo_id,
@@ -533,6 +550,7 @@ impl RepoConfig {
                 default: base.default_chunker.into(),
                 in_place: base.in_place_chunker.into(),
                 in_place_suffixes: base.in_place_suffixes,
+                compress_in_place,
             },
             pack_target_size: base.pack_target_size,
             classes: ClassRules::default(),
@@ -550,6 +568,7 @@ mod tests {
         let mut config = RepoConfig::new(repo_id);
         config.format = format;
         config.chunking.algorithm = Algorithm::FastCdc;
+        config.chunking.compress_in_place = true;
         if format == Format::V1 {
             config.classes = ClassRules { media: Vec::new() };
         }
@@ -672,7 +691,18 @@ mod tests {
             let mut config = older(format, [7; 16]);
             config.chunking.algorithm = Algorithm::ToeplitzAes;
             assert!(config.seal(&keys.metadata).is_err());
+            let mut config = older(format, [7; 16]);
+            config.chunking.compress_in_place = false;
+            assert!(config.seal(&keys.metadata).is_err());
         }
+        assert!(!new.chunking.compress_in_place);
+        let mut compressing = RepoConfig::new([8; 16]);
+        compressing.chunking.compress_in_place = true;
+        let sealed = compressing.seal(&keys.metadata).unwrap();
+        assert_eq!(
+            RepoConfig::open(&keys.metadata, &sealed).unwrap(),
+            compressing
+        );
         let mut wire: WireV3 = postcard::from_bytes(&new.encode()).unwrap();
         wire.chunker = 2;
         let bytes = postcard::to_stdvec(&wire).unwrap();

@@ -996,7 +996,10 @@ fn the_chunker_is_chosen_at_init() {
     std::fs::write(src.join("chat.db"), &content).expect("write");
     for (args, name) in [
         (&[][..], "toeplitz-aes"),
-        (&["--chunker", "fastcdc"][..], "fastcdc"),
+        (
+            &["--chunker", "fastcdc", "--compress-in-place"][..],
+            "fastcdc",
+        ),
     ] {
         let repo = dir.path().join(format!("repo-{name}"));
         let key_file = dir.path().join(format!("key-{name}"));
@@ -1010,6 +1013,7 @@ fn the_chunker_is_chosen_at_init() {
         let policy: serde_json::Value =
             serde_json::from_str(&ok(&cairn(&["policy", "--json"], &env))).expect("json");
         assert_eq!(policy["chunker"], name);
+        assert_eq!(policy["compress_in_place"], !args.is_empty());
         assert_eq!(policy["format"], 3);
         ok(&cairn(&["backup", p(&src)], &env));
         let target = dir.path().join(format!("out-{name}"));

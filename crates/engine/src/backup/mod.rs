@@ -721,6 +721,7 @@ pub(crate) fn store_trees(repo: &Repository, trees: Vec<(BlobId, Vec<u8>)>) -> R
             kind: BlobKind::Tree,
             id,
             buffer: cairn_crypto::SealBuffer::from_plaintext(&bytes),
+            compress: true,
         };
         let sealed =
             pipeline::seal_blob(&mut sealer, &repo.keys().data, &repo.keys().metadata, blob)?;

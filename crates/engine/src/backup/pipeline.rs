@@ -43,6 +43,9 @@ pub(crate) struct NewBlob {
     pub id: BlobId,
     /// The plaintext, laid out for sealing in place.
     pub buffer: SealBuffer,
+    /// Whether it may be compressed (not a chunk of a file edited in
+    /// place, unless the config says so: see `ChunkingRules`).
+    pub compress: bool,
 }
 
 pub(crate) struct Sealed {
@@ -64,7 +67,13 @@ pub(crate) fn seal_blob(
     };
     let plain_len = blob.buffer.plaintext().len();
     let sealed = sealer
-        .seal_buffer(key, seal_kind, blob.id.as_bytes(), blob.buffer)
+        .seal_buffer_compressing(
+            key,
+            seal_kind,
+            blob.id.as_bytes(),
+            blob.buffer,
+            blob.compress,
+        )
         .map_err(from_crypto("new blob"))?;
     Ok(Sealed {
         kind: blob.kind,

@@ -161,7 +161,7 @@ pub(crate) fn read_file<S: Source>(
     submit: &mut dyn FnMut(NewBlob, u64) -> Result<()>,
 ) -> Result<FileRead> {
     let (repo, progress, path) = (cx.repo, cx.progress, job.path.as_path());
-    let chunker = repo.chunkers().for_name(&job.name);
+    let (chunker, compress) = repo.chunkers().for_name(&job.name);
     let mut bytes_read = 0u64;
     let mut n_chunks = 0u64;
     let mut attempt = 0;
@@ -202,6 +202,7 @@ pub(crate) fn read_file<S: Source>(
                     kind: BlobKind::Data,
                     id,
                     buffer: SealBuffer::from_plaintext_in(cx.pool.take(), chunk),
+                    compress,
                 };
                 if let Err(e) = submit(blob, size_hint) {
                     break Err(e);

@@ -299,6 +299,7 @@ impl<'a, 's, S: Source> Walk<'a, 's, S> {
                 kind: BlobKind::Tree,
                 id,
                 buffer: SealBuffer::from_plaintext(&bytes),
+                compress: true,
             })?;
         }
         Ok(id)

@@ -16,6 +16,7 @@ mod history;
 mod incremental;
 mod integrity;
 mod keys;
+mod leaks;
 mod lost_packs;
 mod prune;
 mod prune_concurrency;
