@@ -9,9 +9,9 @@ static KEYS: LazyLock<WorkingKeys> =
     LazyLock::new(|| WorkingKeys::derive(&MasterSecret::generate().expect("rng")));
 
 fuzz_target!(|data: &[u8]| {
-    let _ = cairn_pack::decode_trailer(data);
-    if let Some((len_bytes, header)) = data.split_first_chunk::<4>() {
-        let _ = cairn_pack::decode_header(header, u32::from_le_bytes(*len_bytes));
+    let _ = cairn_pack::decode_trailer(&KEYS.metadata, data);
+    if let Some((&[version, a, b, c, d], header)) = data.split_first_chunk::<5>() {
+        let _ = cairn_pack::decode_header(header, version, u32::from_le_bytes([a, b, c, d]));
     }
     let _ = cairn_pack::read_pack_entries(&KEYS.metadata, &PackId::of_bytes(data), data);
 });

@@ -9,6 +9,7 @@
 mod ids;
 mod key_slot;
 mod keys;
+mod padding;
 mod recovery_key;
 mod seal;
 
@@ -17,12 +18,13 @@ pub use key_slot::{KEY_SLOT_LEN, KeySlot};
 pub use keys::{
     BlobIdKeys, CacheKey, ChunkerPrfKeys, ChunkerSeed, MasterSecret, SealKey, WorkingKeys,
 };
+pub use padding::{MIN_PADDED_LEN, padded_len};
 pub use recovery_key::{RECOVERY_KEY_ALPHABET, RECOVERY_KEY_LEN, RecoveryKey};
 #[cfg(fuzzing)]
 pub use seal::seal_as_is;
 pub use seal::{
     Compression, FORMAT_VERSION, Opener, SEAL_OVERHEAD, SealBuffer, SealKind, SealedBlob, Sealer,
-    open, seal, seal_buffer,
+    open, seal, seal_buffer, seal_uncompressed,
 };
 
 /// Errors of this crate.

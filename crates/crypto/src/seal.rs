@@ -45,6 +45,8 @@ pub enum SealKind {
     Session = 20,
     /// A condemnation record of prune.
     Condemned = 21,
+    /// The locator of a padded pack (where its header and padding are).
+    PackLocator = 22,
 }
 
 /// How a blob's plaintext was compressed before encryption.
@@ -181,6 +183,20 @@ pub fn seal(
     plaintext: &[u8],
 ) -> Result<SealedBlob, Error> {
     seal_buffer(key, kind, id, SealBuffer::from_plaintext(plaintext))
+}
+
+/// Seals `plaintext` as a `kind` named `id`, never compressed: its sealed
+/// length is always `plaintext.len() + SEAL_OVERHEAD` (for records whose
+/// length must be fixed, and padded files, whose padding must not shrink).
+pub fn seal_uncompressed(
+    key: &SealKey,
+    kind: SealKind,
+    id: &[u8; 32],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let mut buffer = SealBuffer::from_plaintext(plaintext);
+    encrypt_in_place(key, kind, Compression::None, id, &mut buffer)?;
+    Ok(buffer.bytes)
 }
 
 /// [`seal`] on a prepared buffer: encrypts in place, no further allocation

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use cairn_crypto::{BlobId, BlobKind, Opener, PackId, SealKey, SealKind};
 use cairn_index::{BlobLocation, Index};
 use cairn_meta::{Condemnation, MAX_CONDEMNED_FILE_LEN};
-use cairn_pack::{MAX_HEADER_SEALED_LEN, PackEntry, TRAILER_LEN};
+use cairn_pack::{MAX_HEADER_SEALED_LEN, PackEntry};
 use cairn_store::{Namespace, ObjectName, Store};
 
 use crate::cache::{Cache, Kind, Uncached};
@@ -38,7 +38,8 @@ use crate::error::{Error, Result, from_meta};
 const INDEX_MAGIC: &[u8; 8] = b"CAIRNIXF";
 /// Largest index file accepted: a sealed segment of the most entries the
 /// format allows (compression only ever makes it smaller).
-const MAX_INDEX_FILE_LEN: u64 = (cairn_index::MAX_SEGMENT_LEN + 256) as u64;
+const MAX_INDEX_FILE_LEN: u64 =
+    cairn_crypto::padded_len((cairn_index::MAX_SEGMENT_LEN + 256) as u64);
 /// Bytes read from a pack's end to get its header: one request covers the
 /// header of a pack of a few hundred blobs; a larger header costs a second.
 const TAIL_GUESS: u64 = 16 * 1024;
@@ -92,19 +93,22 @@ impl std::fmt::Display for Unreadable {
     }
 }
 
-/// Seals `index` as an index file and puts it; returns its name and size.
-/// Every index file is written here (backups and prune).
+/// Seals `index` as an index file (padded in format 3) and puts it; returns
+/// its name and size. Every index file is written here (backups and prune).
 pub(crate) fn put_index_file(
     store: &dyn Store,
     cache: Option<&Cache>,
     metadata_key: &SealKey,
+    format: cairn_meta::Format,
     index: &Index,
 ) -> Result<(String, u64)> {
     let segment = index
         .encode_segment()
         .map_err(|_| Error::InvalidInput("index segment too large".into()))?;
-    let sealed = cairn_meta::seal_file(metadata_key, SealKind::Index, INDEX_MAGIC, &segment)
-        .map_err(from_meta("index file"))?;
+    let padded = format >= cairn_meta::Format::V3;
+    let sealed =
+        cairn_meta::seal_file(metadata_key, SealKind::Index, INDEX_MAGIC, &segment, padded)
+            .map_err(from_meta("index file"))?;
     let name = PackId::of_bytes(&sealed).to_hex();
     match store.put(&object(Namespace::Index, &name)?, &sealed) {
         // Same name, same bytes.
@@ -1012,33 +1016,25 @@ impl BlobStore {
 
     /// A pack's entries from its last bytes (`tail`) and size.
     fn entries_from_tail(&self, size: u64, tail: &[u8]) -> Tail {
-        let Some(trailer_at) = tail.len().checked_sub(TRAILER_LEN) else {
-            return Tail::Damaged;
-        };
-        // The trailer is not authenticated: its header length is bounded
-        // (by `decode_trailer`) before anything is allocated for it.
-        let Ok(trailer) = cairn_pack::decode_trailer(&tail[trailer_at..]) else {
+        // A version-1 trailer is not authenticated: its header length is
+        // bounded (by `decode_trailer`) before anything is allocated for
+        // it. A version-2 locator is.
+        let Ok(trailer) = cairn_pack::decode_trailer(&self.metadata_key, tail) else {
             return Tail::Damaged;
         };
         debug_assert!(trailer.header_len <= MAX_HEADER_SEALED_LEN);
-        let needed = TRAILER_LEN as u64 + u64::from(trailer.header_len);
-        let Some(blobs_len) = size.checked_sub(needed) else {
+        let needed = trailer.header_and_tail();
+        let Some(blobs_len) = trailer.blobs_len(size) else {
             return Tail::Damaged;
         };
-        let Some(header_at) = trailer_at.checked_sub(trailer.header_len as usize) else {
+        let Some(header_at) = (tail.len() as u64).checked_sub(needed) else {
             return Tail::Short(needed);
         };
-        let Ok(blobs_len) = u32::try_from(blobs_len) else {
-            return Tail::Damaged;
-        };
-        match cairn_pack::open_header(
-            &self.metadata_key,
-            trailer.header_compression,
-            &tail[header_at..trailer_at],
-            blobs_len,
-        ) {
-            Ok(entries) => Tail::Entries(entries, TRAILER_LEN + trailer.header_len as usize),
-            Err(_) => Tail::Damaged,
+        let header_at = header_at as usize;
+        let header = tail.get(header_at..header_at + trailer.header_len as usize);
+        match header.map(|h| cairn_pack::open_header(&self.metadata_key, &trailer, h, blobs_len)) {
+            Some(Ok(entries)) => Tail::Entries(entries, needed as usize),
+            _ => Tail::Damaged,
         }
     }
 }

@@ -33,10 +33,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use cairn_crypto::{CacheKey, PackId};
-use cairn_pack::{MAX_HEADER_SEALED_LEN, TRAILER_LEN};
+use cairn_pack::{MAX_HEADER_SEALED_LEN, MAX_TAIL_LEN};
 
 /// Largest cached header file: tag, size, sealed header and trailer.
-const MAX_TAIL_FILE: u64 = 32 + 8 + MAX_HEADER_SEALED_LEN as u64 + TRAILER_LEN as u64;
+const MAX_TAIL_FILE: u64 = 32 + 8 + MAX_HEADER_SEALED_LEN as u64 + MAX_TAIL_LEN as u64;
 
 /// Temporary files older than this are leftovers of a crashed writer.
 const STALE_TEMPORARY: Duration = Duration::from_secs(3600);

@@ -395,7 +395,8 @@ impl RepoConfig {
             Format::V2 => MAGIC_V2,
             Format::V3 => MAGIC_V3,
         };
-        envelope::seal_file(key, SealKind::Config, magic, &self.encode())
+        let padded = self.format >= Format::V3;
+        envelope::seal_file(key, SealKind::Config, magic, &self.encode(), padded)
     }
 
     /// A new repository's config: the current format, default chunking

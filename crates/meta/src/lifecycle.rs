@@ -94,8 +94,9 @@ impl SessionMarker {
     }
 
     /// Encodes and seals the marker.
+    /// Never padded: every marker has the same length already.
     pub fn seal(&self, key: &SealKey) -> Result<Vec<u8>, Error> {
-        envelope::seal_file(key, SealKind::Session, SESSION_MAGIC, &self.encode())
+        envelope::seal_file(key, SealKind::Session, SESSION_MAGIC, &self.encode(), false)
     }
 
     /// Opens a sealed marker. Never panics.
@@ -163,9 +164,15 @@ impl Condemnation {
     }
 
     /// Encodes and seals the record; refuses one larger than readers accept.
-    pub fn seal(&self, key: &SealKey) -> Result<Vec<u8>, Error> {
-        let sealed =
-            envelope::seal_file(key, SealKind::Condemned, CONDEMNED_MAGIC, &self.encode())?;
+    pub fn seal(&self, key: &SealKey, format: crate::Format) -> Result<Vec<u8>, Error> {
+        let padded = format >= crate::Format::V3;
+        let sealed = envelope::seal_file(
+            key,
+            SealKind::Condemned,
+            CONDEMNED_MAGIC,
+            &self.encode(),
+            padded,
+        )?;
         if sealed.len() as u64 > MAX_CONDEMNED_FILE_LEN {
             return Err(Error::Invalid(
                 "too many packs for one condemnation record".into(),

@@ -103,9 +103,11 @@ impl Snapshot {
         postcard::to_stdvec(&wire).unwrap_or_default()
     }
 
-    /// Encodes and seals the snapshot; refuses one larger than readers accept.
-    pub fn seal(&self, key: &SealKey) -> Result<Vec<u8>, Error> {
-        let sealed = envelope::seal_file(key, SealKind::Snapshot, MAGIC, &self.encode())?;
+    /// Encodes and seals the snapshot (padded in format 3); refuses one
+    /// larger than readers accept.
+    pub fn seal(&self, key: &SealKey, format: crate::Format) -> Result<Vec<u8>, Error> {
+        let padded = format >= crate::Format::V3;
+        let sealed = envelope::seal_file(key, SealKind::Snapshot, MAGIC, &self.encode(), padded)?;
         if sealed.len() as u64 > MAX_SNAPSHOT_FILE_LEN {
             return Err(Error::Invalid(
                 "too many or too long paths and tags for one snapshot".into(),

@@ -405,7 +405,7 @@ impl Repository {
                 repo.store().clone(),
                 repo.blobs().cache_handle(),
                 repo.keys().metadata.clone(),
-                repo.config().pack_target_size,
+                repo.config(),
                 Some(progress),
                 pool.clone(),
             )
@@ -538,11 +538,11 @@ impl Repository {
         // The snapshot's own size counts as stored; its size barely depends on
         // the number, so seal once to measure, then seal the final version.
         let probe = snapshot
-            .seal(&self.keys().metadata)
+            .seal(&self.keys().metadata, self.config().format)
             .map_err(from_meta("snapshot"))?;
         snapshot.summary.bytes_stored += probe.len() as u64;
         let sealed = snapshot
-            .seal(&self.keys().metadata)
+            .seal(&self.keys().metadata, self.config().format)
             .map_err(from_meta("snapshot"))?;
         let snapshot_id = SnapshotId::of_bytes(&sealed);
         if let Some(session) = session {
@@ -711,7 +711,7 @@ pub(crate) fn store_trees(repo: &Repository, trees: Vec<(BlobId, Vec<u8>)>) -> R
         repo.store().clone(),
         repo.blobs().cache_handle(),
         repo.keys().metadata.clone(),
-        repo.config().pack_target_size,
+        repo.config(),
         None,
         BufferPool::new(),
     );
@@ -752,7 +752,9 @@ pub(crate) fn forge_snapshot(repo: &Repository, root: &Tree) -> SnapshotId {
         root: id,
         summary: SnapshotSummary::default(),
     };
-    let sealed = snapshot.seal(&repo.keys().metadata).expect("seal");
+    let sealed = snapshot
+        .seal(&repo.keys().metadata, repo.config().format)
+        .expect("seal");
     let snapshot_id = SnapshotId::of_bytes(&sealed);
     repo.store()
         .put(

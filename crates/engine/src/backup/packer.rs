@@ -44,6 +44,9 @@ pub(crate) struct Packer<'p> {
     uploader: Uploader,
     metadata_key: SealKey,
     target: usize,
+    /// The repository's format: from 3 on, packs and index files are
+    /// padded and a pack's header place is sealed (pack version 2).
+    format: cairn_meta::Format,
     data: PackWriter,
     tree: PackWriter,
     /// Blobs in packs written by this backup and not yet named by an index file.
@@ -60,10 +63,11 @@ impl<'p> Packer<'p> {
         store: Arc<dyn Store>,
         cache: Option<Arc<Cache>>,
         metadata_key: SealKey,
-        target: u32,
+        config: &cairn_meta::RepoConfig,
         progress: Option<&'p dyn Progress>,
         pool: BufferPool,
     ) -> Self {
+        let target = config.pack_target_size;
         Self {
             progress,
             dry_run: false,
@@ -73,6 +77,7 @@ impl<'p> Packer<'p> {
             cache,
             metadata_key,
             target: target as usize,
+            format: config.format,
             data: PackWriter::new(BlobKind::Data),
             tree: PackWriter::new(BlobKind::Tree),
             pending: Index::new(),
@@ -125,9 +130,12 @@ impl<'p> Packer<'p> {
         if writer.is_empty() {
             return Ok(());
         }
-        let pack = writer
-            .finish(&self.metadata_key)
-            .map_err(|_| Error::InvalidInput("pack too large".into()))?;
+        let finished = if self.format >= cairn_meta::Format::V3 {
+            writer.finish_padded(&self.metadata_key)
+        } else {
+            writer.finish(&self.metadata_key)
+        };
+        let pack = finished.map_err(|_| Error::InvalidInput("pack too large".into()))?;
         let pack_len = pack.len() as u64;
         self.totals.bytes_stored += pack_len;
         self.totals.n_packs += 1;
@@ -176,6 +184,7 @@ impl<'p> Packer<'p> {
             &*self.store,
             self.cache.as_deref(),
             &self.metadata_key,
+            self.format,
             &self.pending,
         )?;
         self.totals

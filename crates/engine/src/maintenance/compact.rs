@@ -114,7 +114,13 @@ impl Repository {
             names.push(name);
         }
         for part in split_index(&merged) {
-            let (name, _) = put_index_file(&**self.store(), self.blobs().cache(), &key, &part)?;
+            let (name, _) = put_index_file(
+                &**self.store(),
+                self.blobs().cache(),
+                &key,
+                self.config().format,
+                &part,
+            )?;
             self.blobs()
                 .register_index_file(name, part.packs().to_vec());
             report.n_index_files_written += 1;

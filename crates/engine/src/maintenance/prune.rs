@@ -311,7 +311,7 @@ impl Repository {
             self.store().clone(),
             self.blobs().cache_handle(),
             key.clone(),
-            self.config().pack_target_size,
+            self.config(),
             None,
             BufferPool::new(),
         );
@@ -363,7 +363,13 @@ impl Repository {
             }
         }
         for part in split_index(&compacted) {
-            let (name, len) = put_index_file(&**self.store(), self.blobs().cache(), &key, &part)?;
+            let (name, len) = put_index_file(
+                &**self.store(),
+                self.blobs().cache(),
+                &key,
+                self.config().format,
+                &part,
+            )?;
             self.blobs()
                 .register_index_file(name, part.packs().to_vec());
             report.bytes_written += len;
@@ -491,8 +497,13 @@ impl Repository {
                 }
             }
             for part in split_index(&keep) {
-                let (name, len) =
-                    put_index_file(&**self.store(), self.blobs().cache(), &key, &part)?;
+                let (name, len) = put_index_file(
+                    &**self.store(),
+                    self.blobs().cache(),
+                    &key,
+                    self.config().format,
+                    &part,
+                )?;
                 self.blobs()
                     .register_index_file(name, part.packs().to_vec());
                 report.bytes_written += len;
@@ -561,7 +572,7 @@ impl Repository {
             superseded_index_files,
         };
         let sealed = record
-            .seal(&self.keys().metadata)
+            .seal(&self.keys().metadata, self.config().format)
             .map_err(from_meta("condemnation record"))?;
         let name = PackId::of_bytes(&sealed).to_hex();
         match self

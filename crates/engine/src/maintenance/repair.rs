@@ -185,7 +185,13 @@ impl Repository {
             report.n_packs_adopted += 1;
         }
         for part in split_index(&index) {
-            put_index_file(&**self.store(), self.blobs().cache(), &key, &part)?;
+            put_index_file(
+                &**self.store(),
+                self.blobs().cache(),
+                &key,
+                self.config().format,
+                &part,
+            )?;
             report.n_index_files_written += 1;
         }
         let superseded = replaced
@@ -286,7 +292,7 @@ impl Repository {
         crate::backup::store_trees(self, new_trees)?;
         for (original, fixed) in repaired {
             let sealed = fixed
-                .seal(&self.keys().metadata)
+                .seal(&self.keys().metadata, self.config().format)
                 .map_err(from_meta("snapshot"))?;
             let new_id = SnapshotId::of_bytes(&sealed);
             match self
