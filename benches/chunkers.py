@@ -13,7 +13,8 @@ Usage: python3 benches/chunkers.py CAIRN_BINARY [--media-mb 500] [--days 10]
            [--variants NAME="INIT ARGS" NAME="INIT ARGS"]
 The default variants are fastcdc="--chunker fastcdc" and toeplitz-aes="";
 any two sets of `cairn init` arguments compare the same way (e.g.
-compressed="--compress-in-place" default="").
+compressed="--compress-in-place" default=""), and a variant named
+NAME@/path/to/cairn runs that binary instead (two builds on the same data).
 """
 
 import argparse
@@ -35,6 +36,11 @@ def stored(path):
     return sum(os.lstat(os.path.join(d, n)).st_size for d, _, names in os.walk(path) for n in names)
 
 
+def binary_of(default, name):
+    """A variant's binary: its name's `@path`, else the default."""
+    return name.split("@", 1)[1] if "@" in name else default
+
+
 def backup(binary, env, source):
     start = time.perf_counter()
     subprocess.run([binary, "backup", source], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -48,21 +54,22 @@ def one_run(binary, work, media_mb, days, seed, variants):
     history.create()
     envs = {}
     for rule, init_args in variants.items():
-        repo = os.path.join(work, "repo-" + rule)
-        key = os.path.join(work, "key-" + rule)
+        tag = rule.split("@", 1)[0]
+        repo = os.path.join(work, "repo-" + tag)
+        key = os.path.join(work, "key-" + tag)
         shutil.rmtree(repo, ignore_errors=True)
         if os.path.exists(key):
             os.remove(key)
         envs[rule] = dict(os.environ, CAIRN_REPOSITORY=repo, CAIRN_KEY_FILE=key)
-        subprocess.run([binary, "init", "--key-file", key] + init_args.split(), env=envs[rule],
+        subprocess.run([binary_of(binary, rule), "init", "--key-file", key] + init_args.split(), env=envs[rule],
                        check=True, stdout=subprocess.DEVNULL)
-    first = {rule: backup(binary, envs[rule], source) for rule in variants}
+    first = {rule: backup(binary_of(binary, rule), envs[rule], source) for rule in variants}
     sizes = [{rule: stored(envs[rule]["CAIRN_REPOSITORY"]) for rule in variants}]
     daily = {rule: [] for rule in variants}
     for _ in range(days):
         history.day()
         for rule in variants:
-            daily[rule].append(backup(binary, envs[rule], source))
+            daily[rule].append(backup(binary_of(binary, rule), envs[rule], source))
         sizes.append({rule: stored(envs[rule]["CAIRN_REPOSITORY"]) for rule in variants})
     return first, daily, sizes
 
