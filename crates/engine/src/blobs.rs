@@ -995,7 +995,11 @@ impl BlobStore {
         };
         let mut read = self.entries_from_tail(size, &tail);
         if let Tail::Short(needed) = read {
-            // The header is longer than the guess: read it whole.
+            // The header is longer than the guess: read it whole, in a
+            // request rounded up to a padded length, so that its size tells
+            // an observer of reads little of the header's (nothing more
+            // than the pack's own padded length does of its blobs).
+            let needed = cairn_crypto::padded_len(needed).min(size);
             tail = match self.store.get_range(pack, size - needed, needed) {
                 Err(cairn_store::Error::OutOfRange(_)) => return Ok(None),
                 other => other?,

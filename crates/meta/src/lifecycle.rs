@@ -94,9 +94,17 @@ impl SessionMarker {
     }
 
     /// Encodes and seals the marker.
-    /// Never padded: every marker has the same length already.
-    pub fn seal(&self, key: &SealKey) -> Result<Vec<u8>, Error> {
-        envelope::seal_file(key, SealKind::Session, SESSION_MAGIC, &self.encode(), false)
+    /// Seals the marker, padded in format 3 (its varints, the process ID
+    /// and start time above all, would show the platform and uptime).
+    pub fn seal(&self, key: &SealKey, format: crate::Format) -> Result<Vec<u8>, Error> {
+        let padded = format >= crate::Format::V3;
+        envelope::seal_file(
+            key,
+            SealKind::Session,
+            SESSION_MAGIC,
+            &self.encode(),
+            padded,
+        )
     }
 
     /// Opens a sealed marker. Never panics.

@@ -217,10 +217,12 @@ impl PackWriter {
     /// compression and the padding's length sealed in the locator. What the
     /// server sees is the padded length alone.
     pub fn finish_padded(self, key: &SealKey) -> Result<FinishedPack, Error> {
+        // Uncompressed: entries are mostly random IDs, and a header whose
+        // length depended on its content would say more than its count.
         let header = encode_header(&self.entries, PACK_V2);
-        let sealed = cairn_crypto::seal(key, SealKind::PackHeader, &[0; 32], &header)?;
-        let header_len = u32::try_from(sealed.bytes.len()).map_err(|_| Error::TooLarge)?;
-        let unpadded = (self.len + sealed.bytes.len() + MAX_TAIL_LEN) as u64;
+        let sealed = cairn_crypto::seal_uncompressed(key, SealKind::PackHeader, &[0; 32], &header)?;
+        let header_len = u32::try_from(sealed.len()).map_err(|_| Error::TooLarge)?;
+        let unpadded = (self.len + sealed.len() + MAX_TAIL_LEN) as u64;
         let total = cairn_crypto::padded_len(unpadded);
         let pad_len = u32::try_from(total - unpadded).map_err(|_| Error::TooLarge)?;
         u32::try_from(total).map_err(|_| Error::TooLarge)?;
@@ -230,9 +232,9 @@ impl PackWriter {
         let mut locator = [0u8; LOCATOR_PLAIN_LEN];
         locator[0] = PACK_V2;
         locator[1..5].copy_from_slice(&header_len.to_le_bytes());
-        locator[5] = sealed.compression as u8;
+        locator[5] = Compression::None as u8;
         locator[6..10].copy_from_slice(&pad_len.to_le_bytes());
-        let mut tail = sealed.bytes;
+        let mut tail = sealed;
         tail.extend_from_slice(&cairn_crypto::seal_uncompressed(
             key,
             SealKind::PackLocator,
@@ -537,6 +539,18 @@ mod tests {
 
     type Build = fn(&WorkingKeys, &[Vec<u8>]) -> FinishedPack;
 
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
     /// Both versions.
     fn builds() -> [Build; 2] {
         [build, build_padded]
@@ -564,7 +578,7 @@ mod tests {
         #[test]
         fn flipped_byte_is_detected(pos in any::<usize>(), padded in any::<bool>()) {
             let k = keys();
-            let pack = builds()[usize::from(padded)](&k, &[b"first blob".to_vec(), vec![7u8; 5000]]);
+            let pack = builds()[usize::from(padded)](&k, &[b"first blob".to_vec(), noise(5000, 3)]);
             let mut bytes = pack.to_bytes();
             // A padded pack's padding is only covered by the pack's name.
             let blobs_end = pack.entries.last().map_or(0, |e| (e.offset + e.sealed_len) as usize);
@@ -608,9 +622,11 @@ mod tests {
             split in any::<proptest::sample::Index>(),
         ) {
             let k = keys();
-            let blobs: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![0xa5; n]).collect();
+            // Incompressible, so that sizes reach past the 4 KiB floor.
+            let blobs: Vec<Vec<u8>> = sizes.iter().map(|&n| noise(n, n as u64)).collect();
             let pack = build_padded(&k, &blobs);
             let sealed: usize = pack.entries.iter().map(|e| e.sealed_len as usize).sum();
+            prop_assert_eq!(sealed, sizes.iter().sum::<usize>() + 28 * sizes.len());
             let header = 5 + ENTRY_LEN * blobs.len() + cairn_crypto::SEAL_OVERHEAD;
             let unpadded = (sealed + header + MAX_TAIL_LEN) as u64;
             prop_assert_eq!(pack.len() as u64, cairn_crypto::padded_len(unpadded));

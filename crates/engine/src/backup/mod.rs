@@ -351,6 +351,7 @@ impl Repository {
             Some(Session::begin(
                 self.store().clone(),
                 self.keys().metadata.clone(),
+                self.config().format,
                 SessionKind::Backup,
             )?)
         };

@@ -125,6 +125,7 @@ pub(crate) fn media_policy<S: Source>(
     };
     let survey = survey(repo, source, exclude, cutoff, time_secs)?;
     let room = ((quota as f64 * (1.0 - PRUNE_MAX_UNUSED)) as u64).saturating_sub(shrink);
+    let room = room.saturating_sub(padding_reserve(repo.config(), room));
     let needed = survey.fixed_cost + FIXED_RESERVE;
     if needed > room {
         return Err(Error::QuotaTooSmall {
@@ -152,6 +153,18 @@ pub(crate) fn media_policy<S: Source>(
         cutoff,
         kept: Some(kept),
     }))
+}
+
+/// Upper bound of what padding adds to `room` bytes of objects (format 3):
+/// under 1/32 of every object of 64 KiB or more; under 1/16, so under 4 KiB,
+/// of a smaller pack (the last data and tree packs of a backup); and the
+/// 4 KiB floor of each small object a backup writes (its tree pack, index
+/// file, snapshot and session marker).
+fn padding_reserve(config: &cairn_meta::RepoConfig, room: u64) -> u64 {
+    if config.format < cairn_meta::Format::V3 {
+        return 0;
+    }
+    room / 32 + 6 * cairn_crypto::MIN_PADDED_LEN
 }
 
 /// Upper bound of what a file of `size` bytes named `name` stores.

@@ -41,7 +41,12 @@ impl Repository {
     /// own marker is gone again).
     pub(super) fn maintenance_session(&self) -> Result<std::result::Result<Session, String>> {
         let key = self.keys().metadata.clone();
-        let session = Session::begin(self.store().clone(), key.clone(), SessionKind::Prune)?;
+        let session = Session::begin(
+            self.store().clone(),
+            key.clone(),
+            self.config().format,
+            SessionKind::Prune,
+        )?;
         let own = session.name().unwrap_or_default();
         if let Some(prune) = others(&**self.store(), &key, &own)?.prune {
             session.end()?;

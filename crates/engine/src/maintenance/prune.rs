@@ -110,6 +110,7 @@ impl Repository {
             Some(Session::begin(
                 self.store().clone(),
                 key.clone(),
+                self.config().format,
                 SessionKind::Prune,
             )?)
         };

@@ -287,6 +287,7 @@ impl Repository {
         let session = Session::begin(
             self.store().clone(),
             self.keys().metadata.clone(),
+            self.config().format,
             SessionKind::Backup,
         )?;
         crate::backup::store_trees(self, new_trees)?;

@@ -181,6 +181,8 @@ struct Current {
 struct Shared {
     store: Arc<dyn Store>,
     key: SealKey,
+    /// The repository's format: markers are padded from 3 on.
+    format: cairn_meta::Format,
     kind: SessionKind,
     started_secs: i64,
     current: Mutex<Option<Current>>,
@@ -234,7 +236,7 @@ impl Shared {
             pid_start: pid_start.unwrap_or(0),
         };
         let sealed = marker
-            .seal(&self.key)
+            .seal(&self.key, self.format)
             .map_err(from_meta("session marker"))?;
         let name = random_marker_name()?;
         live().get_or_insert_with(HashSet::new).insert(name.clone());
@@ -329,10 +331,16 @@ const REFRESH_TICK: Duration = Duration::from_secs(30);
 
 impl Session {
     /// Writes a marker announcing a session of `kind`, and starts renewing it.
-    pub fn begin(store: Arc<dyn Store>, key: SealKey, kind: SessionKind) -> Result<Self> {
+    pub fn begin(
+        store: Arc<dyn Store>,
+        key: SealKey,
+        format: cairn_meta::Format,
+        kind: SessionKind,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared {
             store,
             key,
+            format,
             kind,
             started_secs: now_secs(),
             current: Mutex::new(None),
@@ -436,7 +444,13 @@ mod tests {
     #[test]
     fn a_session_is_live_until_it_ends_and_a_dropped_one_is_not() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let session = Session::begin(store.clone(), key(), SessionKind::Backup).expect("begin");
+        let session = Session::begin(
+            store.clone(),
+            key(),
+            cairn_meta::Format::CURRENT,
+            SessionKind::Backup,
+        )
+        .expect("begin");
         let found = list_sessions(&*store, &key()).expect("list");
         assert_eq!(found.len(), 1);
         assert!(found[0].is_live(now_secs()));
@@ -460,7 +474,13 @@ mod tests {
         let left = list_sessions(&*store, &key()).expect("list");
         assert_eq!(left.len(), 1);
         assert!(!left[0].is_live(now_secs()));
-        let ended = Session::begin(store.clone(), key(), SessionKind::Prune).expect("begin");
+        let ended = Session::begin(
+            store.clone(),
+            key(),
+            cairn_meta::Format::CURRENT,
+            SessionKind::Prune,
+        )
+        .expect("begin");
         ended.end().expect("end");
         assert_eq!(list_sessions(&*store, &key()).expect("list").len(), 1);
     }
@@ -468,7 +488,13 @@ mod tests {
     #[test]
     fn a_long_gap_between_renewals_is_a_lapse_until_revalidated() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let session = Session::begin(store.clone(), key(), SessionKind::Backup).expect("begin");
+        let session = Session::begin(
+            store.clone(),
+            key(),
+            cairn_meta::Format::CURRENT,
+            SessionKind::Backup,
+        )
+        .expect("begin");
         assert!(!session.lapsed());
         // Suspended for a while, then renewed (by the refresher, say): the
         // gap is remembered although the marker is fresh again.
