@@ -39,6 +39,21 @@ pub enum Error {
         /// Hex ID of a blob it held.
         blob: String,
     },
+    /// The server serves an older history than this device saw: the newest
+    /// snapshot seen is missing or replaced (deleted, withheld, or the
+    /// repository put back to an earlier copy).
+    #[error(
+        "the repository went back in time: this device saw snapshot {seen}, the newest served is {served}{}; refused (withheld or rolled back by the server, unless the repository was restored on purpose)",
+        if *unreadable > 0 { format!(" ({unreadable} snapshot files unreadable)") } else { String::new() }
+    )]
+    Rollback {
+        /// The newest snapshot this device saw: `#sequence (ID prefix)`.
+        seen: String,
+        /// The newest snapshot served, the same way, or `none`.
+        served: String,
+        /// Snapshot files that could not be read.
+        unreadable: usize,
+    },
     /// The store holds no repository.
     #[error("no cairn repository here (no config or key slots)")]
     NotARepository,

@@ -26,6 +26,7 @@ mod chunking;
 mod deep;
 mod error;
 mod key_slots;
+mod lineage;
 mod maintenance;
 mod progress;
 mod repo;
@@ -38,13 +39,14 @@ pub use blobs::Unreadable;
 pub use cairn_chunker::{Algorithm as ChunkerAlgorithm, ChunkerParams};
 pub use cairn_crypto::{BlobId, BlobKind, RecoveryKey, SnapshotId};
 pub use cairn_meta::{
-    ChunkingRules, Class, ClassRules, DEFAULT_PACK_TARGET, Format, Node, NodeKind, RepoConfig,
-    Retention, Snapshot, SnapshotKeep, SnapshotSummary, Tier, Tree,
+    ChunkingRules, Class, ClassRules, DEFAULT_PACK_TARGET, Format, Lineage, Node, NodeKind,
+    RepoConfig, Retention, Snapshot, SnapshotKeep, SnapshotSummary, Tier, Tree,
 };
 /// Requests sent to a store, by kind (see [`BackupReport::requests`]).
 pub use cairn_store::Counts as Requests;
 pub use error::{Error, KeyProblem, Result};
 pub use key_slots::KeySlotInfo;
+pub use lineage::NewestSeen;
 pub use maintenance::{
     CheckOptions, CheckReport, ClassUsage, CompactReport, ForgetDecision, ForgetOptions,
     ForgetReport, ForgetWhat, KeepPolicy, Problem, PruneOptions, PruneReport, ReadData,

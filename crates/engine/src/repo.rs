@@ -19,6 +19,7 @@ use crate::blobs::{BlobStore, Unreadable, object};
 use crate::cache::{Cache, Kind};
 use crate::chunking::Chunkers;
 use crate::error::{Error, Result, from_crypto, from_meta};
+use crate::lineage::{NewestSeen, Watch};
 use crate::rules::PathRules;
 
 /// Options of [`Repository::init`].
@@ -55,6 +56,15 @@ pub struct OpenOptions {
     /// new. `None` for no cache. The cache is never trusted without
     /// authentication and may be deleted at any time.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// The newest snapshot this device saw in this repository, as a
+    /// previous [`Repository::newest_seen`] returned it: a listing that
+    /// serves an older history is refused ([`Error::Rollback`]). `None` on a
+    /// device that has seen nothing. Persist it where you like (the CLI
+    /// keeps it in its cache directory).
+    pub newest_seen: Option<NewestSeen>,
+    /// Accept a history older than `newest_seen` (a repository restored
+    /// from an older copy on purpose): it becomes the newest seen.
+    pub accept_rollback: bool,
 }
 
 /// Totals of a repository, from its index and store listing.
@@ -105,6 +115,8 @@ pub struct Repository {
     listed_snapshots: Mutex<HashSet<String>>,
     /// Warnings not yet handed to the caller (see [`Repository::take_warnings`]).
     warnings: Mutex<Vec<String>>,
+    /// The newest snapshot seen, and whether going back is accepted.
+    watch: Watch,
 }
 
 impl std::fmt::Debug for Repository {
@@ -189,7 +201,14 @@ impl Repository {
             Err(cairn_store::Error::AlreadyExists(_)) => return Err(Error::AlreadyInitialized),
             other => other?,
         }
-        Self::assemble(store, master, slot_name, config, None)
+        Self::assemble(
+            store,
+            master,
+            slot_name,
+            config,
+            None,
+            Watch::new(None, false),
+        )
     }
 
     fn assemble(
@@ -198,6 +217,7 @@ impl Repository {
         slot_in_use: String,
         config: RepoConfig,
         cache: Option<Arc<Cache>>,
+        watch: Watch,
     ) -> Result<Self> {
         let keys = WorkingKeys::derive(&master);
         let chunkers = Chunkers::new(&config.chunking, &keys)?;
@@ -224,6 +244,7 @@ impl Repository {
             cache,
             listed_snapshots: Mutex::new(HashSet::new()),
             warnings: Mutex::new(Vec::new()),
+            watch,
         })
     }
 
@@ -278,7 +299,8 @@ impl Repository {
                 .ok()
                 .map(Arc::new)
         });
-        let mut repo = Self::assemble(store, master, slot_in_use, config, cache)?;
+        let watch = Watch::new(options.newest_seen, options.accept_rollback);
+        let mut repo = Self::assemble(store, master, slot_in_use, config, cache, watch)?;
         repo.note(refused);
         let skipped = repo.blobs.load()?;
         repo.note(skipped.iter().map(ToString::to_string));
@@ -404,6 +426,15 @@ impl Repository {
     /// Every readable snapshot, oldest first, and the snapshot files that
     /// could not be read.
     pub fn list_snapshots(&self) -> Result<SnapshotListing> {
+        let listing = self.list_snapshots_unchecked()?;
+        self.watch
+            .check(&listing.snapshots, listing.unreadable.len())?;
+        Ok(listing)
+    }
+
+    /// [`Repository::list_snapshots`] without the rollback check: for
+    /// taking in what this handle itself just changed.
+    pub(crate) fn list_snapshots_unchecked(&self) -> Result<SnapshotListing> {
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
         let listed = self.list_snapshot_files()?;
@@ -443,6 +474,34 @@ impl Repository {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = names;
         Ok(listed)
+    }
+
+    /// The newest snapshot this handle has seen (listed or written), for
+    /// the caller to persist and give back through
+    /// [`OpenOptions::newest_seen`] next time. `None` until a listing saw a
+    /// snapshot of format 3.
+    pub fn newest_seen(&self) -> Option<NewestSeen> {
+        self.watch.seen()
+    }
+
+    /// Gives this handle the newest snapshot the device saw, after opening
+    /// (when the caller keys what it remembers by the repository's ID, from
+    /// [`Repository::config`]): as [`OpenOptions::newest_seen`], before any
+    /// listing.
+    pub fn remember_newest_seen(&self, seen: NewestSeen) {
+        self.watch.wrote(seen);
+    }
+
+    pub(crate) fn watch(&self) -> &Watch {
+        &self.watch
+    }
+
+    /// After this handle forgot or rewrote snapshots: what is served now is
+    /// the newest seen (the newest may be gone, by this device's hand).
+    pub(crate) fn take_in_own_changes(&self) -> Result<()> {
+        let listing = self.list_snapshots_unchecked()?;
+        self.watch.reset(&listing.snapshots);
+        Ok(())
     }
 
     /// Every readable snapshot, oldest first. A snapshot file that cannot be

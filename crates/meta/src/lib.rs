@@ -24,7 +24,7 @@ pub use envelope::{MAX_FILE_PLAIN_LEN, open_file, seal_file};
 pub use lifecycle::{
     Condemnation, MAX_CONDEMNED_FILE_LEN, MAX_SESSION_FILE_LEN, SessionKind, SessionMarker,
 };
-pub use snapshot::{MAX_SNAPSHOT_FILE_LEN, Snapshot, SnapshotSummary};
+pub use snapshot::{Lineage, MAX_SNAPSHOT_FILE_LEN, Snapshot, SnapshotSummary};
 pub use tree::{
     Class, MAX_LINK_TARGET_LEN, MAX_NAME_LEN, Node, NodeKind, Tree, is_valid_link_target,
     is_valid_name,

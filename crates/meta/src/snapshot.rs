@@ -2,7 +2,7 @@
 //! Writing one is a backup's single commit point. Stored as
 //! `snapshots/<blake3 of the file>` in a sealed envelope.
 
-use cairn_crypto::{BlobId, SealKey, SealKind};
+use cairn_crypto::{BlobId, SealKey, SealKind, SnapshotId};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, corrupt, envelope};
@@ -30,6 +30,18 @@ pub struct SnapshotSummary {
     pub bytes_stored: u64,
 }
 
+/// Where a snapshot stands in its repository's history (format 3): sealed
+/// inside it, so a server cannot change it, only withhold whole snapshots,
+/// which a device that remembers the newest it saw then notices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lineage {
+    /// One more than the largest sequence number of the snapshots its
+    /// backup saw (1 for the first).
+    pub sequence: u64,
+    /// The snapshot with that largest sequence number, if any.
+    pub parent: Option<SnapshotId>,
+}
+
 /// A snapshot's content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -47,6 +59,8 @@ pub struct Snapshot {
     pub root: BlobId,
     /// Totals.
     pub summary: SnapshotSummary,
+    /// Its place in the history (format 3; `None` in formats 1 and 2).
+    pub lineage: Option<Lineage>,
 }
 
 // The wire form (docs/format.md, "Snapshot plaintext").
@@ -60,6 +74,13 @@ struct WireSummary {
     bytes_read: u64,
     bytes_new: u64,
     bytes_stored: u64,
+}
+
+/// Format 3 appends it to the wire form.
+#[derive(Serialize, Deserialize)]
+struct WireLineage {
+    sequence: u64,
+    parent: Option<[u8; 32]>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -100,7 +121,15 @@ impl Snapshot {
             },
         };
         // Serializing plain structs into a Vec cannot fail.
-        postcard::to_stdvec(&wire).unwrap_or_default()
+        let mut out = postcard::to_stdvec(&wire).unwrap_or_default();
+        if let Some(lineage) = self.lineage {
+            let wire = WireLineage {
+                sequence: lineage.sequence,
+                parent: lineage.parent.map(|id| *id.as_bytes()),
+            };
+            out.extend(postcard::to_stdvec(&wire).unwrap_or_default());
+        }
+        out
     }
 
     /// Encodes and seals the snapshot (padded in format 3); refuses one
@@ -124,10 +153,23 @@ impl Snapshot {
 
     /// Decodes a snapshot's plaintext. Never panics.
     pub fn decode(plain: &[u8]) -> Result<Self, Error> {
-        let w: Wire = postcard::from_bytes(plain).map_err(|_| corrupt("snapshot"))?;
+        let (w, rest): (Wire, _) =
+            postcard::take_from_bytes(plain).map_err(|_| corrupt("snapshot"))?;
         if w.time_nanos >= 1_000_000_000 {
             return Err(corrupt("snapshot"));
         }
+        // Formats 1 and 2 end here; format 3 adds the lineage, and nothing
+        // may follow it.
+        let lineage = match rest {
+            [] => None,
+            rest => match postcard::take_from_bytes::<WireLineage>(rest) {
+                Ok((l, [])) if l.sequence > 0 => Some(Lineage {
+                    sequence: l.sequence,
+                    parent: l.parent.map(SnapshotId::from_bytes),
+                }),
+                _ => return Err(corrupt("snapshot")),
+            },
+        };
         let s = w.summary;
         Ok(Snapshot {
             time_secs: w.time_secs,
@@ -145,6 +187,7 @@ impl Snapshot {
                 bytes_new: s.bytes_new,
                 bytes_stored: s.bytes_stored,
             },
+            lineage,
         })
     }
 }
@@ -157,7 +200,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn encode_decode_round_trips(host in ".{0,40}", paths in proptest::collection::vec(".{0,30}", 0..4), n in any::<u64>(), secs in any::<i64>()) {
+        fn encode_decode_round_trips(host in ".{0,40}", paths in proptest::collection::vec(".{0,30}", 0..4), n in any::<u64>(), secs in any::<i64>(), sequence in proptest::option::of(1u64..), parent in proptest::option::of(any::<[u8; 32]>())) {
             let snapshot = Snapshot {
                 time_secs: secs,
                 time_nanos: 7,
@@ -166,8 +209,15 @@ mod tests {
                 tags: vec!["daily".into()],
                 root: BlobId::from_bytes([3; 32]),
                 summary: SnapshotSummary { n_files: n, ..SnapshotSummary::default() },
+                lineage: sequence.map(|sequence| Lineage { sequence, parent: parent.map(SnapshotId::from_bytes) }),
             };
-            prop_assert_eq!(Snapshot::decode(&snapshot.encode()).unwrap(), snapshot);
+            prop_assert_eq!(Snapshot::decode(&snapshot.encode()).unwrap(), snapshot.clone());
+            // Anything after the lineage, or a zero sequence, is corrupt.
+            if snapshot.lineage.is_some() {
+                let mut longer = snapshot.encode();
+                longer.push(0);
+                prop_assert!(Snapshot::decode(&longer).is_err());
+            }
         }
 
         #[test]

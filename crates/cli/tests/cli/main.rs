@@ -1034,3 +1034,42 @@ fn the_chunker_is_chosen_at_init() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("'gear'"));
 }
+
+/// The device remembers the newest snapshot it saw: when the newest
+/// snapshot file disappears, `snapshots` and `restore latest` fail with one
+/// line that says what happened, until `--accept-rollback`.
+#[test]
+fn a_rolled_back_repository_is_refused_until_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (repo, key_file) = init_repo(dir.path());
+    let env = [
+        ("CAIRN_REPOSITORY", p(&repo)),
+        ("CAIRN_KEY_FILE", p(&key_file)),
+    ];
+    let src = dir.path().join("chat");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    for day in 0..2 {
+        std::fs::write(src.join(format!("day{day}.txt")), format!("day {day}")).expect("write");
+        ok(&cairn(&["backup", p(&src)], &env));
+    }
+    let newest = ok(&cairn(&["snapshots", "--json"], &env));
+    let listed: serde_json::Value = serde_json::from_str(&newest).expect("json");
+    let ids: Vec<String> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    std::fs::remove_file(repo.join("snapshots").join(&ids[1])).expect("delete the newest");
+    for args in [
+        &["snapshots"][..],
+        &["restore", "latest", "--target", "/nonexistent/x"],
+    ] {
+        let line = one_line_error(&cairn(args, &env));
+        assert!(line.contains("went back in time"), "{line}");
+    }
+    let accepted = ok(&cairn(&["--accept-rollback", "snapshots"], &env));
+    assert!(accepted.contains(&ids[0][..8]), "{accepted}");
+    ok(&cairn(&["snapshots"], &env));
+}

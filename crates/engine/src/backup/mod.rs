@@ -16,6 +16,7 @@ use crate::blobs::object;
 use crate::cache::Kind;
 use crate::deep::DEEP_STACK;
 use crate::error::{Error, Result, from_meta};
+use crate::lineage::NewestSeen;
 use crate::maintenance::Session;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -373,7 +374,20 @@ impl Repository {
             return Err(Error::PruneRunning(prune));
         }
         self.note(skipped.iter().map(ToString::to_string));
-        let mut parent = self.choose_parent(&options.parent, &options.host, &absolute_paths)?;
+        // Format 3: the history this backup continues (every listing also
+        // checks that the server did not take the history back).
+        let listed =
+            if self.config().format >= cairn_meta::Format::V3 || options.parent == Parent::Latest {
+                Some(self.snapshots()?)
+            } else {
+                None
+            };
+        let lineage = (self.config().format >= cairn_meta::Format::V3).then(|| {
+            let served = listed.as_deref().and_then(NewestSeen::of);
+            NewestSeen::next(served.max(self.watch().seen()))
+        });
+        let mut parent =
+            self.choose_parent(&options.parent, &options.host, &absolute_paths, listed)?;
         let parent_root = match &parent {
             Some((id, snap)) => match self.load_tree(&snap.root_id()) {
                 Ok(tree) => Some(tree),
@@ -535,6 +549,7 @@ impl Repository {
             tags: options.tags.clone(),
             root: root_id,
             summary,
+            lineage,
         };
         // The snapshot's own size counts as stored; its size barely depends on
         // the number, so seal once to measure, then seal the final version.
@@ -548,6 +563,12 @@ impl Repository {
         let snapshot_id = SnapshotId::of_bytes(&sealed);
         if let Some(session) = session {
             self.commit(session, &sealed, &snapshot_id, &new_index, &totals)?;
+            if let Some(lineage) = lineage {
+                self.watch().wrote(NewestSeen {
+                    sequence: lineage.sequence,
+                    snapshot: snapshot_id,
+                });
+            }
         }
         // What the repository noticed (skipped index or snapshot files,
         // distrusted packs) comes first, then what the walk skipped.
@@ -645,20 +666,28 @@ impl Repository {
         Ok(())
     }
 
+    /// The parent `choice` names; `listed`, if given, is every readable
+    /// snapshot, listed already.
     fn choose_parent(
         &self,
         choice: &Parent,
         host: &str,
         paths: &[String],
+        listed: Option<Vec<(SnapshotId, Snapshot)>>,
     ) -> Result<Option<(SnapshotId, Snapshot)>> {
         match choice {
             Parent::None => Ok(None),
             Parent::Snapshot(id) => Ok(Some((*id, self.load_snapshot(id)?))),
-            Parent::Latest => Ok(self
-                .snapshots()?
-                .into_iter()
-                .rev()
-                .find(|(_, s)| s.host == host && s.paths == paths)),
+            Parent::Latest => {
+                let listed = match listed {
+                    Some(listed) => listed,
+                    None => self.snapshots()?,
+                };
+                Ok(listed
+                    .into_iter()
+                    .rev()
+                    .find(|(_, s)| s.host == host && s.paths == paths))
+            }
         }
     }
 }
@@ -752,6 +781,7 @@ pub(crate) fn forge_snapshot(repo: &Repository, root: &Tree) -> SnapshotId {
         tags: Vec::new(),
         root: id,
         summary: SnapshotSummary::default(),
+        lineage: None,
     };
     let sealed = snapshot
         .seal(&repo.keys().metadata, repo.config().format)

@@ -162,6 +162,9 @@ impl Repository {
             delete_object(&**self.store(), Namespace::Snapshots, &id.to_hex())?;
             report.n_removed += 1;
         }
+        if report.n_removed > 0 {
+            self.take_in_own_changes()?;
+        }
         Ok(report)
     }
 }
@@ -311,6 +314,7 @@ mod tests {
                 tags: tags.iter().map(|t| (*t).to_owned()).collect(),
                 root: BlobId::from_bytes([0; 32]),
                 summary: SnapshotSummary::default(),
+                lineage: None,
             },
         )
     }

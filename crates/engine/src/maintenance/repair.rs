@@ -312,6 +312,8 @@ impl Repository {
         if let Err(e) = session.end() {
             self.note([format!("could not remove the repair's session marker: {e}")]);
         }
+        // A rewritten snapshot keeps its sequence number under a new ID.
+        self.take_in_own_changes()?;
         Ok(report)
     }
 }

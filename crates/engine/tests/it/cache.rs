@@ -89,6 +89,7 @@ fn daily_requests(
 ) -> Vec<Requests> {
     let open = OpenOptions {
         cache_dir: cache.map(Path::to_path_buf),
+        ..OpenOptions::default()
     };
     let mut out = Vec::new();
     for _ in 0..days {
@@ -167,6 +168,7 @@ fn a_new_device_restores_from_the_key_alone_and_a_bad_cache_costs_only_requests(
             &key,
             &OpenOptions {
                 cache_dir: Some(dir.to_path_buf()),
+                ..OpenOptions::default()
             },
         )
         .expect("open")
@@ -244,6 +246,7 @@ fn check_reads_the_store_not_the_cache() {
     daily_requests(&store, &key, &mut history, Some(cache.path()), 2);
     let open = OpenOptions {
         cache_dir: Some(cache.path().to_path_buf()),
+        ..OpenOptions::default()
     };
     let repo = Repository::open_with(store.clone(), &key, &open).expect("open");
     let healthy = repo
@@ -317,6 +320,7 @@ fn listings_without_sizes_cost_requests_not_packs() {
     let mut history = History::new();
     let open = OpenOptions {
         cache_dir: Some(cache.path().to_path_buf()),
+        ..OpenOptions::default()
     };
     for _ in 0..2 {
         history.next_day();
@@ -369,6 +373,7 @@ fn larger_packs_cost_fewer_puts_and_one_small_file_never_costs_a_pack() {
             &key,
             &OpenOptions {
                 cache_dir: Some(cache.path().to_path_buf()),
+                ..OpenOptions::default()
             },
         )
         .expect("open");

@@ -22,6 +22,7 @@ mod prune;
 mod prune_concurrency;
 mod repair;
 mod restore_safety;
+mod rollback;
 mod roundtrip;
 mod secrecy;
 mod sources;

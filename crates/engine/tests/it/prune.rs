@@ -347,8 +347,11 @@ fn what_prune_moves_grows_with_what_is_removed_not_with_the_repository() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let (small, small_report, _) = prune_cost(scratch.path(), 6);
     let (large, large_report, large_bytes) = prune_cost(scratch.path(), 24);
+    // Prune reads every snapshot and index file, each at least 4 KiB once
+    // padded (format 3): in this small repository that is a sizeable
+    // share, and still far from reading it all.
     assert!(
-        large.bytes_read + large.bytes_written < large_bytes / 4,
+        large.bytes_read + large.bytes_written < large_bytes / 3,
         "{large:?} of {large_bytes} bytes"
     );
     // The same two days go from a repository four times as large: the

@@ -1,0 +1,122 @@
+//! Rollback and withholding detection (format 3). Every snapshot seals its
+//! sequence number (one more than the largest its backup saw) and the ID of
+//! that newest snapshot. A device remembers the newest snapshot it has seen
+//! ([`NewestSeen`]: the caller persists it, the CLI in its cache directory);
+//! a server that later serves an older history (the newest snapshot deleted,
+//! the repository put back to an earlier copy, a snapshot replaced) is
+//! refused by every listing: `snapshots`, `backup`, `restore latest`,
+//! `forget`, `prune`.
+//!
+//! A device that has seen nothing (a new phone restoring) has nothing to
+//! compare with, and [`OpenOptions::accept_rollback`](crate::OpenOptions)
+//! lets a user who restored the repository on purpose go on: the served
+//! history becomes the newest seen.
+
+use std::sync::Mutex;
+
+use cairn_crypto::SnapshotId;
+use cairn_meta::{Lineage, Snapshot};
+
+use crate::error::{Error, Result};
+
+/// The newest snapshot a device has seen in a repository: what it must
+/// never see the history go back from. Ordered by sequence, then ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NewestSeen {
+    /// Its sequence number.
+    pub sequence: u64,
+    /// Its ID.
+    pub snapshot: SnapshotId,
+}
+
+impl NewestSeen {
+    /// The newest of `snapshots` that carry a lineage: the largest sequence
+    /// number, and among equals (two devices' backups of one history) the
+    /// largest ID, so that every device picks the same one.
+    pub(crate) fn of(snapshots: &[(SnapshotId, Snapshot)]) -> Option<Self> {
+        snapshots
+            .iter()
+            .filter_map(|(id, s)| {
+                Some(NewestSeen {
+                    sequence: s.lineage?.sequence,
+                    snapshot: *id,
+                })
+            })
+            .max()
+    }
+
+    /// The lineage of a snapshot written after `self` (or of the first).
+    pub(crate) fn next(newest: Option<Self>) -> Lineage {
+        Lineage {
+            sequence: newest.map_or(0, |n| n.sequence) + 1,
+            parent: newest.map(|n| n.snapshot),
+        }
+    }
+
+    /// A short form for messages.
+    fn describe(&self) -> String {
+        let hex = self.snapshot.to_hex();
+        format!("#{} ({})", self.sequence, hex.get(..12).unwrap_or(&hex))
+    }
+}
+
+/// What a repository handle has seen, and whether it accepts going back.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    seen: Mutex<Option<NewestSeen>>,
+    accept_rollback: bool,
+}
+
+impl Watch {
+    pub fn new(seen: Option<NewestSeen>, accept_rollback: bool) -> Self {
+        Self {
+            seen: Mutex::new(seen),
+            accept_rollback,
+        }
+    }
+
+    pub fn seen(&self) -> Option<NewestSeen> {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks a listing of every readable snapshot against the newest
+    /// seen, then remembers the listing's newest. `n_unreadable` snapshot
+    /// files could not be read (one of them may be the missing one).
+    pub fn check(&self, snapshots: &[(SnapshotId, Snapshot)], n_unreadable: usize) -> Result<()> {
+        let served = NewestSeen::of(snapshots);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if self.accept_rollback {
+            // What is served becomes the history this device saw.
+            *seen = served;
+            return Ok(());
+        }
+        if let Some(before) = *seen {
+            let still_there = snapshots.iter().any(|(id, _)| *id == before.snapshot);
+            let went_back = served.is_none_or(|s| s.sequence < before.sequence);
+            if went_back || (!still_there && served.is_some_and(|s| s.sequence == before.sequence))
+            {
+                return Err(Error::Rollback {
+                    seen: before.describe(),
+                    served: served.map_or_else(|| "none".to_owned(), |s| s.describe()),
+                    unreadable: n_unreadable,
+                });
+            }
+        }
+        *seen = served.max(*seen);
+        Ok(())
+    }
+
+    /// Takes the served history as the newest seen, without a check: after
+    /// this handle itself forgot or rewrote snapshots (the newest may be
+    /// gone, by its own hand).
+    pub fn reset(&self, snapshots: &[(SnapshotId, Snapshot)]) {
+        let served = NewestSeen::of(snapshots);
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = served;
+    }
+
+    /// Remembers a snapshot this handle wrote.
+    pub fn wrote(&self, newest: NewestSeen) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        *seen = Some(newest).max(*seen);
+    }
+}
