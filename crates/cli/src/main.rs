@@ -9,7 +9,6 @@ mod location;
 mod maintenance;
 mod output;
 mod progress;
-mod seen;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -334,13 +333,14 @@ fn repo_path(cli: &Cli) -> Result<PathBuf> {
         .context("no repository given (use --repo or CAIRN_REPOSITORY)")
 }
 
-fn open_repo(cli: &Cli) -> Result<seen::Tracked> {
-    let path = repo_path(cli)?;
-    let location = Location::of(&path)?;
+fn open_repo(cli: &Cli) -> Result<Repository> {
+    let location = Location::of(&repo_path(cli)?)?;
     let key = keys::load(cli.key_file.as_deref())?;
     let cache_root = cli.cache_dir.clone().or_else(location::default_cache_dir);
     // A local repository is read as fast as a cache would be (restic's
-    // choice too): only a remote one gets a cache.
+    // choice too): only a remote one gets a cache. Every repository keeps
+    // the newest snapshot seen there (a local path can be a server's share
+    // too).
     let cache_dir = match (&location, cli.no_cache) {
         (Location::S3(_), false) => cache_root.clone(),
         _ => None,
@@ -349,15 +349,9 @@ fn open_repo(cli: &Cli) -> Result<seen::Tracked> {
         cache_dir,
         newest_seen: None,
         accept_rollback: cli.accept_rollback,
+        state_dir: cache_root,
     };
-    let repo = Repository::open_with(location.open()?, &key, &options)?;
-    // The newest snapshot seen is kept for every repository (a local path
-    // can be a server's share too), by its ID.
-    let seen_file = cache_root.map(|root| seen::file_for(&root, &repo.config().repo_id));
-    if let Some(seen) = seen_file.as_deref().and_then(seen::load) {
-        repo.remember_newest_seen(seen);
-    }
-    Ok(seen::Tracked::new(repo, seen_file))
+    Ok(Repository::open_with(location.open()?, &key, &options)?)
 }
 
 /// "1 entry", "2 entries".
@@ -469,9 +463,9 @@ fn run(cli: Cli) -> Result<Done> {
             };
             check(&cli, read_data)
         }
-        Command::Forget(args) => maintenance::forget(&cli, &*open_repo(&cli)?, args),
+        Command::Forget(args) => maintenance::forget(&cli, &open_repo(&cli)?, args),
         Command::Prune { args, dry_run } => {
-            maintenance::prune(&cli, &*open_repo(&cli)?, args, *dry_run)
+            maintenance::prune(&cli, &open_repo(&cli)?, args, *dry_run)
         }
         Command::Demo { dir, days } => {
             demo::run(dir.as_deref(), *days)?;

@@ -38,6 +38,9 @@ use cairn_pack::{MAX_HEADER_SEALED_LEN, MAX_TAIL_LEN};
 /// Largest cached header file: tag, size, sealed header and trailer.
 const MAX_TAIL_FILE: u64 = 32 + 8 + MAX_HEADER_SEALED_LEN as u64 + MAX_TAIL_LEN as u64;
 
+/// The file holding the newest snapshot seen (see [`Cache::newest_seen`]).
+const NEWEST_SEEN: &str = "newest-seen";
+
 /// Temporary files older than this are leftovers of a crashed writer.
 const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
 
@@ -203,6 +206,33 @@ impl Cache {
         let size = size.to_le_bytes();
         let tag = self.key.tag(&[pack.as_bytes(), &size, tail]);
         let _ = self.write(&self.path(Kind::Headers, pack), &[&tag, &size, tail]);
+    }
+
+    /// The newest snapshot this device saw (sequence number and ID), if a
+    /// mark is kept whose tag shows this device wrote it for this
+    /// repository. Unlike the copies, a state: deleting it only turns the
+    /// rollback check off until the next listing.
+    pub(crate) fn newest_seen(&self) -> Option<(u64, [u8; 32])> {
+        let bytes = read_bounded(&self.dir.join(NEWEST_SEEN), 32 + 8 + 32)?;
+        let (tag, rest) = bytes.split_first_chunk::<32>()?;
+        let (sequence, id) = rest.split_first_chunk::<8>()?;
+        let id: [u8; 32] = id.try_into().ok()?;
+        (*tag == self.key.tag(&[NEWEST_SEEN.as_bytes(), sequence, &id]))
+            .then(|| (u64::from_le_bytes(*sequence), id))
+    }
+
+    /// Keeps (or, with `None`, removes) the newest snapshot this device saw.
+    pub(crate) fn set_newest_seen(&self, seen: Option<(u64, [u8; 32])>) -> std::io::Result<()> {
+        let path = self.dir.join(NEWEST_SEEN);
+        let Some((sequence, id)) = seen else {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        };
+        let sequence = sequence.to_le_bytes();
+        let tag = self.key.tag(&[NEWEST_SEEN.as_bytes(), &sequence, &id]);
+        self.write(&path, &[&tag, &sequence, &id])
     }
 
     /// Removes a copy that failed a check.

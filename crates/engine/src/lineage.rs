@@ -11,12 +11,17 @@
 //! compare with, and [`OpenOptions::accept_rollback`](crate::OpenOptions)
 //! lets a user who restored the repository on purpose go on: the served
 //! history becomes the newest seen.
+//!
+//! The mark is kept, when the caller gives a state directory, in the
+//! repository's directory there (tagged, written at once whenever it
+//! moves), and is always available to the caller to keep elsewhere.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cairn_crypto::SnapshotId;
 use cairn_meta::{Lineage, Snapshot};
 
+use crate::cache::Cache;
 use crate::error::{Error, Result};
 
 /// The newest snapshot a device has seen in a repository: what it must
@@ -65,13 +70,40 @@ impl NewestSeen {
 pub(crate) struct Watch {
     seen: Mutex<Option<NewestSeen>>,
     accept_rollback: bool,
+    /// Where the mark is kept between runs, if anywhere.
+    state: Option<Arc<Cache>>,
 }
 
 impl Watch {
-    pub fn new(seen: Option<NewestSeen>, accept_rollback: bool) -> Self {
+    /// A watch that starts from the later of `given` and the kept mark.
+    pub fn new(
+        given: Option<NewestSeen>,
+        accept_rollback: bool,
+        state: Option<Arc<Cache>>,
+    ) -> Self {
+        let kept = state
+            .as_ref()
+            .and_then(|s| s.newest_seen())
+            .map(|(sequence, id)| NewestSeen {
+                sequence,
+                snapshot: SnapshotId::from_bytes(id),
+            });
         Self {
-            seen: Mutex::new(seen),
+            seen: Mutex::new(given.max(kept)),
             accept_rollback,
+            state,
+        }
+    }
+
+    /// Sets the mark and keeps it (best-effort: a mark that cannot be kept
+    /// costs the check on the next run, never an operation).
+    fn set(&self, seen: &mut Option<NewestSeen>, new: Option<NewestSeen>) {
+        if *seen == new {
+            return;
+        }
+        *seen = new;
+        if let Some(state) = &self.state {
+            let _ = state.set_newest_seen(new.map(|n| (n.sequence, *n.snapshot.as_bytes())));
         }
     }
 
@@ -87,7 +119,7 @@ impl Watch {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if self.accept_rollback {
             // What is served becomes the history this device saw.
-            *seen = served;
+            self.set(&mut seen, served);
             return Ok(());
         }
         if let Some(before) = *seen {
@@ -102,21 +134,25 @@ impl Watch {
                 });
             }
         }
-        *seen = served.max(*seen);
+        let later = served.max(*seen);
+        self.set(&mut seen, later);
         Ok(())
     }
 
-    /// Takes the served history as the newest seen, without a check: after
-    /// this handle itself forgot or rewrote snapshots (the newest may be
-    /// gone, by its own hand).
-    pub fn reset(&self, snapshots: &[(SnapshotId, Snapshot)]) {
-        let served = NewestSeen::of(snapshots);
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = served;
+    /// After this handle itself forgot or rewrote snapshots: `remaining`
+    /// is what a checked listing served, less what was deleted, plus what
+    /// was written; its newest is the mark (the newest seen may be gone, by
+    /// this device's own hand). Computed here, not listed again: a second
+    /// listing would be the server's chance to serve less.
+    pub fn reset(&self, remaining: &[(SnapshotId, Snapshot)]) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        self.set(&mut seen, NewestSeen::of(remaining));
     }
 
     /// Remembers a snapshot this handle wrote.
     pub fn wrote(&self, newest: NewestSeen) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        *seen = Some(newest).max(*seen);
+        let later = Some(newest).max(*seen);
+        self.set(&mut seen, later);
     }
 }

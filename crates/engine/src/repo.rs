@@ -65,6 +65,11 @@ pub struct OpenOptions {
     /// Accept a history older than `newest_seen` (a repository restored
     /// from an older copy on purpose): it becomes the newest seen.
     pub accept_rollback: bool,
+    /// Where this device keeps its state for each repository (the newest
+    /// snapshot seen, tagged, in a directory per repository ID below it;
+    /// the same safety rules as the cache's). May be the cache directory;
+    /// deleting it turns the rollback check off until the next listing.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Totals of a repository, from its index and store listing.
@@ -207,7 +212,7 @@ impl Repository {
             slot_name,
             config,
             None,
-            Watch::new(None, false),
+            Watch::new(None, false, None),
         )
     }
 
@@ -292,14 +297,20 @@ impl Repository {
         };
         let config =
             RepoConfig::open(&keys.metadata, &config_bytes).map_err(from_meta(&config_name))?;
-        let mut refused = None;
+        let mut refused = Vec::new();
         let cache = options.cache_dir.as_deref().and_then(|root| {
             Cache::open(root, &config.repo_id, keys.cache.clone())
-                .map_err(|why| refused = Some(format!("{why}: working without a cache")))
+                .map_err(|why| refused.push(format!("{why}: working without a cache")))
                 .ok()
                 .map(Arc::new)
         });
-        let watch = Watch::new(options.newest_seen, options.accept_rollback);
+        let state = options.state_dir.as_deref().and_then(|root| {
+            Cache::open(root, &config.repo_id, keys.cache.clone())
+                .map_err(|why| refused.push(format!("{why}: the newest snapshot seen is not kept")))
+                .ok()
+                .map(Arc::new)
+        });
+        let watch = Watch::new(options.newest_seen, options.accept_rollback, state);
         let mut repo = Self::assemble(store, master, slot_in_use, config, cache, watch)?;
         repo.note(refused);
         let skipped = repo.blobs.load()?;
@@ -432,9 +443,8 @@ impl Repository {
         Ok(listing)
     }
 
-    /// [`Repository::list_snapshots`] without the rollback check: for
-    /// taking in what this handle itself just changed.
-    pub(crate) fn list_snapshots_unchecked(&self) -> Result<SnapshotListing> {
+    /// [`Repository::list_snapshots`] without the rollback check.
+    fn list_snapshots_unchecked(&self) -> Result<SnapshotListing> {
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
         let listed = self.list_snapshot_files()?;
@@ -496,12 +506,16 @@ impl Repository {
         &self.watch
     }
 
-    /// After this handle forgot or rewrote snapshots: what is served now is
-    /// the newest seen (the newest may be gone, by this device's hand).
-    pub(crate) fn take_in_own_changes(&self) -> Result<()> {
-        let listing = self.list_snapshots_unchecked()?;
-        self.watch.reset(&listing.snapshots);
-        Ok(())
+    /// Seals `part` as an index file of this repository and puts it (the
+    /// writers other than a backup's packer: prune, compact, repair).
+    pub(crate) fn put_index_part(&self, part: &cairn_index::Index) -> Result<(String, u64)> {
+        crate::blobs::put_index_file(
+            &*self.store,
+            self.blobs.cache(),
+            &self.keys.metadata,
+            self.config.format,
+            part,
+        )
     }
 
     /// Every readable snapshot, oldest first. A snapshot file that cannot be

@@ -18,7 +18,7 @@ use cairn_index::Index;
 use cairn_meta::SessionKind;
 use cairn_store::Namespace;
 
-use crate::blobs::{delete_object, put_index_file};
+use crate::blobs::delete_object;
 use crate::error::{Error, Result};
 use crate::maintenance::prune::{MAX_INDEX_FILES, split_index};
 use crate::maintenance::sessions::{Session, others};
@@ -61,7 +61,6 @@ impl Repository {
     /// those), and says why.
     pub fn compact_index(&self) -> Result<CompactReport> {
         let mut report = CompactReport::default();
-        let key = self.keys().metadata.clone();
         if self.blobs().index_files().len() <= MAX_INDEX_FILES {
             report.skipped = Some("few index files: nothing to merge".into());
             return Ok(report);
@@ -119,13 +118,7 @@ impl Repository {
             names.push(name);
         }
         for part in split_index(&merged) {
-            let (name, _) = put_index_file(
-                &**self.store(),
-                self.blobs().cache(),
-                &key,
-                self.config().format,
-                &part,
-            )?;
+            let (name, _) = self.put_index_part(&part)?;
             self.blobs()
                 .register_index_file(name, part.packs().to_vec());
             report.n_index_files_written += 1;

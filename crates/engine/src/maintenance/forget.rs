@@ -6,7 +6,7 @@
 //! Calendar buckets are taken in UTC: the engine reads no time zone, so the
 //! same repository gives the same decisions on every machine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use cairn_crypto::SnapshotId;
@@ -163,7 +163,12 @@ impl Repository {
             report.n_removed += 1;
         }
         if report.n_removed > 0 {
-            self.take_in_own_changes()?;
+            let removed: HashSet<SnapshotId> = report.removed().map(|d| d.id).collect();
+            let remaining: Vec<(SnapshotId, Snapshot)> = snapshots
+                .into_iter()
+                .filter(|(id, _)| !removed.contains(id))
+                .collect();
+            self.watch().reset(&remaining);
         }
         Ok(report)
     }

@@ -18,7 +18,7 @@ use cairn_meta::{Condemnation, NodeKind, SessionKind};
 use cairn_store::Namespace;
 
 use crate::backup::{BufferPool, Packer};
-use crate::blobs::{delete_object, object, pack_object, put_index_file};
+use crate::blobs::{delete_object, object, pack_object};
 use crate::error::{Error, Result, from_meta};
 use crate::maintenance::sessions::{Session, delete_marker, list_sessions, others};
 use crate::progress::Progress;
@@ -364,13 +364,7 @@ impl Repository {
             }
         }
         for part in split_index(&compacted) {
-            let (name, len) = put_index_file(
-                &**self.store(),
-                self.blobs().cache(),
-                &key,
-                self.config().format,
-                &part,
-            )?;
+            let (name, len) = self.put_index_part(&part)?;
             self.blobs()
                 .register_index_file(name, part.packs().to_vec());
             report.bytes_written += len;
@@ -498,13 +492,7 @@ impl Repository {
                 }
             }
             for part in split_index(&keep) {
-                let (name, len) = put_index_file(
-                    &**self.store(),
-                    self.blobs().cache(),
-                    &key,
-                    self.config().format,
-                    &part,
-                )?;
+                let (name, len) = self.put_index_part(&part)?;
                 self.blobs()
                     .register_index_file(name, part.packs().to_vec());
                 report.bytes_written += len;

@@ -22,7 +22,7 @@ use cairn_index::{BlobLocation, Index};
 use cairn_meta::{MAX_NAME_LEN, Node, NodeKind, SessionKind, Snapshot, Tree};
 use cairn_store::Namespace;
 
-use crate::blobs::{delete_object, object, put_index_file};
+use crate::blobs::{delete_object, object};
 use crate::error::{Error, Result, from_meta};
 use crate::maintenance::check::{PackVerdict, is_sound};
 use crate::maintenance::prune::split_index;
@@ -79,7 +79,6 @@ impl Repository {
         // What the store holds is repaired, not this device's copies of it.
         let _store_only = self.blobs().uncached();
         let mut report = RepairIndexReport::default();
-        let key = self.keys().metadata.clone();
         let session = match self.maintenance_session()? {
             Ok(session) => session,
             Err(why) => {
@@ -185,13 +184,7 @@ impl Repository {
             report.n_packs_adopted += 1;
         }
         for part in split_index(&index) {
-            put_index_file(
-                &**self.store(),
-                self.blobs().cache(),
-                &key,
-                self.config().format,
-                &part,
-            )?;
+            self.put_index_part(&part)?;
             report.n_index_files_written += 1;
         }
         let superseded = replaced
@@ -280,6 +273,12 @@ impl Repository {
         if repaired.is_empty() {
             return Ok(report);
         }
+        // A rewritten snapshot (format 3) takes the next sequence number,
+        // its parent the original: to every device it is newer, never a
+        // newest one replaced.
+        let mut newest =
+            crate::lineage::NewestSeen::of(&listing.snapshots).max(self.watch().seen());
+        let mut remaining = listing.snapshots.clone();
         // The new trees go in packs and an index file first; then the
         // snapshots (each its own commit point); then the originals. A
         // backup's session marker keeps a prune from taking the new packs
@@ -291,7 +290,12 @@ impl Repository {
             SessionKind::Backup,
         )?;
         crate::backup::store_trees(self, new_trees)?;
-        for (original, fixed) in repaired {
+        for (original, mut fixed) in repaired {
+            if fixed.lineage.is_some() {
+                let mut lineage = crate::lineage::NewestSeen::next(newest);
+                lineage.parent = Some(original);
+                fixed.lineage = Some(lineage);
+            }
             let sealed = fixed
                 .seal(&self.keys().metadata, self.config().format)
                 .map_err(from_meta("snapshot"))?;
@@ -303,8 +307,16 @@ impl Repository {
                 Ok(()) | Err(cairn_store::Error::AlreadyExists(_)) => {}
                 Err(e) => return Err(e.into()),
             }
+            if let Some(lineage) = fixed.lineage {
+                newest = Some(crate::lineage::NewestSeen {
+                    sequence: lineage.sequence,
+                    snapshot: new_id,
+                });
+            }
+            remaining.push((new_id, fixed));
             if forget {
                 delete_object(&**self.store(), Namespace::Snapshots, &original.to_hex())?;
+                remaining.retain(|(id, _)| *id != original);
                 report.n_forgotten += 1;
             }
             report.rewritten.push((original, new_id));
@@ -312,8 +324,7 @@ impl Repository {
         if let Err(e) = session.end() {
             self.note([format!("could not remove the repair's session marker: {e}")]);
         }
-        // A rewritten snapshot keeps its sequence number under a new ID.
-        self.take_in_own_changes()?;
+        self.watch().reset(&remaining);
         Ok(report)
     }
 }

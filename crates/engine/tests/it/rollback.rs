@@ -165,3 +165,38 @@ fn forgetting_the_newest_here_is_not_a_rollback() {
     let device = open_as_seen(store, &key, repo.newest_seen());
     assert_eq!(device.snapshots().expect("list").len(), 2);
 }
+
+/// With a state directory the engine keeps the mark itself, across opens;
+/// a mark it did not write (no valid tag) is ignored.
+#[test]
+fn the_state_directory_keeps_the_mark_between_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let options = OpenOptions {
+        state_dir: Some(state.clone()),
+        ..OpenOptions::default()
+    };
+    let (store, repo, key, ids) = three_days(dir.path());
+    // The first device run that keeps state: it lists, so it marks #3.
+    drop(repo);
+    let repo = Repository::open_with(store.clone(), &key, &options).expect("open");
+    assert_eq!(repo.snapshots().expect("list").len(), 3);
+    drop(repo);
+    store
+        .delete(&ObjectName::new(Namespace::Snapshots, &ids[2].to_hex()).expect("name"))
+        .expect("delete");
+    let repo = Repository::open_with(store.clone(), &key, &options).expect("open");
+    assert!(is_rollback(repo.snapshots()));
+    drop(repo);
+    // A planted mark is not believed: the check is off, not fooled.
+    let mark = std::fs::read_dir(&state)
+        .expect("state")
+        .map(|e| e.expect("entry").path().join("newest-seen"))
+        .find(|p| p.exists())
+        .expect("a mark was kept");
+    let mut planted = std::fs::read(&mark).expect("read");
+    planted[40] ^= 1;
+    std::fs::write(&mark, &planted).expect("plant");
+    let repo = Repository::open_with(store, &key, &options).expect("open");
+    assert_eq!(repo.snapshots().expect("list").len(), 2);
+}
