@@ -1,7 +1,8 @@
 //! Rollback and withholding detection (format 3). Every snapshot seals its
 //! sequence number (one more than the largest its backup saw) and the ID of
 //! that newest snapshot. A device remembers the newest snapshot it has seen
-//! ([`NewestSeen`]: the caller persists it, the CLI in its cache directory);
+//! ([`NewestSeen`]: kept by the engine in the caller's state directory, or
+//! by the caller wherever it likes);
 //! a server that later serves an older history (the newest snapshot deleted,
 //! the repository put back to an earlier copy, a snapshot replaced) is
 //! refused by every listing: `snapshots`, `backup`, `restore latest`,

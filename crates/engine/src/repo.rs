@@ -59,8 +59,8 @@ pub struct OpenOptions {
     /// The newest snapshot this device saw in this repository, as a
     /// previous [`Repository::newest_seen`] returned it: a listing that
     /// serves an older history is refused ([`Error::Rollback`]). `None` on a
-    /// device that has seen nothing. Persist it where you like (the CLI
-    /// keeps it in its cache directory).
+    /// device that has seen nothing. Persist it where you like, or give
+    /// `state_dir` and let the engine keep it (the CLI does).
     pub newest_seen: Option<NewestSeen>,
     /// Accept a history older than `newest_seen` (a repository restored
     /// from an older copy on purpose): it becomes the newest seen.
@@ -492,14 +492,6 @@ impl Repository {
     /// snapshot of format 3.
     pub fn newest_seen(&self) -> Option<NewestSeen> {
         self.watch.seen()
-    }
-
-    /// Gives this handle the newest snapshot the device saw, after opening
-    /// (when the caller keys what it remembers by the repository's ID, from
-    /// [`Repository::config`]): as [`OpenOptions::newest_seen`], before any
-    /// listing.
-    pub fn remember_newest_seen(&self, seen: NewestSeen) {
-        self.watch.wrote(seen);
     }
 
     pub(crate) fn watch(&self) -> &Watch {

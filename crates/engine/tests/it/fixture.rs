@@ -74,6 +74,23 @@ fn reads_restores_and_grows(version: &str, format: Format) {
     assert_eq!(tags, [["day0"], ["day1"]]);
     assert!(snapshots.iter().all(|(_, s)| s.host == "fixture-host"));
     let (first, latest) = (snapshots[0].0, snapshots[1].0);
+    // Format 3 snapshots carry their place in the history; older ones none.
+    let lineages: Vec<_> = snapshots.iter().map(|(_, s)| s.lineage).collect();
+    if format >= Format::V3 {
+        let expected = [
+            Some(cairn::Lineage {
+                sequence: 1,
+                parent: None,
+            }),
+            Some(cairn::Lineage {
+                sequence: 2,
+                parent: Some(first),
+            }),
+        ];
+        assert_eq!(lineages, expected);
+    } else {
+        assert_eq!(lineages, [None, None]);
+    }
 
     let restored = restore(&repo, &latest, &dir.path().join("out")).expect("restore latest");
     let expected = fs::read_to_string(fixture.join("latest.txt")).expect("expected");
