@@ -278,11 +278,17 @@ impl Repository {
         let Some(session) = session else {
             // The dry run's answer: what would go.
             report.n_packs_deleted = deleting.len();
-            report.bytes_deleted = deleting
-                .iter()
-                .filter_map(|p| packs.get(p))
-                .map(|u| u.total)
-                .sum();
+            // The packs' own sizes, as a real run counts them (headers and,
+            // in format 3, padding included): one size request per pack
+            // that would go, what is removed and not what is kept.
+            for pack in &deleting {
+                check_cancelled(progress)?;
+                match self.store().size(&pack_object(pack)?) {
+                    Ok(size) => report.bytes_deleted += size,
+                    Err(cairn_store::Error::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             // And what would be copied out of the packs repacked.
             for (pack, entries) in &repack {
                 report.bytes_copied += packs.get(pack).map_or(0, |u| u.live);

@@ -44,14 +44,42 @@ pub struct Usage {
     pub repo_bytes: u64,
     /// The quota, if the repository has one.
     pub quota_bytes: Option<u64>,
-    /// Bytes a prune with the default options would give back (what it
-    /// deletes less what it copies; a real run also writes pack headers
-    /// and index files, a few KiB); `None` when prune would refuse (a
+    /// Bytes a prune with the default options would give back: the size of
+    /// the packs it deletes less an estimate of the packs it writes (its
+    /// copies, with headers and, in format 3, padding; index files, a few
+    /// KiB, are not counted); `None` when prune would refuse (a
     /// damaged index or snapshot file: `check` names it).
     pub reclaimable_bytes: Option<u64>,
     /// Snapshots or trees that could not be read (not counted), each with
     /// the reason.
     pub unreadable: Vec<String>,
+}
+
+/// Bytes of a pack header entry, and of what every pack adds besides its
+/// entries (header count and seal, locator, trailer).
+const PACK_ENTRY_LEN: u64 = 46;
+const PACK_FIXED_LEN: u64 = 5 + 28 + 38 + 12;
+
+impl Repository {
+    /// What the packs holding a prune's copies would take: its blob bytes
+    /// in packs of the target size, each with its header and, in format 3,
+    /// padded.
+    fn packed_len(&self, dry: &crate::PruneReport) -> u64 {
+        if dry.bytes_copied == 0 {
+            return 0;
+        }
+        let target = u64::from(self.config().pack_target_size).max(1);
+        let n_packs = dry.bytes_copied.div_ceil(target).max(1);
+        let per_pack = dry.bytes_copied / n_packs
+            + dry.n_blobs_copied.div_ceil(n_packs) * PACK_ENTRY_LEN
+            + PACK_FIXED_LEN;
+        let per_pack = if self.config().format >= cairn_meta::Format::V3 {
+            cairn_crypto::padded_len(per_pack)
+        } else {
+            per_pack
+        };
+        n_packs * per_pack
+    }
 }
 
 impl Usage {
@@ -147,8 +175,9 @@ impl Repository {
         );
         usage.reclaimable_bytes = match dry {
             // A dry run writes nothing; what it would copy is what a
-            // real run writes, less pack headers and index files.
-            Ok(dry) => Some(dry.bytes_deleted.saturating_sub(dry.bytes_copied)),
+            // real run writes, in packs with headers and (format 3)
+            // padding, less index files.
+            Ok(dry) => Some(dry.bytes_deleted.saturating_sub(self.packed_len(&dry))),
             Err(e)
                 if e.is_repository_damage()
                     || matches!(e, Error::PruneRunning(_) | Error::PruneUnsafe(_)) =>
