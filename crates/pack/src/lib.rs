@@ -45,7 +45,8 @@ const TRAILER_MAGIC: &[u8; 6] = b"CAIRNP";
 const PACK_V1: u8 = 1;
 /// Padded packs with a sealed locator (format 3).
 const PACK_V2: u8 = 2;
-const ENTRY_LEN: usize = 46;
+/// Bytes of one blob's entry in a pack header.
+pub const ENTRY_LEN: usize = 46;
 /// Largest plaintext blob a pack may declare (bounds decompression).
 pub const MAX_BLOB_PLAIN_LEN: u32 = 64 * 1024 * 1024;
 /// Most blobs one pack may hold; writers close a pack when it has this many.

@@ -56,9 +56,10 @@ pub struct Usage {
 }
 
 /// Bytes of a pack header entry, and of what every pack adds besides its
-/// entries (header count and seal, locator, trailer).
-const PACK_ENTRY_LEN: u64 = 46;
-const PACK_FIXED_LEN: u64 = 5 + 28 + 38 + 12;
+/// entries (header version and count, its seal, locator and trailer).
+const PACK_ENTRY_LEN: u64 = cairn_pack::ENTRY_LEN as u64;
+const PACK_FIXED_LEN: u64 =
+    5 + cairn_crypto::SEAL_OVERHEAD as u64 + cairn_pack::MAX_TAIL_LEN as u64;
 
 impl Repository {
     /// What the packs holding a prune's copies would take: its blob bytes
