@@ -29,6 +29,13 @@ fn three_days(
     (store, repo, key, ids)
 }
 
+/// The server deletes a snapshot file.
+fn delete_snapshot(store: &MemoryStore, id: &SnapshotId) {
+    store
+        .delete(&ObjectName::new(Namespace::Snapshots, &id.to_hex()).expect("name"))
+        .expect("delete");
+}
+
 fn open_as_seen(
     store: Arc<MemoryStore>,
     key: &RecoveryKey,
@@ -88,9 +95,7 @@ fn a_deleted_newest_snapshot_is_refused_everywhere() {
     let (store, repo, key, ids) = three_days(dir.path());
     let seen = repo.newest_seen();
     drop(repo);
-    store
-        .delete(&ObjectName::new(Namespace::Snapshots, &ids[2].to_hex()).expect("name"))
-        .expect("delete");
+    delete_snapshot(&store, &ids[2]);
     let mut device = open_as_seen(store.clone(), &key, seen);
     assert!(is_rollback(device.snapshots()));
     assert!(is_rollback(device.find_snapshot("latest")));
@@ -128,9 +133,7 @@ fn accepting_a_rollback_continues_from_what_is_served() {
     let (store, repo, key, ids) = three_days(dir.path());
     let seen = repo.newest_seen();
     drop(repo);
-    store
-        .delete(&ObjectName::new(Namespace::Snapshots, &ids[2].to_hex()).expect("name"))
-        .expect("delete");
+    delete_snapshot(&store, &ids[2]);
     let options = OpenOptions {
         newest_seen: seen,
         accept_rollback: true,
@@ -182,9 +185,7 @@ fn the_state_directory_keeps_the_mark_between_runs() {
     let repo = Repository::open_with(store.clone(), &key, &options).expect("open");
     assert_eq!(repo.snapshots().expect("list").len(), 3);
     drop(repo);
-    store
-        .delete(&ObjectName::new(Namespace::Snapshots, &ids[2].to_hex()).expect("name"))
-        .expect("delete");
+    delete_snapshot(&store, &ids[2]);
     let repo = Repository::open_with(store.clone(), &key, &options).expect("open");
     assert!(is_rollback(repo.snapshots()));
     drop(repo);
